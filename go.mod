@@ -1,0 +1,3 @@
+module github.com/open-lambda/ol-shim
+
+go 1.26.8
