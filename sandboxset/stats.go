@@ -16,13 +16,13 @@ const latencyWindow = 1024
 type Stats struct {
 	Pool string `json:"pool"`
 	// Now.
-	Idle     int `json:"idle"`
-	InUse    int `json:"in_use"`
-	Creating int `json:"creating"`
-	Pausing  int `json:"pausing"`
-	Waiting  int `json:"waiting"`
-	MinIdle  int `json:"min_idle"`
-	MaxSize  int `json:"max_size"`
+	Idle     int  `json:"idle"`
+	InUse    int  `json:"in_use"`
+	Creating int  `json:"creating"`
+	Pausing  int  `json:"pausing"`
+	Waiting  int  `json:"waiting"`
+	MinIdle  int  `json:"min_idle"`
+	MaxSize  int  `json:"max_size"`
 	Closed   bool `json:"closed"`
 	// Since New.
 	HotHits         uint64            `json:"hot_hits"`
