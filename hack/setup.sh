@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what ol-shim's build and tests need on a Debian host, if missing:
+# Go (checked, not installed), docker.io, fuse3, busybox-static.
+set -euo pipefail
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "setup: go not found; ol-shim needs Go 1.26 or newer on PATH (e.g. /usr/local/go/bin)" >&2
+	exit 1
+fi
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "setup: need root to install: ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "setup: installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "setup: ok ($(go version | awk '{print $3}'), $(dockerd --version), fusermount3 $(fusermount3 --version 2>&1 | awk '{print $NF}'))"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# with-docker.sh CMD...: runs CMD with a Docker daemon answering on
+# /var/run/docker.sock. Installs docker.io if dockerd is missing, starts
+# dockerd if none answers (no bridge, no iptables: sandboxes need no
+# network), and stops the daemon afterwards if it started it.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "with-docker: needs root (to start dockerd and mount FUSE)" >&2
+	exit 1
+fi
+command -v dockerd >/dev/null 2>&1 || "$here/setup.sh"
+
+sock=/var/run/docker.sock
+answers() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping >/dev/null 2>&1; }
+
+started=""
+log=/tmp/ol-shim-dockerd.log
+if ! answers; then
+	echo "with-docker: starting dockerd (log: $log)"
+	dockerd --bridge=none --iptables=false --ip6tables=false >"$log" 2>&1 &
+	started=$!
+	for _ in $(seq 1 120); do
+		answers && break
+		if ! kill -0 "$started" 2>/dev/null; then
+			echo "with-docker: dockerd exited; last lines of $log:" >&2
+			tail -20 "$log" >&2
+			exit 1
+		fi
+		sleep 0.5
+	done
+	answers || { echo "with-docker: dockerd did not answer within 60s" >&2; tail -20 "$log" >&2; exit 1; }
+fi
+
+stop() {
+	if [ -n "$started" ]; then
+		echo "with-docker: stopping dockerd"
+		kill "$started" 2>/dev/null || true
+		for _ in $(seq 1 60); do kill -0 "$started" 2>/dev/null || break; sleep 0.5; done
+	fi
+}
+trap stop EXIT
+"$@"
