@@ -564,6 +564,23 @@ func (s *Set) destroy(e *entry, reason string) error {
 	return err
 }
 
+// Adopt takes sb, an existing paused sandbox (found by a reconcile after a
+// restart), into the pool as idle. It fails, leaving sb to the caller, when
+// the Set is closed or full.
+func (s *Set) Adopt(sb Sandbox) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return fmt.Errorf("pool %q: adopt sandbox %s: %w", s.cfg.Name, sb.ID(), ErrClosed)
+	case s.maxSize > 0 && s.live >= s.maxSize:
+		return fmt.Errorf("pool %q: adopt sandbox %s: pool is at its max size %d", s.cfg.Name, sb.ID(), s.maxSize)
+	}
+	s.live++
+	s.releaseLocked(&entry{sb: sb, id: sb.ID(), lastUsed: time.Now()})
+	return nil
+}
+
 // Warm sets MinIdle to n and creates sandboxes until n are idle or being
 // created for the pool, returning the first create error.
 func (s *Set) Warm(ctx context.Context, n int) error {

@@ -620,3 +620,31 @@ func TestStatsLatency(t *testing.T) {
 	}
 	f.closeAndCheckLeaks()
 }
+
+func TestAdopt(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxSize = 1 })
+	sb, err := f.mock.Create(context.Background(), Spec{ID: "fn-adopted", Pool: "fn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.set.cfg.Scratch.Make(context.Background(), "fn-adopted"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.set.Adopt(sb); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := NewMockBackend().Create(context.Background(), Spec{ID: "fn-extra", Pool: "fn"})
+	if err := f.set.Adopt(other); err == nil || !strings.Contains(err.Error(), "max size 1") {
+		t.Errorf("Adopt past max size: %v", err)
+	}
+	_ = other.Destroy(context.Background(), "test")
+	r := f.get()
+	if r.Sandbox().ID() != "fn-adopted" || r.Outcome() != Warm {
+		t.Errorf("got %s (%v), want the adopted sandbox, warm", r.Sandbox().ID(), r.Outcome())
+	}
+	f.put(r)
+	f.closeAndCheckLeaks()
+}
