@@ -47,3 +47,18 @@ func (d DirScratch) Remove(_ context.Context, id string) error {
 	}
 	return nil
 }
+
+// List returns the names of the scratch directories under Root.
+func (d DirScratch) List(context.Context) ([]string, error) {
+	ents, err := os.ReadDir(d.Root)
+	if err != nil {
+		return nil, fmt.Errorf("scratch root %s: %w", d.Root, err)
+	}
+	var ids []string
+	for _, e := range ents {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids, nil
+}

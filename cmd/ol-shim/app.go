@@ -14,6 +14,7 @@ func newApp() *cli.App {
 		Version: version,
 		Commands: []*cli.Command{
 			demoCommand,
+			initCommand,
 			versionCommand,
 		},
 		// Errors are printed once, by main.
