@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test integration e2e bench lint install uninstall check clean
+.PHONY: help setup build demo images test integration e2e bench bench-docker lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,8 +26,15 @@ test: ## unit tests with -race; no root, no Docker
 	$(GO) test -race -count=1 ./...
 	GOMAXPROCS=1 $(GO) test -race -count=1 -run 'Concurrent|Waiters' ./sandboxset
 
-integration: ## tests against a real dockerd, started (and stopped) if none answers; needs root
-	hack/with-docker.sh $(GO) test -race -count=1 -tags integration ./...
+images: ## build the test images locally (no registry): ol-shim-test/runtime (FROM scratch), ol-shim-test/busybox
+	hack/with-docker.sh hack/images.sh
+
+integration: ## tests against a real dockerd, started (and stopped) if none answers; builds the test images; needs root
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -race -count=1 -tags integration ./...'
+
+bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+start (real dockerd)
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Docker -benchtime 1x -count=1 -timeout 30m -tags integration ./shim'
+
 
 e2e: ## end-to-end tests on a systemd Docker-in-Docker host
 	@echo "e2e: nothing to run yet: the systemd service does not exist (see the serve issue)"

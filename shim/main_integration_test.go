@@ -72,12 +72,12 @@ func run(m *testing.M) int {
 // env is one test's view of Docker: its own root ID, so its containers
 // are its own, and a scratch root.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	d       *Docker
 	scratch sandboxset.DirScratch
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
