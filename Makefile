@@ -18,9 +18,8 @@ setup: ## install what is missing on a Debian host (docker.io, fuse3); needs roo
 build: ## static binary (CGO_ENABLED=0) into bin/ol-shim; runs in images FROM scratch
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/ol-shim
 
-demo: build ## run one pool through cold, warm and hot acquires (mock backend)
-	$(BIN) demo --backend mock --rounds 5
-	$(BIN) demo --backend mock --rounds 5 --pause-grace 1s
+demo: build ## run one pool of real containers through cold, warm and hot acquires (starts dockerd if needed)
+	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) demo --backend docker --rounds 5 && $(BIN) demo --backend docker --rounds 5 --pause-grace 1s'
 
 test: ## unit tests with -race; no root, no Docker
 	$(GO) test -race -count=1 ./...
