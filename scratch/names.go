@@ -1,0 +1,172 @@
+package scratch
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrInvalid marks a bad volume name or option. Nothing was created.
+var ErrInvalid = errors.New("invalid")
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// ValidateName reports whether name can name a volume: 1 to 128 characters
+// of letters, digits, '_', '.' and '-', starting with a letter or digit — so
+// it is always one path element, never "." or "..".
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		shown := name
+		if len(shown) > 40 {
+			shown = shown[:40] + "..."
+		}
+		return fmt.Errorf("volume name %q: %w: want 1-128 characters of [A-Za-z0-9_.-] starting with a letter or digit", shown, ErrInvalid)
+	}
+	return nil
+}
+
+// Options are a volume's settings, from `docker volume create --opt`.
+type Options struct {
+	// Size limits the bytes of disk the volume's files may use; 0: no limit.
+	Size int64 `json:"size,omitempty"`
+	// Inodes limits the files, directories and links; 0: no limit.
+	Inodes int64 `json:"inodes,omitempty"`
+	// UID and GID own the volume's root directory; default 0 (root).
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+	// Mode is the permission bits of the volume's root directory.
+	Mode uint32 `json:"mode"`
+}
+
+// DefaultMode is the mode of a volume's root unless the mode option says
+// otherwise: not world-writable.
+const DefaultMode = 0o750
+
+// Limited reports whether the volume has a quota, and so is served through
+// FUSE.
+func (o Options) Limited() bool { return o.Size > 0 || o.Inodes > 0 }
+
+// optionKeys are the options Create accepts, with what each takes.
+var optionKeys = map[string]string{
+	"size":   "bytes, with an optional K, M, G or T suffix (powers of 1024), e.g. 64M",
+	"inodes": "a positive count of files and directories",
+	"uid":    "owner of the volume's root, 0-4294967294",
+	"gid":    "group of the volume's root, 0-4294967294",
+	"mode":   "octal permissions of the volume's root, e.g. 0750",
+}
+
+// ValidOptions describes the options Create accepts, for error messages.
+func ValidOptions() string {
+	var b strings.Builder
+	for i, k := range slices.Sorted(maps.Keys(optionKeys)) {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s (%s)", k, optionKeys[k])
+	}
+	return b.String()
+}
+
+// ParseOptions parses `--opt` key/value pairs. An unknown or malformed
+// option is an error that names it and lists the valid ones.
+func ParseOptions(opts map[string]string) (Options, error) {
+	o := Options{UID: 0, GID: 0, Mode: DefaultMode}
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		v := opts[k]
+		bad := func(err error) (Options, error) {
+			return Options{}, fmt.Errorf("option %s=%q: %w: %v (valid options: %s)", k, v, ErrInvalid, err, ValidOptions())
+		}
+		var err error
+		switch k {
+		case "size":
+			o.Size, err = ParseSize(v)
+		case "inodes":
+			o.Inodes, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && o.Inodes <= 0 {
+				err = errors.New("must be positive")
+			}
+		case "uid", "gid":
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			if err == nil && n == math.MaxUint32 {
+				err = errors.New("out of range")
+			}
+			if k == "uid" {
+				o.UID = int(n)
+			} else {
+				o.GID = int(n)
+			}
+		case "mode":
+			var n uint64
+			n, err = strconv.ParseUint(v, 8, 32)
+			if err == nil && n&^0o7777 != 0 {
+				err = errors.New("more than permission bits")
+			}
+			if err == nil && n&0o002 != 0 {
+				err = errors.New("world-writable volumes are not allowed")
+			}
+			if err == nil && n&0o6000 != 0 {
+				err = errors.New("setuid and setgid bits are not allowed")
+			}
+			o.Mode = uint32(n)
+		default:
+			return Options{}, fmt.Errorf("option %q: %w: unknown (valid options: %s)", k, ErrInvalid, ValidOptions())
+		}
+		if err != nil {
+			return bad(err)
+		}
+	}
+	return o, nil
+}
+
+// ParseSize parses a byte count with an optional K, M, G or T suffix
+// (powers of 1024; a trailing "B" or "iB" is allowed): "64M", "1G", "4096".
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		case 't', 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:n-1]
+		}
+	}
+	if t == "" || strings.TrimLeft(t, "0123456789") != "" {
+		return 0, fmt.Errorf("size %q: want a whole number of bytes with an optional K, M, G or T suffix", s)
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("size %q: must be positive", s)
+	}
+	return n * mult, nil
+}
+
+// String renders options as the key=value pairs ParseOptions reads.
+func (o Options) String() string {
+	var parts []string
+	if o.Size > 0 {
+		parts = append(parts, "size="+strconv.FormatInt(o.Size, 10))
+	}
+	if o.Inodes > 0 {
+		parts = append(parts, "inodes="+strconv.FormatInt(o.Inodes, 10))
+	}
+	parts = append(parts, fmt.Sprintf("uid=%d", o.UID), fmt.Sprintf("gid=%d", o.GID), fmt.Sprintf("mode=%04o", o.Mode))
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,378 @@
+package scratch
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// quotaNode is a loopback node that keeps a Quota: every operation that can
+// make, grow, shrink or free an inode is checked against it beforehand and
+// accounted afterwards from what the backing filesystem reports.
+type quotaNode struct {
+	fs.LoopbackNode
+	q *Quota
+}
+
+var (
+	_ fs.NodeCreater        = (*quotaNode)(nil)
+	_ fs.NodeOpener         = (*quotaNode)(nil)
+	_ fs.NodeMkdirer        = (*quotaNode)(nil)
+	_ fs.NodeMknoder        = (*quotaNode)(nil)
+	_ fs.NodeSymlinker      = (*quotaNode)(nil)
+	_ fs.NodeLinker         = (*quotaNode)(nil)
+	_ fs.NodeUnlinker       = (*quotaNode)(nil)
+	_ fs.NodeRmdirer        = (*quotaNode)(nil)
+	_ fs.NodeRenamer        = (*quotaNode)(nil)
+	_ fs.NodeSetattrer      = (*quotaNode)(nil)
+	_ fs.NodeStatfser       = (*quotaNode)(nil)
+	_ fs.NodeCopyFileRanger = (*quotaNode)(nil)
+)
+
+// newQuotaRoot returns the root node of a quota'd loopback over dir.
+func newQuotaRoot(dir string, q *Quota) (fs.InodeEmbedder, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return nil, err
+	}
+	root := &fs.LoopbackRoot{
+		Path: dir,
+		Dev:  uint64(st.Dev),
+		NewNode: func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
+			return &quotaNode{LoopbackNode: fs.LoopbackNode{RootData: r}, q: q}
+		},
+	}
+	n := root.NewNode(root, nil, "", &st)
+	root.RootNode = n
+	return n, nil
+}
+
+// backing returns the backing path of the child name (or of n if name is "").
+func (n *quotaNode) backing(name string) string {
+	return filepath.Join(n.RootData.Path, n.Path(n.Root()), name)
+}
+
+func lstatIno(p string) (syscall.Stat_t, bool) {
+	var st syscall.Stat_t
+	return st, syscall.Lstat(p, &st) == nil
+}
+
+func chargeOfAttr(a *fuse.Attr) int64 {
+	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		return 0
+	}
+	return int64(a.Blocks) * 512
+}
+
+// Create makes a file if an inode is left.
+func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.q.reserveInode(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	ch, fh, fflags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	if errno != 0 {
+		n.q.unreserveInode()
+		return nil, nil, 0, errno
+	}
+	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), true)
+	return ch, &quotaFile{lf: fh.(*fs.LoopbackFile), q: n.q, ino: out.Attr.Ino}, fflags, 0
+}
+
+// Open opens a file with a handle that accounts its writes. With
+// O_TRUNC the backing open truncates, which the charge reflects.
+func (n *quotaNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	fh, fflags, errno := n.LoopbackNode.Open(ctx, flags)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	lf := fh.(*fs.LoopbackFile)
+	var a fuse.AttrOut
+	if errno := lf.Getattr(ctx, &a); errno != 0 {
+		lf.Release(ctx)
+		return nil, 0, errno
+	}
+	n.q.opened(a.Ino, chargeOfAttr(&a.Attr))
+	return &quotaFile{lf: lf, q: n.q, ino: a.Ino}, fflags, 0
+}
+
+// made is the common tail of Mkdir, Mknod and Symlink.
+func (n *quotaNode) made(ch *fs.Inode, out *fuse.EntryOut, errno syscall.Errno) (*fs.Inode, syscall.Errno) {
+	if errno != 0 {
+		n.q.unreserveInode()
+		return nil, errno
+	}
+	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), false)
+	return ch, 0
+}
+
+// Mkdir makes a directory if an inode is left.
+func (n *quotaNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := n.q.reserveInode(); errno != 0 {
+		return nil, errno
+	}
+	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	return n.made(ch, out, errno)
+}
+
+// Mknod makes a FIFO, socket or empty file if an inode is left. Device
+// nodes are refused (the mount is nodev anyway).
+func (n *quotaNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFCHR, syscall.S_IFBLK:
+		return nil, syscall.EPERM
+	}
+	if errno := n.q.reserveInode(); errno != 0 {
+		return nil, errno
+	}
+	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+	return n.made(ch, out, errno)
+}
+
+// Symlink makes a symlink if an inode is left.
+func (n *quotaNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := n.q.reserveInode(); errno != 0 {
+		return nil, errno
+	}
+	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
+	return n.made(ch, out, errno)
+}
+
+// Link adds a hard link: no new inode, no new bytes.
+func (n *quotaNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.LoopbackNode.Link(ctx, target, name, out)
+}
+
+// Unlink removes a link; a file left with none is freed now, or at its
+// last close if it is open.
+func (n *quotaNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	st, ok := lstatIno(n.backing(name))
+	if errno := n.LoopbackNode.Unlink(ctx, name); errno != 0 {
+		return errno
+	}
+	if ok {
+		n.q.unlinked(st.Ino, uint32(st.Nlink)-1)
+	}
+	return 0
+}
+
+// Rmdir removes a directory and frees its inode.
+func (n *quotaNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	st, ok := lstatIno(n.backing(name))
+	if errno := n.LoopbackNode.Rmdir(ctx, name); errno != 0 {
+		return errno
+	}
+	if ok {
+		n.q.unlinked(st.Ino, 0)
+	}
+	return 0
+}
+
+// Rename moves a name; a file or empty directory it replaces loses a link,
+// as with Unlink.
+func (n *quotaNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*quotaNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	src, _ := lstatIno(n.backing(name))
+	dst, replaced := lstatIno(np.backing(newName))
+	if errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno != 0 {
+		return errno
+	}
+	if replaced && flags&unix.RENAME_EXCHANGE == 0 && dst.Ino != src.Ino {
+		links := uint32(dst.Nlink) - 1
+		if dst.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+			links = 0
+		}
+		n.q.unlinked(dst.Ino, links)
+	}
+	return 0
+}
+
+// Setattr changes attributes; a truncate changes the charge.
+func (n *quotaNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if qf, ok := f.(*quotaFile); ok {
+		return qf.Setattr(ctx, in, out)
+	}
+	if errno := n.LoopbackNode.Setattr(ctx, f, in, out); errno != 0 {
+		return errno
+	}
+	if _, ok := in.GetSize(); ok {
+		n.q.update(out.Ino, chargeOfAttr(&out.Attr))
+	}
+	return 0
+}
+
+// Statfs reports the quota as the filesystem's size, so df inside a
+// sandbox shows the limit and what is left of it.
+func (n *quotaNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	if errno := n.LoopbackNode.Statfs(ctx, out); errno != 0 {
+		return errno
+	}
+	bytes, inodes := n.q.Usage()
+	maxBytes, maxInodes := n.q.Limits()
+	out.Bsize, out.Frsize = blockSize, blockSize
+	if maxBytes > 0 {
+		out.Blocks = uint64(maxBytes / blockSize)
+		free := uint64(max(0, maxBytes-bytes) / blockSize)
+		out.Bfree, out.Bavail = free, free
+	}
+	if maxInodes > 0 {
+		out.Files = uint64(maxInodes)
+		out.Ffree = uint64(max(0, maxInodes-inodes))
+	}
+	return 0
+}
+
+// CopyFileRange is refused so that copies go through Write, where they
+// are accounted.
+func (n *quotaNode) CopyFileRange(context.Context, fs.FileHandle, uint64, *fs.Inode, fs.FileHandle, uint64, uint64, uint64) (uint32, syscall.Errno) {
+	return 0, syscall.ENOTSUP
+}
+
+// quotaFile is an open file of a quota'd volume. It has no passthrough
+// descriptor, no Writev, no Ioctl and no CopyFileRange: every write reaches
+// Write, where it is accounted.
+type quotaFile struct {
+	lf  *fs.LoopbackFile
+	q   *Quota
+	ino uint64
+}
+
+var (
+	_ fs.FileReader    = (*quotaFile)(nil)
+	_ fs.FileWriter    = (*quotaFile)(nil)
+	_ fs.FileReleaser  = (*quotaFile)(nil)
+	_ fs.FileFlusher   = (*quotaFile)(nil)
+	_ fs.FileFsyncer   = (*quotaFile)(nil)
+	_ fs.FileGetattrer = (*quotaFile)(nil)
+	_ fs.FileSetattrer = (*quotaFile)(nil)
+	_ fs.FileLseeker   = (*quotaFile)(nil)
+	_ fs.FileAllocater = (*quotaFile)(nil)
+	_ fs.FileGetlker   = (*quotaFile)(nil)
+	_ fs.FileSetlker   = (*quotaFile)(nil)
+	_ fs.FileSetlkwer  = (*quotaFile)(nil)
+)
+
+func (f *quotaFile) stat(ctx context.Context) (fuse.AttrOut, syscall.Errno) {
+	var a fuse.AttrOut
+	errno := f.lf.Getattr(ctx, &a)
+	return a, errno
+}
+
+// Write writes what fits in the quota: all of data, a prefix of it at the
+// limit, or ENOSPC when nothing fits.
+func (f *quotaFile) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	a, errno := f.stat(ctx)
+	if errno != 0 {
+		return 0, errno
+	}
+	n, reserved := f.q.reserveWrite(int64(a.Size), int64(a.Blocks)*512, off, int64(len(data)))
+	if n == 0 && len(data) > 0 {
+		return 0, syscall.ENOSPC
+	}
+	written, errno := f.lf.Write(ctx, data[:n], off)
+	after, serr := f.stat(ctx)
+	charge := chargeOfAttr(&after.Attr)
+	if serr != 0 {
+		charge = chargeOfAttr(&a.Attr)
+	}
+	f.q.endWrite(reserved, f.ino, charge)
+	return written, errno
+}
+
+// Allocate preallocates if the whole range fits in the quota.
+func (f *quotaFile) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	var reserved int64
+	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_COLLAPSE_RANGE) == 0 {
+		var errno syscall.Errno
+		if reserved, errno = f.q.reserveAlloc(int64(off), int64(size)); errno != 0 {
+			return errno
+		}
+	}
+	errno := f.lf.Allocate(ctx, off, size, mode)
+	a, serr := f.stat(ctx)
+	if serr != 0 {
+		f.q.endWrite(reserved, 0, 0)
+		return errno
+	}
+	f.q.endWrite(reserved, f.ino, chargeOfAttr(&a.Attr))
+	return errno
+}
+
+// Setattr changes attributes; a truncate changes the charge.
+func (f *quotaFile) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := f.lf.Setattr(ctx, in, out); errno != 0 {
+		return errno
+	}
+	f.q.update(f.ino, chargeOfAttr(&out.Attr))
+	return 0
+}
+
+// Release closes the file; an unlinked file is freed at its last close.
+func (f *quotaFile) Release(ctx context.Context) syscall.Errno {
+	a, errno := f.stat(ctx)
+	if errno == 0 {
+		f.q.closed(f.ino, chargeOfAttr(&a.Attr), a.Nlink)
+	} else {
+		f.q.closed(f.ino, 0, 0)
+	}
+	return f.lf.Release(ctx)
+}
+
+func (f *quotaFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return f.lf.Read(ctx, buf, off)
+}
+func (f *quotaFile) Flush(ctx context.Context) syscall.Errno { return f.lf.Flush(ctx) }
+func (f *quotaFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return f.lf.Fsync(ctx, flags)
+}
+func (f *quotaFile) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return f.lf.Getattr(ctx, out)
+}
+func (f *quotaFile) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	return f.lf.Lseek(ctx, off, whence)
+}
+func (f *quotaFile) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	return f.lf.Getlk(ctx, owner, lk, flags, out)
+}
+func (f *quotaFile) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlk(ctx, owner, lk, flags)
+}
+func (f *quotaFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlkw(ctx, owner, lk, flags)
+}
+
+// MountQuota mounts a quota'd loopback of dir at mnt (nosuid, nodev,
+// allow_other with the kernel checking permissions) and returns the server;
+// Unmount it with server.Unmount.
+func MountQuota(dir, mnt string, q *Quota, name string) (*fuse.Server, error) {
+	root, err := newQuotaRoot(dir, q)
+	if err != nil {
+		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
+	}
+	sec := time.Second
+	srv, err := fs.Mount(mnt, root, &fs.Options{
+		EntryTimeout: &sec,
+		AttrTimeout:  &sec,
+		MountOptions: fuse.MountOptions{
+			AllowOther:   true,
+			Options:      []string{"nosuid", "nodev", "default_permissions"},
+			FsName:       "ol-shim:" + name,
+			Name:         "ol-shim",
+			DirectMount:  true,
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
+	}
+	return srv, nil
+}

@@ -1,0 +1,365 @@
+package scratch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// needFUSE fails (in CI) or skips (elsewhere) when FUSE mounts cannot work.
+func needFUSE(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root to mount FUSE with allow_other"
+	} else if _, err := os.Stat("/dev/fuse"); err != nil {
+		why = "no /dev/fuse"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("FUSE test %s", why)
+	}
+	t.Skipf("FUSE test %s", why)
+}
+
+type qfs struct {
+	t        *testing.T
+	dir, mnt string
+	q        *Quota
+}
+
+// mountQuota mounts a quota'd loopback of a fresh directory (or of dir,
+// if given), unmounted at cleanup.
+func mountQuota(t *testing.T, maxBytes, maxInodes int64) *qfs {
+	t.Helper()
+	needFUSE(t)
+	f := &qfs{t: t, dir: t.TempDir(), mnt: t.TempDir()}
+	f.mount(maxBytes, maxInodes)
+	return f
+}
+
+func (f *qfs) mount(maxBytes, maxInodes int64) {
+	f.t.Helper()
+	q, err := NewQuota(f.dir, maxBytes, maxInodes)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	srv, err := MountQuota(f.dir, f.mnt, q, "test")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.q = q
+	f.t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			f.t.Errorf("unmount %s: %v", f.mnt, err)
+		}
+	})
+}
+
+func (f *qfs) path(name string) string { return filepath.Join(f.mnt, name) }
+
+// usage returns the quota's usage, after checking it against a fresh walk
+// of the backing directory: the accounting is exact.
+func (f *qfs) usage() (int64, int64) {
+	f.t.Helper()
+	b, i := f.q.Usage()
+	w, err := NewQuota(f.dir, 0, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	wb, wi := w.Usage()
+	if b != wb || i != wi {
+		f.t.Errorf("quota counts %d bytes %d inodes; the backing directory holds %d bytes %d inodes", b, i, wb, wi)
+	}
+	return b, i
+}
+
+func (f *qfs) write(name string, n int) error {
+	return os.WriteFile(f.path(name), bytes.Repeat([]byte{'x'}, n), 0o644)
+}
+
+const mib = 1 << 20
+
+func TestQuotaWriteStopsAtLimit(t *testing.T) {
+	t.Parallel()
+	f := mountQuota(t, 8*mib, 0)
+	file, err := os.Create(f.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, mib)
+	for i := range chunk {
+		chunk[i] = byte(i % 251)
+	}
+	var written int
+	var werr error
+	for range 16 {
+		n, err := file.Write(chunk)
+		written += n
+		if err != nil {
+			werr = err
+			break
+		}
+	}
+	file.Close()
+	if !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("writing 16 MiB into 8 MiB: %v, want ENOSPC", werr)
+	}
+	if written != 8*mib {
+		t.Errorf("wrote %d bytes before ENOSPC, want exactly %d", written, 8*mib)
+	}
+	got, err := os.ReadFile(f.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(got); i += mib {
+		if !bytes.Equal(got[i:i+mib], chunk) {
+			t.Fatalf("MiB %d corrupted", i/mib)
+		}
+	}
+	if b, _ := f.usage(); b != 8*mib {
+		t.Errorf("usage %d, want %d", b, 8*mib)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(f.mnt, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Blocks*uint64(sfs.Bsize) != 8*mib || sfs.Bavail != 0 {
+		t.Errorf("statfs: %d blocks of %d, %d free; want 8 MiB, none free", sfs.Blocks, sfs.Bsize, sfs.Bavail)
+	}
+	// Deleting the file frees the quota.
+	if err := os.Remove(f.path("big")); err != nil {
+		t.Fatal(err)
+	}
+	if b, i := f.usage(); b != 0 || i != 0 {
+		t.Errorf("after rm: %d bytes %d inodes", b, i)
+	}
+	if err := f.write("again", 6*mib); err != nil {
+		t.Errorf("write after freeing: %v", err)
+	}
+}
+
+func TestQuotaAccounting(t *testing.T) {
+	tests := []struct {
+		name      string
+		run       func(t *testing.T, f *qfs)
+		wantBytes int64
+	}{
+		{"truncate down", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", 4*mib))
+			must(t, os.Truncate(f.path("a"), mib))
+		}, mib},
+		{"truncate up is sparse", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", mib))
+			must(t, os.Truncate(f.path("a"), 1<<30))
+		}, mib},
+		{"truncate through handle", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", 3*mib))
+			h, err := os.OpenFile(f.path("a"), os.O_RDWR, 0)
+			must(t, err)
+			must(t, h.Truncate(2*mib))
+			must(t, h.Close())
+		}, 2 * mib},
+		{"open with O_TRUNC", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", 3*mib))
+			must(t, f.write("a", mib))
+		}, mib},
+		{"fallocate", func(t *testing.T, f *qfs) {
+			h, err := os.Create(f.path("a"))
+			must(t, err)
+			must(t, unix.Fallocate(int(h.Fd()), 0, 0, 3*mib))
+			must(t, unix.Fallocate(int(h.Fd()), unix.FALLOC_FL_KEEP_SIZE, 3*mib, 2*mib))
+			must(t, h.Close())
+		}, 5 * mib},
+		{"unlink of an open file", func(t *testing.T, f *qfs) {
+			h, err := os.Create(f.path("a"))
+			must(t, err)
+			_, err = h.Write(make([]byte, 4*mib))
+			must(t, err)
+			must(t, os.Remove(f.path("a")))
+			if b, i := f.q.Usage(); b != 4*mib || i != 1 {
+				t.Errorf("open unlinked file: %d bytes %d inodes, want it still counted", b, i)
+			}
+			_, err = h.Write(make([]byte, mib))
+			must(t, err)
+			must(t, h.Close())
+			// The kernel sends RELEASE after close returns.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if b, _ := f.q.Usage(); b == 0 {
+					break
+				}
+			}
+		}, 0},
+		{"rename over an existing file", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", 2*mib))
+			must(t, f.write("b", 3*mib))
+			must(t, os.Rename(f.path("a"), f.path("b")))
+		}, 2 * mib},
+		{"hard links count once", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", 2*mib))
+			must(t, os.Link(f.path("a"), f.path("b")))
+			if b, i := f.usage(); b != 2*mib || i != 1 {
+				t.Errorf("two links: %d bytes %d inodes", b, i)
+			}
+			must(t, os.Remove(f.path("a")))
+			if b, _ := f.usage(); b != 2*mib {
+				t.Errorf("one link left: %d bytes", b)
+			}
+			must(t, os.Remove(f.path("b")))
+		}, 0},
+		{"rename over a hard link of itself", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", mib))
+			must(t, os.Link(f.path("a"), f.path("b")))
+			must(t, os.Rename(f.path("a"), f.path("b")))
+		}, mib},
+		{"copy through io.Copy", func(t *testing.T, f *qfs) {
+			must(t, f.write("a", 2*mib))
+			src, err := os.Open(f.path("a"))
+			must(t, err)
+			dst, err := os.Create(f.path("b"))
+			must(t, err)
+			_, err = io.Copy(dst, src)
+			must(t, err)
+			src.Close()
+			must(t, dst.Close())
+		}, 4 * mib},
+		{"directories and symlinks", func(t *testing.T, f *qfs) {
+			must(t, os.MkdirAll(f.path("d/e"), 0o755))
+			must(t, os.Symlink("../a", f.path("d/l")))
+			must(t, f.write("d/e/x", mib))
+			must(t, os.RemoveAll(f.path("d/e")))
+		}, 0},
+		{"sparse write far past the end", func(t *testing.T, f *qfs) {
+			h, err := os.Create(f.path("a"))
+			must(t, err)
+			_, err = h.WriteAt(make([]byte, mib), 100*mib)
+			must(t, err)
+			must(t, h.Close())
+		}, mib},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := mountQuota(t, 64*mib, 0)
+			tc.run(t, f)
+			if b, _ := f.usage(); b != tc.wantBytes {
+				t.Errorf("usage %d bytes, want %d", b, tc.wantBytes)
+			}
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestQuotaRefusals(t *testing.T) {
+	t.Parallel()
+	f := mountQuota(t, 4*mib, 0)
+	h, err := os.Create(f.path("a"))
+	must(t, err)
+	if err := unix.Fallocate(int(h.Fd()), 0, 0, 8*mib); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("fallocate past the limit: %v, want ENOSPC", err)
+	}
+	if _, err := h.WriteAt(make([]byte, mib), 10*mib); err != nil {
+		t.Errorf("a sparse write that fits: %v", err)
+	}
+	h.Close()
+	if err := unix.Mknod(f.path("dev"), unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("mknod of a device: %v, want EPERM", err)
+	}
+	if err := unix.Mkfifo(f.path("fifo"), 0o600); err != nil {
+		t.Errorf("mkfifo: %v", err)
+	}
+	f.usage()
+}
+
+func TestQuotaInodes(t *testing.T) {
+	t.Parallel()
+	f := mountQuota(t, 0, 3)
+	must(t, f.write("a", 10))
+	must(t, os.Mkdir(f.path("d"), 0o755))
+	must(t, os.Symlink("a", f.path("l")))
+	for what, err := range map[string]error{
+		"create":  f.write("b", 1),
+		"mkdir":   os.Mkdir(f.path("e"), 0o755),
+		"symlink": os.Symlink("a", f.path("m")),
+		"mkfifo":  unix.Mkfifo(f.path("p"), 0o600),
+	} {
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("%s past the inode limit: %v, want ENOSPC", what, err)
+		}
+	}
+	if err := os.Link(f.path("a"), f.path("hard")); err != nil {
+		t.Errorf("a hard link needs no inode: %v", err)
+	}
+	must(t, os.Remove(f.path("l")))
+	must(t, f.write("b", 1))
+	if _, i := f.usage(); i != 3 {
+		t.Errorf("%d inodes, want 3", i)
+	}
+	var sfs unix.Statfs_t
+	must(t, unix.Statfs(f.mnt, &sfs))
+	if sfs.Files != 3 || sfs.Ffree != 0 {
+		t.Errorf("statfs: %d files, %d free; want 3, 0", sfs.Files, sfs.Ffree)
+	}
+}
+
+func TestQuotaUsageKnownAtStart(t *testing.T) {
+	t.Parallel()
+	needFUSE(t)
+	f := &qfs{t: t, dir: t.TempDir(), mnt: t.TempDir()}
+	must(t, os.WriteFile(filepath.Join(f.dir, "a"), make([]byte, 3*mib), 0o644))
+	must(t, os.Mkdir(filepath.Join(f.dir, "d"), 0o755))
+	must(t, os.Link(filepath.Join(f.dir, "a"), filepath.Join(f.dir, "d", "b")))
+	f.mount(4*mib, 0)
+	if b, i := f.usage(); b != 3*mib || i != 2 {
+		t.Errorf("at start: %d bytes %d inodes, want 3 MiB, 2", b, i)
+	}
+	if err := f.write("c", 2*mib); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("writing past what is left: %v, want ENOSPC", err)
+	}
+}
+
+func TestQuotaConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	f := mountQuota(t, 16*mib, 0)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				name := f.path(fmt.Sprintf("w%d-%d", w, i))
+				err := f.write(name[len(f.mnt)+1:], 256<<10)
+				if errors.Is(err, syscall.ENOSPC) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if i%3 == 0 {
+					_ = os.Remove(name)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b, _ := f.usage()
+	if b > 16*mib || b < 15*mib {
+		t.Errorf("after filling with 8 writers: %d bytes, want within a MiB under the 16 MiB limit", b)
+	}
+}
