@@ -1,0 +1,140 @@
+package scratch
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+)
+
+// Driver serves a Manager to dockerd as the volume plugin protocol
+// (docker.volumedriver/1.0). Errors cross the wire as strings; each names
+// the volume and the cause.
+type Driver struct {
+	m *Manager
+}
+
+var _ volume.Driver = (*Driver)(nil)
+
+// NewDriver returns a Driver for m.
+func NewDriver(m *Manager) *Driver { return &Driver{m: m} }
+
+// Handler returns the HTTP handler of the plugin protocol.
+func (d *Driver) Handler() *volume.Handler { return volume.NewHandler(d) }
+
+// Create makes a volume with options size, inodes, uid, gid and mode.
+func (d *Driver) Create(r *volume.CreateRequest) error { return d.m.Create(r.Name, r.Options) }
+
+// Remove deletes a volume that is not mounted.
+func (d *Driver) Remove(r *volume.RemoveRequest) error { return d.m.Remove(r.Name) }
+
+// Mount counts a mount by r.ID and returns the volume's path.
+func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
+	p, err := d.m.Mount(r.Name, r.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &volume.MountResponse{Mountpoint: p}, nil
+}
+
+// Unmount releases a mount by r.ID.
+func (d *Driver) Unmount(r *volume.UnmountRequest) error { return d.m.Unmount(r.Name, r.ID) }
+
+// Path returns the volume's path.
+func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
+	p, err := d.m.Path(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &volume.PathResponse{Mountpoint: p}, nil
+}
+
+// Get returns a volume with its usage and limits in Status, as `docker
+// volume inspect` shows them.
+func (d *Driver) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
+	st, err := d.m.Get(r.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &volume.GetResponse{Volume: wireVolume(st, true)}, nil
+}
+
+// List returns every volume.
+func (d *Driver) List() (*volume.ListResponse, error) {
+	var out []*volume.Volume
+	for _, st := range d.m.List() {
+		out = append(out, wireVolume(st, false))
+	}
+	return &volume.ListResponse{Volumes: out}, nil
+}
+
+// Capabilities says volumes are local to this host.
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
+}
+
+func wireVolume(st Status, withStatus bool) *volume.Volume {
+	v := &volume.Volume{Name: st.Name, Mountpoint: st.Mountpoint, CreatedAt: st.CreatedAt.Format(time.RFC3339)}
+	if withStatus {
+		v.Status = map[string]any{
+			"mounts":      st.Mounts,
+			"bytes_used":  st.BytesUsed,
+			"inodes_used": st.InodesUsed,
+			"size":        st.Options.Size,
+			"inodes":      st.Options.Inodes,
+			"uid":         st.Options.UID,
+			"gid":         st.Options.GID,
+			"mode":        fmt.Sprintf("%04o", st.Options.Mode),
+		}
+	}
+	return v
+}
+
+// Listen makes the unix socket at path, owned by root and group, mode 0660,
+// replacing a stale socket. An empty group leaves it root:root.
+func Listen(path, group string) (net.Listener, error) {
+	gid := 0
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			if n, nerr := strconv.Atoi(group); nerr == nil {
+				gid = n
+			} else {
+				return nil, fmt.Errorf("socket %s: group %q: %w", path, group, err)
+			}
+		} else if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return nil, fmt.Errorf("socket %s: group %q: gid %q: %w", path, group, g.Gid, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("socket %s: exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s: another process is serving it", path)
+		}
+		_ = os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	if err := os.Chown(path, 0, gid); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("socket %s: %w", path, err)
+	}
+	return l, nil
+}

@@ -1,0 +1,477 @@
+package scratch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+)
+
+// Error classes of the Manager; messages name the volume and the cause.
+var (
+	ErrNotFound = errors.New("no such volume")
+	ErrExists   = errors.New("volume exists with other options")
+	ErrInUse    = errors.New("volume in use")
+)
+
+// DefaultRoot is the default state root.
+const DefaultRoot = "/var/lib/ol-shim"
+
+// Config configures a Manager.
+type Config struct {
+	// Root is the state root; volumes live under Root/volumes, FUSE
+	// mountpoints under Root/mnt, the store at Root/volumes.db.
+	Root string
+	// InUse, if set, reports how many running containers use each volume
+	// (from Docker). Start uses it to rebuild mount counts.
+	InUse func(ctx context.Context) (map[string]int, error)
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Manager makes, tracks, mounts and removes volumes under a state root. It
+// is safe for concurrent use.
+type Manager struct {
+	root  string
+	store *store
+	log   *slog.Logger
+
+	mu   sync.Mutex         // taken before any volume's mu, never after
+	vols map[string]*vol // guarded by mu
+}
+
+// vol is one volume. Its fields other than rec are guarded by its mu.
+type vol struct {
+	rec Record
+
+	mu      sync.Mutex
+	refs    map[string]int // guarded by mu: mounts by caller ID
+	anon    int            // guarded by mu: mounts found at start, caller IDs unknown
+	srv     *fuse.Server   // guarded by mu: the FUSE server while mounted (limited volumes)
+	q       *Quota         // guarded by mu: its quota while mounted
+	removed bool           // guarded by mu
+}
+
+func (v *vol) mountsLocked() int {
+	n := v.anon
+	for _, c := range v.refs {
+		n += c
+	}
+	return n
+}
+
+// Open opens the state root (creating it), detaches FUSE mounts a crash
+// left behind, and rebuilds mount counts from cfg.InUse; volumes still in
+// use are served again.
+func Open(ctx context.Context, cfg Config) (*Manager, error) {
+	if cfg.Root == "" {
+		cfg.Root = DefaultRoot
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("state root %q: %w", cfg.Root, err)
+	}
+	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("state root: %w", err)
+		}
+	}
+	st, err := openStore(filepath.Join(root, "volumes.db"))
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{root: root, store: st, log: cfg.Logger, vols: map[string]*vol{}}
+	if m.log == nil {
+		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := m.recover(ctx, cfg.InUse); err != nil {
+		st.close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// recover loads the records, detaches stale mounts and remounts the
+// volumes still in use.
+func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[string]int, error)) error {
+	recs, err := m.store.list()
+	if err != nil {
+		return fmt.Errorf("state store: %w", err)
+	}
+	stale, err := m.detachStale()
+	if err != nil {
+		return err
+	}
+	users, fromDocker := map[string]int{}, false
+	if inUse != nil {
+		if u, err := inUse(ctx); err != nil {
+			m.log.Warn("cannot ask Docker which volumes are in use; trusting the mount table", "error", err)
+		} else {
+			users, fromDocker = u, true
+		}
+	}
+	known := map[string]bool{}
+	for _, r := range recs {
+		known[r.Name] = true
+		v := &vol{rec: r, refs: map[string]int{}}
+		if err := m.ensureDir(v); err != nil {
+			m.log.Error("volume directory", "volume", r.Name, "error", err)
+		}
+		v.anon = users[r.Name]
+		if stale[r.Name] && !fromDocker {
+			v.anon = 1 // it was mounted; without Docker's word, assume one user
+		}
+		if v.anon > 0 && r.Options.Limited() {
+			if err := m.mountFUSELocked(v); err != nil {
+				m.log.Error("remount volume in use", "volume", r.Name, "error", err)
+			}
+		}
+		m.vols[r.Name] = v
+	}
+	// Directories with no record: a create that crashed before its record
+	// was written. Nothing was ever handed out from them.
+	ents, err := os.ReadDir(filepath.Join(m.root, "volumes"))
+	if err != nil {
+		return fmt.Errorf("state root: %w", err)
+	}
+	for _, e := range ents {
+		if !known[e.Name()] {
+			m.log.Warn("removing volume directory with no record", "volume", e.Name())
+			if err := os.RemoveAll(filepath.Join(m.root, "volumes", e.Name())); err != nil {
+				return fmt.Errorf("state root: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// detachStale lazily unmounts every mount under Root/mnt (FUSE servers of
+// a previous process) and returns the volume names that had one.
+func (m *Manager) detachStale() (map[string]bool, error) {
+	mnts, err := mountsUnder(filepath.Join(m.root, "mnt"))
+	if err != nil {
+		return nil, err
+	}
+	stale := map[string]bool{}
+	for _, p := range mnts {
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			return nil, fmt.Errorf("detach stale mount %s: %w", p, err)
+		}
+		m.log.Info("detached stale mount", "path", p)
+		stale[filepath.Base(p)] = true
+	}
+	return stale, nil
+}
+
+// mountsUnder lists the mount points strictly under dir, deepest first.
+func mountsUnder(dir string) ([]string, error) {
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil, fmt.Errorf("mount table: %w", err)
+	}
+	var out []string
+	for _, mi := range infos {
+		if mi.Mountpoint != dir {
+			out = append(out, mi.Mountpoint)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out, nil
+}
+
+// Close unmounts every FUSE mount and closes the store. Docker sees the
+// volumes of running containers go away: call it at shutdown only.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	vols := slices.Collect(maps.Values(m.vols))
+	m.mu.Unlock()
+	var errs []error
+	for _, v := range vols {
+		v.mu.Lock()
+		if v.srv != nil {
+			errs = append(errs, m.unmountFUSELocked(v))
+		}
+		v.mu.Unlock()
+	}
+	errs = append(errs, m.store.close())
+	return errors.Join(errs...)
+}
+
+// Root returns the state root.
+func (m *Manager) Root() string { return m.root }
+
+func (m *Manager) dataDir(name string) string  { return filepath.Join(m.root, "volumes", name) }
+func (m *Manager) mountDir(name string) string { return filepath.Join(m.root, "mnt", name) }
+
+// Path returns where volume name is (or will be, once mounted) on the host.
+func (m *Manager) Path(name string) (string, error) {
+	v, err := m.get(name)
+	if err != nil {
+		return "", err
+	}
+	if v.rec.Options.Limited() {
+		return m.mountDir(name), nil
+	}
+	return m.dataDir(name), nil
+}
+
+func (m *Manager) get(name string) (*vol, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.vols[name]
+	if !ok {
+		return nil, fmt.Errorf("volume %q: %w", name, ErrNotFound)
+	}
+	return v, nil
+}
+
+// Create makes a volume. Creating one that exists succeeds if opts are
+// empty or the same (Docker creates named volumes it does not know yet).
+func (m *Manager) Create(name string, opts map[string]string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	o, err := ParseOptions(opts)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v, ok := m.vols[name]; ok {
+		if len(opts) == 0 || v.rec.Options == o {
+			return nil
+		}
+		return fmt.Errorf("volume %q: %w (has %s, asked for %s)", name, ErrExists, v.rec.Options, o)
+	}
+	v := &vol{rec: Record{Name: name, Options: o, CreatedAt: time.Now().UTC()}, refs: map[string]int{}}
+	if err := m.ensureDir(v); err != nil {
+		return err
+	}
+	if err := m.store.put(v.rec); err != nil {
+		_ = os.RemoveAll(m.dataDir(name))
+		return fmt.Errorf("volume %q: record: %w", name, err)
+	}
+	m.vols[name] = v
+	return nil
+}
+
+// ensureDir makes the volume's directory (and mountpoint) with its owner
+// and mode, refusing anything there that is not a plain directory.
+func (m *Manager) ensureDir(v *vol) error {
+	o := v.rec.Options
+	dirs := []string{m.dataDir(v.rec.Name)}
+	if o.Limited() {
+		dirs = append(dirs, m.mountDir(v.rec.Name))
+	}
+	for i, d := range dirs {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+		}
+		fi, err := os.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("volume %q: %s is not a directory", v.rec.Name, d)
+		}
+		if i > 0 {
+			continue // the mountpoint keeps 0700; the mount shows the volume's own root
+		}
+		if err := os.Lchown(d, o.UID, o.GID); err != nil {
+			return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+		}
+		if err := os.Chmod(d, os.FileMode(o.Mode)); err != nil {
+			return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+		}
+	}
+	return nil
+}
+
+// Remove deletes a volume and its data; refused while it is mounted.
+func (m *Manager) Remove(name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	v, ok := m.vols[name]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("volume %q: %w", name, ErrNotFound)
+	}
+	v.mu.Lock()
+	if n := v.mountsLocked(); n > 0 {
+		v.mu.Unlock()
+		m.mu.Unlock()
+		return fmt.Errorf("volume %q: %w: mounted %d times", name, ErrInUse, n)
+	}
+	v.removed = true
+	v.mu.Unlock()
+	delete(m.vols, name)
+	err := m.store.delete(name)
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("volume %q: delete record: %w", name, err)
+	}
+	if err := os.RemoveAll(m.dataDir(name)); err != nil {
+		return fmt.Errorf("volume %q: remove data: %w", name, err)
+	}
+	if err := os.Remove(m.mountDir(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("volume %q: remove mountpoint: %w", name, err)
+	}
+	return nil
+}
+
+// Mount makes the volume available for caller id and returns its path.
+// The first mount of a limited volume starts its FUSE server. The same id
+// may mount more than once; each needs an Unmount. A failed Mount counts
+// nothing.
+func (m *Manager) Mount(name, id string) (string, error) {
+	v, err := m.get(name)
+	if err != nil {
+		return "", err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.removed {
+		return "", fmt.Errorf("volume %q: %w", name, ErrNotFound)
+	}
+	if v.rec.Options.Limited() && v.srv == nil {
+		if err := m.mountFUSELocked(v); err != nil {
+			return "", err
+		}
+	}
+	v.refs[id]++
+	if v.rec.Options.Limited() {
+		return m.mountDir(name), nil
+	}
+	return m.dataDir(name), nil
+}
+
+// Unmount releases one Mount by caller id; the last one stops the FUSE
+// server. An id not known (mounts found at start have none) releases one
+// of those.
+func (m *Manager) Unmount(name, id string) error {
+	v, err := m.get(name)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case v.refs[id] > 0:
+		if v.refs[id]--; v.refs[id] == 0 {
+			delete(v.refs, id)
+		}
+	case v.anon > 0:
+		v.anon--
+	default:
+		return fmt.Errorf("volume %q: not mounted by %q", name, id)
+	}
+	if v.mountsLocked() == 0 && v.srv != nil {
+		return m.unmountFUSELocked(v)
+	}
+	return nil
+}
+
+func (m *Manager) mountFUSELocked(v *vol) error {
+	o := v.rec.Options
+	if fi, err := os.Lstat(m.mountDir(v.rec.Name)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("volume %q: mountpoint %s is not a directory", v.rec.Name, m.mountDir(v.rec.Name))
+	}
+	q, err := NewQuota(m.dataDir(v.rec.Name), o.Size, o.Inodes)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+	}
+	srv, err := MountQuota(m.dataDir(v.rec.Name), m.mountDir(v.rec.Name), q, v.rec.Name)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+	}
+	v.srv, v.q = srv, q
+	return nil
+}
+
+func (m *Manager) unmountFUSELocked(v *vol) error {
+	err := v.srv.Unmount()
+	if err != nil {
+		// Busy (a process still has a file open): detach it lazily.
+		if derr := unix.Unmount(m.mountDir(v.rec.Name), unix.MNT_DETACH); derr != nil {
+			return fmt.Errorf("volume %q: unmount: %w; detach: %w", v.rec.Name, err, derr)
+		}
+	}
+	v.srv, v.q = nil, nil
+	return nil
+}
+
+// Status describes a volume for Get and List.
+type Status struct {
+	Name       string    `json:"name"`
+	Mountpoint string    `json:"mountpoint"`
+	CreatedAt  time.Time `json:"created_at"`
+	Options    Options   `json:"options"`
+	Mounts     int       `json:"mounts"`
+	BytesUsed  int64     `json:"bytes_used"`
+	InodesUsed int64     `json:"inodes_used"`
+}
+
+// Get returns a volume's status, with its usage.
+func (m *Manager) Get(name string) (Status, error) {
+	v, err := m.get(name)
+	if err != nil {
+		return Status{}, err
+	}
+	return m.status(v, true)
+}
+
+// List returns every volume's status, without usage (which would walk
+// every unmounted volume).
+func (m *Manager) List() []Status {
+	m.mu.Lock()
+	vols := slices.Collect(maps.Values(m.vols))
+	m.mu.Unlock()
+	out := make([]Status, 0, len(vols))
+	for _, v := range vols {
+		if st, err := m.status(v, false); err == nil {
+			out = append(out, st)
+		}
+	}
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (m *Manager) status(v *vol, withUsage bool) (Status, error) {
+	v.mu.Lock()
+	st := Status{Name: v.rec.Name, CreatedAt: v.rec.CreatedAt, Options: v.rec.Options, Mounts: v.mountsLocked()}
+	q := v.q
+	v.mu.Unlock()
+	st.Mountpoint = m.dataDir(v.rec.Name)
+	if v.rec.Options.Limited() {
+		st.Mountpoint = m.mountDir(v.rec.Name)
+	}
+	if !withUsage {
+		return st, nil
+	}
+	if q == nil {
+		var err error
+		if q, err = NewQuota(m.dataDir(v.rec.Name), 0, 0); err != nil {
+			return st, fmt.Errorf("volume %q: usage: %w", v.rec.Name, err)
+		}
+	}
+	st.BytesUsed, st.InodesUsed = q.Usage()
+	return st, nil
+}
