@@ -49,7 +49,7 @@ type Manager struct {
 	store *store
 	log   *slog.Logger
 
-	mu   sync.Mutex         // taken before any volume's mu, never after
+	mu   sync.Mutex      // taken before any volume's mu, never after
 	vols map[string]*vol // guarded by mu
 }
 
