@@ -21,7 +21,7 @@ build: ## static binary (CGO_ENABLED=0) into bin/ol-shim; runs in images FROM sc
 demo: build ## run one pool of real containers through cold, warm and hot acquires (starts dockerd if needed)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) demo --backend docker --rounds 5 && $(BIN) demo --backend docker --rounds 5 --pause-grace 1s'
 
-test: ## unit tests with -race; no root, no Docker
+test: ## unit tests with -race, no Docker (FUSE tests need root: they fail under CI=1 without it, skip otherwise)
 	$(GO) test -race -count=1 ./...
 	GOMAXPROCS=1 $(GO) test -race -count=1 -run 'Concurrent|Waiters' ./sandboxset
 

@@ -2,6 +2,8 @@ package scratch
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -16,26 +18,50 @@ import (
 // (docker.volumedriver/1.0). Errors cross the wire as strings; each names
 // the volume and the cause.
 type Driver struct {
-	m *Manager
+	m   *Manager
+	log *slog.Logger
 }
 
 var _ volume.Driver = (*Driver)(nil)
 
-// NewDriver returns a Driver for m.
-func NewDriver(m *Manager) *Driver { return &Driver{m: m} }
+// NewDriver returns a Driver for m that logs each call at debug level (and
+// failures at warn) to log, if not nil.
+func NewDriver(m *Manager, log *slog.Logger) *Driver {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Driver{m: m, log: log}
+}
+
+func (d *Driver) logged(call, name, id string, err error) {
+	if err != nil {
+		d.log.Warn("volume plugin call failed", "call", call, "volume", name, "id", id, "error", err)
+		return
+	}
+	d.log.Debug("volume plugin call", "call", call, "volume", name, "id", id)
+}
 
 // Handler returns the HTTP handler of the plugin protocol.
 func (d *Driver) Handler() *volume.Handler { return volume.NewHandler(d) }
 
 // Create makes a volume with options size, inodes, uid, gid and mode.
-func (d *Driver) Create(r *volume.CreateRequest) error { return d.m.Create(r.Name, r.Options) }
+func (d *Driver) Create(r *volume.CreateRequest) error {
+	err := d.m.Create(r.Name, r.Options)
+	d.logged("create", r.Name, "", err)
+	return err
+}
 
 // Remove deletes a volume that is not mounted.
-func (d *Driver) Remove(r *volume.RemoveRequest) error { return d.m.Remove(r.Name) }
+func (d *Driver) Remove(r *volume.RemoveRequest) error {
+	err := d.m.Remove(r.Name)
+	d.logged("remove", r.Name, "", err)
+	return err
+}
 
 // Mount counts a mount by r.ID and returns the volume's path.
 func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 	p, err := d.m.Mount(r.Name, r.ID)
+	d.logged("mount", r.Name, r.ID, err)
 	if err != nil {
 		return nil, err
 	}
@@ -43,11 +69,16 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 }
 
 // Unmount releases a mount by r.ID.
-func (d *Driver) Unmount(r *volume.UnmountRequest) error { return d.m.Unmount(r.Name, r.ID) }
+func (d *Driver) Unmount(r *volume.UnmountRequest) error {
+	err := d.m.Unmount(r.Name, r.ID)
+	d.logged("unmount", r.Name, r.ID, err)
+	return err
+}
 
 // Path returns the volume's path.
 func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
 	p, err := d.m.Path(r.Name)
+	d.logged("path", r.Name, "", err)
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +89,7 @@ func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
 // volume inspect` shows them.
 func (d *Driver) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
 	st, err := d.m.Get(r.Name)
+	d.logged("get", r.Name, "", err)
 	if err != nil {
 		return nil, err
 	}

@@ -427,3 +427,24 @@ func (s *Sandbox) running(ctx context.Context) (bool, string, error) {
 	}
 	return st.Running, string(st.Status), nil
 }
+
+// VolumesInUse counts, per volume of the given driver, the running
+// containers that mount it. The volume plugin rebuilds its mount counts
+// from it at start.
+func (d *Docker) VolumesInUse(ctx context.Context, driver string) (map[string]int, error) {
+	ctx, cancel := d.callCtx(ctx)
+	defer cancel()
+	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list running containers: %w", err)
+	}
+	out := map[string]int{}
+	for _, c := range res.Items {
+		for _, m := range c.Mounts {
+			if m.Type == mount.TypeVolume && m.Driver == driver {
+				out[m.Name]++
+			}
+		}
+	}
+	return out, nil
+}

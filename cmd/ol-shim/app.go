@@ -15,6 +15,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			demoCommand,
 			initCommand,
+			serveCommand,
 			versionCommand,
 		},
 		// Errors are printed once, by main.
