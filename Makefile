@@ -29,7 +29,7 @@ images: ## build the test images locally (no registry): ol-shim-test/runtime (FR
 	hack/with-docker.sh hack/images.sh
 
 integration: ## tests against a real dockerd, started (and stopped) if none answers; builds the test images; needs root
-	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -race -count=1 -tags integration ./...'
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -p 1 -race -count=1 -tags integration ./...'
 
 bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+start (real dockerd)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Docker -benchtime 1x -count=1 -timeout 30m -tags integration ./shim'

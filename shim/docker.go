@@ -85,6 +85,10 @@ type DockerConfig struct {
 	// InitBinary is the host path of a static ol-shim binary, mounted as
 	// the idle init of pools that name no command.
 	InitBinary string
+	// VolumeDriver, if set, is the name dockerd knows ol-shim's volume
+	// plugin by: sandboxes then get their scratch at /host as a volume of
+	// it (see VolumeScratch), not as a bind mount.
+	VolumeDriver string
 	// CallTimeout bounds each Docker call; DefaultCallTimeout if 0.
 	CallTimeout time.Duration
 	// Logger receives logs; nil discards them.
@@ -274,6 +278,10 @@ func (b *Backend) containerConfig(spec sandboxset.Spec) (*container.Config, *con
 		},
 	}
 	mounts := []mount.Mount{{Type: mount.TypeBind, Source: spec.ScratchDir, Target: ScratchTarget}}
+	if drv := b.d.cfg.VolumeDriver; drv != "" {
+		mounts[0] = mount.Mount{Type: mount.TypeVolume, Source: spec.ID, Target: ScratchTarget,
+			VolumeOptions: &mount.VolumeOptions{DriverConfig: &mount.Driver{Name: drv}}}
+	}
 	if len(s.Cmd) > 0 {
 		cfg.Cmd = s.Cmd
 		// The pool's command replaces the image's: clear its entrypoint.
@@ -397,8 +405,8 @@ func (s *Sandbox) Unpause(ctx context.Context) error {
 }
 
 // Destroy force-removes the container, paused or not. A container that is
-// already gone counts as removed. The scratch directory belongs to the Set's
-// ScratchMaker, which removes it.
+// already gone counts as removed. The scratch directory (or volume) belongs
+// to the Set's ScratchMaker, which removes it next.
 func (s *Sandbox) Destroy(ctx context.Context, reason string) error {
 	s.d.log.Debug("destroy sandbox", "sandbox", s.id, "container", s.container, "reason", reason)
 	return s.remove(ctx)

@@ -66,6 +66,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "integration: build static ol-shim: %v\n%s", err, out)
 		return 1
 	}
+	defer func() { stopPlugin() }()
 	return m.Run()
 }
 
