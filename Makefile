@@ -38,8 +38,9 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 e2e: ## end-to-end tests on a systemd Docker-in-Docker host
 	@echo "e2e: nothing to run yet: the systemd service does not exist (see the serve issue)"
 
-bench: ## Go benchmarks of the pool (mock backend)
+bench: ## Go benchmarks: the pool (mock backend); FUSE quota'd volume vs plain directory (root)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sandboxset
+	$(GO) test -run '^$$' -bench QuotaFS -benchtime 3x -count=1 ./scratch
 
 lint: ## gofmt -s and go vet
 	@out=$$(gofmt -s -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt -s would change:"; echo "$$out"; exit 1; fi
