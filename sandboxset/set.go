@@ -22,7 +22,23 @@ const (
 	ReasonClosed        = "set closed"
 	ReasonIdleTTL       = "idle ttl"
 	ReasonShrink        = "shrink"
+	ReasonEvicted       = "evicted"
 )
+
+type backgroundKey struct{}
+
+// WithBackground marks ctx as that of a create no caller waits for (a
+// MinIdle refill). A Backend may then refuse at once rather than wait for
+// room (IsBackground tells it).
+func WithBackground(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx is that of a background create.
+func IsBackground(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
 
 // DefaultOpTimeout bounds the backend calls a Set makes without a caller's
 // context: destroys and background creates.
@@ -392,7 +408,7 @@ func (s *Set) refillLocked() {
 			defer s.wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.OpTimeout)
 			defer cancel()
-			if _, err := s.create(ctx, true); err != nil {
+			if _, err := s.create(WithBackground(ctx), true); err != nil {
 				s.log.Warn("refill failed", "error", err)
 			}
 		}()
@@ -579,6 +595,32 @@ func (s *Set) Adopt(sb Sandbox) error {
 	s.live++
 	s.releaseLocked(&entry{sb: sb, id: sb.ID(), lastUsed: time.Now()})
 	return nil
+}
+
+// EvictIdle destroys the least recently used idle sandbox, even below
+// MinIdle (a host-wide memory budget needs the room), and reports whether
+// there was one.
+func (s *Set) EvictIdle() bool {
+	s.mu.Lock()
+	if len(s.idle) == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	victims := s.cutIdleLocked(1)
+	s.mu.Unlock()
+	_ = s.destroy(victims[0], ReasonEvicted)
+	return true
+}
+
+// OldestIdle returns when the least recently used idle sandbox was last
+// used, and false if none is idle.
+func (s *Set) OldestIdle() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.idle) == 0 {
+		return time.Time{}, false
+	}
+	return s.idle[0].lastUsed, true
 }
 
 // Warm sets MinIdle to n and creates sandboxes until n are idle or being

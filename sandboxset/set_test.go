@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -646,5 +647,56 @@ func TestAdopt(t *testing.T) {
 		t.Errorf("got %s (%v), want the adopted sandbox, warm", r.Sandbox().ID(), r.Outcome())
 	}
 	f.put(r)
+	f.closeAndCheckLeaks()
+}
+
+// recordingBackend notes whether each create was a background one.
+type recordingBackend struct {
+	*MockBackend
+	mu         sync.Mutex
+	background []bool
+}
+
+func (b *recordingBackend) Create(ctx context.Context, spec Spec) (Sandbox, error) {
+	b.mu.Lock()
+	b.background = append(b.background, IsBackground(ctx))
+	b.mu.Unlock()
+	return b.MockBackend.Create(ctx, spec)
+}
+
+func TestEvictIdleAndBackground(t *testing.T) {
+	rb := &recordingBackend{MockBackend: NewMockBackend()}
+	f := newFixture(t, func(c *Config) { c.MinIdle = 1; c.Backend = rb })
+	f.mock = rb.MockBackend
+	f.eventually("prewarm", func(st Stats) bool { return st.Idle == 1 && st.Pausing == 0 })
+	r1, r2 := f.get(), f.get() // a warm hit, then a cold miss
+	f.put(r1)
+	time.Sleep(2 * time.Millisecond)
+	f.put(r2)
+	f.eventually("refill", func(st Stats) bool { return st.Idle >= 3 && st.Creating == 0 && st.Pausing == 0 })
+	rb.mu.Lock()
+	var bg, fg int
+	for _, b := range rb.background {
+		if b {
+			bg++
+		} else {
+			fg++
+		}
+	}
+	rb.mu.Unlock()
+	if fg != 1 || bg < 2 {
+		t.Errorf("%d foreground and %d background creates; want 1 (the cold Get) and the refills", fg, bg)
+	}
+	oldest, ok := f.set.OldestIdle()
+	if !ok || oldest.After(time.Now()) {
+		t.Fatalf("OldestIdle: %v, %v", oldest, ok)
+	}
+	idle := f.set.Stats().Idle
+	if !f.set.EvictIdle() {
+		t.Fatal("EvictIdle found nothing")
+	}
+	if st := f.set.Stats(); st.Idle != idle-1 || st.Destroys[ReasonEvicted] != 1 {
+		t.Errorf("after EvictIdle: %+v", st)
+	}
 	f.closeAndCheckLeaks()
 }
