@@ -366,6 +366,21 @@ func (d *Docker) Attach(sandboxID, containerID, scratchDir string) *Sandbox {
 	return &Sandbox{d: d, id: sandboxID, container: containerID, scratch: scratchDir}
 }
 
+// AsDocker returns the Docker sandbox inside sb (which may be wrapped, e.g.
+// by the memory budget), or false if sb is not one.
+func AsDocker(sb sandboxset.Sandbox) (*Sandbox, bool) {
+	for {
+		switch s := sb.(type) {
+		case *Sandbox:
+			return s, true
+		case interface{ Unwrap() sandboxset.Sandbox }:
+			sb = s.Unwrap()
+		default:
+			return nil, false
+		}
+	}
+}
+
 // Sandbox is a sandbox container.
 type Sandbox struct {
 	d         *Docker

@@ -34,6 +34,9 @@ type ScratchLister interface {
 type ReconcilePool struct {
 	Set     *sandboxset.Set
 	Backend *Backend
+	// Wrap, if set, wraps each adopted sandbox as the pool's own creates
+	// are wrapped (e.g. to charge it to the memory budget).
+	Wrap func(sandboxset.Sandbox) sandboxset.Sandbox
 }
 
 // ReconcileReport says what Reconcile did.
@@ -101,7 +104,10 @@ func Reconcile(ctx context.Context, d *Docker, scratch ScratchLister, pools map[
 			reason = RemovedStaleImage
 		}
 		if reason == "" {
-			sb := d.Attach(sbID, c.ID, scratchSource(c))
+			var sb sandboxset.Sandbox = d.Attach(sbID, c.ID, scratchSource(c))
+			if p.Wrap != nil {
+				sb = p.Wrap(sb)
+			}
 			if err := p.Set.Adopt(sb); err != nil {
 				d.log.Warn("reconcile: cannot adopt", "sandbox", sbID, "pool", poolName, "error", err)
 				reason = RemovedNoRoom
