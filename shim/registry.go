@@ -1,0 +1,710 @@
+package shim
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/scratch"
+)
+
+// Error classes of the registry; the API maps them to status codes.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	ErrNoExec   = errors.New("the mock backend cannot run commands")
+)
+
+// Destroy reasons the registry gives.
+const (
+	ReasonLeaseExpired = "lease expired"
+	ReasonRunDone      = "run done"
+	ReasonPoolGone     = "pool removed"
+)
+
+// RegistryConfig configures a Registry.
+type RegistryConfig struct {
+	// Docker makes the sandboxes; nil selects the mock backend.
+	Docker *Docker
+	// Volumes, with Docker, serves scratch directories as volumes of the
+	// Docker volume driver (DockerConfig.VolumeDriver); nil bind-mounts
+	// plain directories under Root/scratch.
+	Volumes *scratch.Manager
+	// Root is the state root.
+	Root string
+	// Budget is the host memory budget in bytes; 0: none.
+	Budget int64
+	// Lease is how long an acquired sandbox lives unless renewed.
+	Lease time.Duration
+	// AdHoc sizes pools made on demand.
+	AdHoc AdHocConfig
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Registry is the daemon's pools (one sandboxset.Set each), the leases of
+// acquired sandboxes, and the host memory budget. It is safe for concurrent
+// use; its mutex is never held across a pool or backend call.
+type Registry struct {
+	cfg     RegistryConfig
+	log     *slog.Logger
+	budget  *Budget
+	mock    *sandboxset.MockBackend // the mock backend, if selected
+	scratch sandboxset.ScratchMaker // bind scratch, when not volumes
+
+	mu       sync.Mutex
+	pools    map[string]*Pool     // guarded by mu
+	leases   map[string]*Lease    // guarded by mu
+	released map[string]time.Time // guarded by mu: lease IDs released lately, for 409s
+	adhoc    AdHocConfig          // guarded by mu
+	closed   bool                 // guarded by mu
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Pool is one pool of the registry.
+type Pool struct {
+	Name   string
+	Config PoolConfig
+	AdHoc  bool
+
+	set      *sandboxset.Set
+	docker   *Backend                                    // nil with the mock backend
+	wrap     func(sandboxset.Sandbox) sandboxset.Sandbox // budget charge of adopted sandboxes
+	scratch  sandboxset.ScratchMaker
+	lastUsed atomic.Int64 // unix nanoseconds
+}
+
+// Stats returns the pool's counters.
+func (p *Pool) Stats() sandboxset.Stats { return p.set.Stats() }
+
+// Lease is an acquired sandbox and how long it may be held.
+type Lease struct {
+	ID          string    `json:"id"`
+	Pool        string    `json:"pool"`
+	SandboxID   string    `json:"sandbox"`
+	ContainerID string    `json:"container,omitempty"`
+	ScratchPath string    `json:"scratch,omitempty"`
+	Outcome     string    `json:"outcome"`
+	Expires     time.Time `json:"expires"`
+
+	ref *sandboxset.Ref
+}
+
+// NewRegistry returns an empty registry and starts its janitor (leases,
+// ad-hoc pools).
+func NewRegistry(cfg RegistryConfig) (*Registry, error) {
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	r := &Registry{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		budget:   NewBudget(cfg.Budget),
+		pools:    map[string]*Pool{},
+		leases:   map[string]*Lease{},
+		released: map[string]time.Time{},
+		adhoc:    cfg.AdHoc,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	r.budget.Evict = r.evictOne
+	if cfg.Docker == nil {
+		r.mock = sandboxset.NewMockBackend()
+	}
+	if cfg.Docker == nil || cfg.Volumes == nil {
+		dir := filepath.Join(cfg.Root, "scratch")
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return nil, fmt.Errorf("scratch root: %w", err)
+		}
+		r.scratch = sandboxset.DirScratch{Root: dir}
+	}
+	go r.janitor()
+	return r, nil
+}
+
+// Mock returns the mock backend, or nil with Docker.
+func (r *Registry) Mock() *sandboxset.MockBackend { return r.mock }
+
+// Budget returns the memory budget.
+func (r *Registry) Budget() *Budget { return r.budget }
+
+// newPool makes a pool with MinIdle 0; the caller warms it.
+func (r *Registry) newPool(name string, pc PoolConfig, adhoc bool) (*Pool, error) {
+	if err := sandboxset.ValidateName(name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidSpec, err)
+	}
+	if err := pc.Validate(); err != nil {
+		return nil, fmt.Errorf("pool %q: %w", name, err)
+	}
+	p := &Pool{Name: name, Config: pc, AdHoc: adhoc}
+	var inner sandboxset.Backend = r.mock
+	if d := r.cfg.Docker; d != nil {
+		b, err := d.Backend(name, pc.Spec())
+		if err != nil {
+			return nil, err
+		}
+		p.docker, inner = b, b
+	}
+	bb := r.budget.Wrap(inner, name, int64(pc.Memory)).(*budgetBackend)
+	p.wrap = bb.adopt
+	p.scratch = r.scratch
+	if r.cfg.Docker != nil && r.cfg.Volumes != nil {
+		vs, err := r.cfg.Docker.VolumeScratch(pc.ScratchOptions(), r.cfg.Volumes.Path)
+		if err != nil {
+			return nil, err
+		}
+		p.scratch = vs
+	}
+	set, err := sandboxset.New(sandboxset.Config{
+		Name:       name,
+		Backend:    bb,
+		Scratch:    p.scratch,
+		MaxSize:    pc.MaxSize,
+		IdleTTL:    time.Duration(pc.IdleTTL),
+		PauseGrace: time.Duration(pc.PauseGrace),
+		Logger:     r.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", name, err)
+	}
+	p.set = set
+	p.lastUsed.Store(time.Now().UnixNano())
+	return p, nil
+}
+
+// warm fills p to its MinIdle in the background.
+func (r *Registry) warm(p *Pool) {
+	if p.Config.MinIdle == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if err := p.set.Warm(ctx, p.Config.MinIdle); err != nil && !errors.Is(err, sandboxset.ErrClosed) {
+			r.log.Warn("warm pool", "pool", p.Name, "error", err)
+		}
+	}()
+}
+
+// Start makes the configured pools, reconciles Docker with them (adopting
+// paused sandboxes of the same spec, removing the rest), then warms them.
+func (r *Registry) Start(ctx context.Context, pools map[string]PoolConfig) (ReconcileReport, error) {
+	made := map[string]*Pool{}
+	for _, name := range slices.Sorted(maps.Keys(pools)) {
+		p, err := r.newPool(name, pools[name], false)
+		if err != nil {
+			for _, q := range made {
+				q.set.Close(ctx)
+			}
+			return ReconcileReport{}, err
+		}
+		made[name] = p
+	}
+	var rep ReconcileReport
+	if d := r.cfg.Docker; d != nil {
+		rp := map[string]ReconcilePool{}
+		for name, p := range made {
+			rp[name] = ReconcilePool{Set: p.set, Backend: p.docker, Wrap: p.wrap}
+		}
+		var lister ScratchLister
+		switch s := r.scratch.(type) {
+		case sandboxset.DirScratch:
+			lister = s
+		default:
+			vs, err := d.VolumeScratch(nil, r.cfg.Volumes.Path)
+			if err != nil {
+				return rep, err
+			}
+			lister = vs
+		}
+		var err error
+		if rep, err = Reconcile(ctx, d, lister, rp); err != nil {
+			r.log.Error("reconcile", "error", err)
+		}
+		r.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed)
+	}
+	r.mu.Lock()
+	maps.Copy(r.pools, made)
+	r.mu.Unlock()
+	for _, p := range made {
+		r.warm(p)
+	}
+	return rep, nil
+}
+
+// Apply makes the registry's configured pools those given (SIGHUP):
+// new pools are made, changed ones replaced (the old one drains: idle
+// sandboxes go at once, leased ones when released), removed ones drained.
+// Ad-hoc pools are left alone.
+func (r *Registry) Apply(pools map[string]PoolConfig, adhoc AdHocConfig) error {
+	var errs []error
+	r.mu.Lock()
+	r.adhoc = adhoc
+	var gone []*Pool
+	for name, p := range r.pools {
+		if _, ok := pools[name]; !ok && !p.AdHoc {
+			gone = append(gone, p)
+			delete(r.pools, name)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range gone {
+		r.log.Info("pool removed from config; draining", "pool", p.Name)
+		go p.set.Close(context.Background())
+	}
+	for _, name := range slices.Sorted(maps.Keys(pools)) {
+		if _, err := r.PutPool(name, pools[name]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PutPool creates pool name or, if its config changed, replaces it. It
+// reports whether anything changed.
+func (r *Registry) PutPool(name string, pc PoolConfig) (bool, error) {
+	r.mu.Lock()
+	old, ok := r.pools[name]
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return false, fmt.Errorf("pool %q: %w", name, sandboxset.ErrClosed)
+	}
+	if ok && !old.AdHoc && reflect.DeepEqual(old.Config, pc) {
+		return false, nil
+	}
+	p, err := r.newPool(name, pc, false)
+	if err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	cur := r.pools[name]
+	r.pools[name] = p
+	r.mu.Unlock()
+	if cur != nil {
+		r.log.Info("pool changed; draining the old one", "pool", name)
+		go cur.set.Close(context.Background())
+	}
+	r.warm(p)
+	return true, nil
+}
+
+// DeletePool removes a pool; its idle sandboxes go at once, leased ones
+// when released.
+func (r *Registry) DeletePool(name string) error {
+	r.mu.Lock()
+	p, ok := r.pools[name]
+	delete(r.pools, name)
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	return p.set.Close(context.Background())
+}
+
+// Pool returns pool name.
+func (r *Registry) Pool(name string) (*Pool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.pools[name]
+	if !ok {
+		return nil, fmt.Errorf("pool %q: %w", name, ErrNotFound)
+	}
+	return p, nil
+}
+
+// Pools returns every pool, sorted by name.
+func (r *Registry) Pools() []*Pool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Collect(maps.Values(r.pools))
+	slices.SortFunc(out, func(a, b *Pool) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Warm sets a pool's MinIdle and creates sandboxes until it holds that many.
+func (r *Registry) Warm(ctx context.Context, name string, n int) error {
+	p, err := r.Pool(name)
+	if err != nil {
+		return err
+	}
+	return p.set.Warm(ctx, n)
+}
+
+// Shrink destroys a pool's idle sandboxes down to n.
+func (r *Registry) Shrink(name string, n int) error {
+	p, err := r.Pool(name)
+	if err != nil {
+		return err
+	}
+	return p.set.Shrink(n)
+}
+
+var adhocRE = regexp.MustCompile(`[^a-z0-9_.-]+`)
+
+// adhocName is the pool an image with no configured pool is served from.
+func adhocName(image string) string {
+	sum := sha256.Sum256([]byte(image))
+	base := strings.Trim(adhocRE.ReplaceAllString(strings.ToLower(image), "-"), "-._")
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return "adhoc-" + base + "-" + hex.EncodeToString(sum[:4])
+}
+
+// poolFor returns the named pool or, with no name, the one for image: a
+// configured pool of that image with no command, else an ad-hoc pool made
+// now with the [adhoc] defaults.
+func (r *Registry) poolFor(name, image string) (*Pool, error) {
+	if name != "" {
+		return r.Pool(name)
+	}
+	if image == "" {
+		return nil, fmt.Errorf("%w: name a pool or an image", ErrInvalidSpec)
+	}
+	r.mu.Lock()
+	for _, p := range r.pools {
+		if !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 {
+			r.mu.Unlock()
+			return p, nil
+		}
+	}
+	name = adhocName(image)
+	if p, ok := r.pools[name]; ok {
+		r.mu.Unlock()
+		return p, nil
+	}
+	a := r.adhoc
+	r.mu.Unlock()
+	pc := PoolConfig{Image: image, Memory: a.Memory, CPUs: a.CPUs, Pids: a.Pids, MinIdle: a.MinIdle, MaxSize: a.MaxSize, PauseGrace: a.PauseGrace}
+	p, err := r.newPool(name, pc, true)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if cur, ok := r.pools[name]; ok { // made meanwhile by another request
+		r.mu.Unlock()
+		p.set.Close(context.Background())
+		return cur, nil
+	}
+	r.pools[name] = p
+	r.mu.Unlock()
+	r.log.Info("made ad-hoc pool", "pool", name, "image", image)
+	r.warm(p)
+	return p, nil
+}
+
+// Acquire takes a sandbox from a pool (or the pool of an image) under a
+// lease that expires unless renewed.
+func (r *Registry) Acquire(ctx context.Context, pool, image string) (*Lease, error) {
+	p, err := r.poolFor(pool, image)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := p.set.GetOrCreateUnpaused(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.lastUsed.Store(time.Now().UnixNano())
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	l := &Lease{
+		ID:        hex.EncodeToString(b),
+		Pool:      p.Name,
+		SandboxID: ref.Sandbox().ID(),
+		Outcome:   ref.Outcome().String(),
+		Expires:   time.Now().Add(r.cfg.Lease),
+		ref:       ref,
+	}
+	if ds, ok := AsDocker(ref.Sandbox()); ok {
+		l.ContainerID, l.ScratchPath = ds.ContainerID(), ds.ScratchDir()
+	} else if ms, ok := ref.Sandbox().(*sandboxset.MockSandbox); ok {
+		l.ScratchPath = ms.Spec().ScratchDir
+	}
+	r.mu.Lock()
+	r.leases[l.ID] = l
+	r.mu.Unlock()
+	return l, nil
+}
+
+// takeLease removes lease id from the table; a lease released before is a
+// conflict, an unknown one not found.
+func (r *Registry) takeLease(id string) (*Lease, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.leases[id]
+	if !ok {
+		if _, was := r.released[id]; was {
+			return nil, fmt.Errorf("lease %q: %w: already released", id, ErrConflict)
+		}
+		return nil, fmt.Errorf("lease %q: %w", id, ErrNotFound)
+	}
+	delete(r.leases, id)
+	r.released[id] = time.Now()
+	return l, nil
+}
+
+// Release returns a leased sandbox to its pool (paused). The error says
+// if the sandbox could not go back (it died, say) and was destroyed.
+func (r *Registry) Release(id string) error {
+	l, err := r.takeLease(id)
+	if err != nil {
+		return err
+	}
+	return l.ref.Put()
+}
+
+// Destroy destroys a leased sandbox.
+func (r *Registry) Destroy(id, reason string) error {
+	l, err := r.takeLease(id)
+	if err != nil {
+		return err
+	}
+	if reason == "" {
+		reason = "destroyed by client"
+	}
+	return l.ref.Destroy(reason)
+}
+
+// Renew extends a lease by d (the default lease if 0) from now.
+func (r *Registry) Renew(id string, d time.Duration) (*Lease, error) {
+	if d <= 0 {
+		d = r.cfg.Lease
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.leases[id]
+	if !ok {
+		if _, was := r.released[id]; was {
+			return nil, fmt.Errorf("lease %q: %w: already released", id, ErrConflict)
+		}
+		return nil, fmt.Errorf("lease %q: %w", id, ErrNotFound)
+	}
+	l.Expires = time.Now().Add(d)
+	c := *l
+	return &c, nil
+}
+
+// Leases returns the current leases.
+func (r *Registry) Leases() []Lease {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Lease, 0, len(r.leases))
+	for _, l := range r.leases {
+		out = append(out, *l)
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return a.Expires.Compare(b.Expires) })
+	return out
+}
+
+// RunRequest is a docker-run-like call served from a pool.
+type RunRequest struct {
+	Pool       string   `json:"pool,omitempty"`
+	Image      string   `json:"image,omitempty"`
+	Cmd        []string `json:"cmd"`
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	Stdin      []byte   `json:"stdin,omitempty"`
+	Reuse      bool     `json:"reuse,omitempty"`
+}
+
+// RunResult is what a run printed and how it ended.
+type RunResult struct {
+	Pool      string `json:"pool"`
+	Sandbox   string `json:"sandbox"`
+	Outcome   string `json:"outcome"`
+	Stdout    []byte `json:"stdout"`
+	Stderr    []byte `json:"stderr"`
+	ExitCode  int    `json:"exit_code"`
+	Truncated bool   `json:"truncated,omitempty"`
+}
+
+// Run runs a command in a sandbox of a pool (or of an image's pool): by
+// default the sandbox is destroyed afterwards and the pool refills in the
+// background; with Reuse it goes back to the pool.
+func (r *Registry) Run(ctx context.Context, req RunRequest) (*RunResult, error) {
+	if r.cfg.Docker == nil {
+		return nil, ErrNoExec
+	}
+	if len(req.Cmd) == 0 {
+		return nil, fmt.Errorf("%w: run: no command", ErrInvalidSpec)
+	}
+	for i, kv := range req.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || !envKeyRE.MatchString(k) {
+			return nil, fmt.Errorf("%w: env[%d] %q: want KEY=VALUE", ErrInvalidSpec, i, kv)
+		}
+	}
+	p, err := r.poolFor(req.Pool, req.Image)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := p.set.GetOrCreateUnpaused(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.lastUsed.Store(time.Now().UnixNano())
+	ds, _ := AsDocker(ref.Sandbox())
+	res, err := ds.Exec(ctx, ExecRequest{Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, Stdin: req.Stdin})
+	if err != nil || !req.Reuse {
+		if derr := ref.Destroy(ReasonRunDone); derr != nil {
+			r.log.Warn("destroy after run", "pool", p.Name, "sandbox", ds.ID(), "error", derr)
+		}
+		if err == nil && p.Config.MinIdle > 0 {
+			// Destroying freed the slot; top the pool up off this path.
+			r.warm(p)
+		}
+	} else if perr := ref.Put(); perr != nil {
+		r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", ds.ID(), "error", perr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &RunResult{
+		Pool: p.Name, Sandbox: ds.ID(), Outcome: ref.Outcome().String(),
+		Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: res.ExitCode, Truncated: res.Truncated,
+	}, nil
+}
+
+// evictOne destroys the least recently used idle sandbox across pools.
+func (r *Registry) evictOne() bool {
+	var victim *Pool
+	var when time.Time
+	for _, p := range r.Pools() {
+		if t, ok := p.set.OldestIdle(); ok && (victim == nil || t.Before(when)) {
+			victim, when = p, t
+		}
+	}
+	return victim != nil && victim.set.EvictIdle()
+}
+
+// janitor expires leases and removes ad-hoc pools idle past their TTL.
+func (r *Registry) janitor() {
+	defer close(r.done)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case now := <-tick.C:
+			r.sweep(now)
+		}
+	}
+}
+
+func (r *Registry) sweep(now time.Time) {
+	r.mu.Lock()
+	var expired []*Lease
+	for id, l := range r.leases {
+		if now.After(l.Expires) {
+			expired = append(expired, l)
+			delete(r.leases, id)
+			r.released[id] = now
+		}
+	}
+	for id, t := range r.released {
+		if now.Sub(t) > time.Hour {
+			delete(r.released, id)
+		}
+	}
+	held := map[string]bool{}
+	for _, l := range r.leases {
+		held[l.Pool] = true
+	}
+	var idle []*Pool
+	ttl := time.Duration(r.adhoc.IdleTTL)
+	for name, p := range r.pools {
+		if p.AdHoc && ttl > 0 && !held[name] && now.Sub(time.Unix(0, p.lastUsed.Load())) > ttl && p.set.Stats().InUse == 0 {
+			idle = append(idle, p)
+			delete(r.pools, name)
+		}
+	}
+	r.mu.Unlock()
+	for _, l := range expired {
+		r.log.Warn("lease expired; destroying sandbox", "lease", l.ID, "pool", l.Pool, "sandbox", l.SandboxID)
+		if err := l.ref.Destroy(ReasonLeaseExpired); err != nil {
+			r.log.Error("destroy expired sandbox", "sandbox", l.SandboxID, "error", err)
+		}
+	}
+	for _, p := range idle {
+		r.log.Info("ad-hoc pool idle past its ttl; removing", "pool", p.Name)
+		_ = p.set.Close(context.Background())
+	}
+}
+
+// Close stops the registry. Leased sandboxes are destroyed. With destroy,
+// every pool is closed and its sandboxes destroyed; without, idle sandboxes
+// are left paused for the next start to adopt.
+func (r *Registry) Close(ctx context.Context, destroy bool) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	leases := slices.Collect(maps.Values(r.leases))
+	clear(r.leases)
+	pools := slices.Collect(maps.Values(r.pools))
+	r.mu.Unlock()
+	close(r.stop)
+	<-r.done
+	var errs []error
+	for _, l := range leases {
+		errs = append(errs, l.ref.Destroy("daemon stopped"))
+	}
+	if destroy {
+		for _, p := range pools {
+			errs = append(errs, p.set.Close(ctx))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status is the registry's state for `ol-shim status`.
+type Status struct {
+	Pools       []PoolStatus `json:"pools"`
+	Leases      []Lease      `json:"leases"`
+	MemoryUsed  int64        `json:"memory_used"`
+	MemoryTotal int64        `json:"memory_budget"`
+}
+
+// PoolStatus is one pool's state.
+type PoolStatus struct {
+	Name   string           `json:"name"`
+	Image  string           `json:"image"`
+	AdHoc  bool             `json:"adhoc,omitempty"`
+	Config PoolConfig       `json:"config"`
+	Stats  sandboxset.Stats `json:"stats"`
+}
+
+// Status returns the pools, leases and memory budget.
+func (r *Registry) Status() Status {
+	var st Status
+	for _, p := range r.Pools() {
+		st.Pools = append(st.Pools, PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Config: p.Config, Stats: p.set.Stats()})
+	}
+	st.Leases = r.Leases()
+	st.MemoryUsed, st.MemoryTotal = r.budget.Usage()
+	return st
+}
