@@ -366,19 +366,22 @@ func (d *Docker) Attach(sandboxID, containerID, scratchDir string) *Sandbox {
 	return &Sandbox{d: d, id: sandboxID, container: containerID, scratch: scratchDir}
 }
 
-// AsDocker returns the Docker sandbox inside sb (which may be wrapped, e.g.
-// by the memory budget), or false if sb is not one.
-func AsDocker(sb sandboxset.Sandbox) (*Sandbox, bool) {
+// Innermost returns the sandbox inside sb's wrappers (e.g. the memory
+// budget's).
+func Innermost(sb sandboxset.Sandbox) sandboxset.Sandbox {
 	for {
-		switch s := sb.(type) {
-		case *Sandbox:
-			return s, true
-		case interface{ Unwrap() sandboxset.Sandbox }:
-			sb = s.Unwrap()
-		default:
-			return nil, false
+		w, ok := sb.(interface{ Unwrap() sandboxset.Sandbox })
+		if !ok {
+			return sb
 		}
+		sb = w.Unwrap()
 	}
+}
+
+// AsDocker returns the Docker sandbox inside sb, or false if sb is not one.
+func AsDocker(sb sandboxset.Sandbox) (*Sandbox, bool) {
+	s, ok := Innermost(sb).(*Sandbox)
+	return s, ok
 }
 
 // Sandbox is a sandbox container.

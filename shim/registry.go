@@ -439,7 +439,7 @@ func (r *Registry) Acquire(ctx context.Context, pool, image string) (*Lease, err
 	}
 	if ds, ok := AsDocker(ref.Sandbox()); ok {
 		l.ContainerID, l.ScratchPath = ds.ContainerID(), ds.ScratchDir()
-	} else if ms, ok := ref.Sandbox().(*sandboxset.MockSandbox); ok {
+	} else if ms, ok := Innermost(ref.Sandbox()).(*sandboxset.MockSandbox); ok {
 		l.ScratchPath = ms.Spec().ScratchDir
 	}
 	r.mu.Lock()

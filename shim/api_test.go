@@ -1,0 +1,261 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// apiFixture serves a mock-backend registry over a unix socket.
+type apiFixture struct {
+	t   *testing.T
+	reg *Registry
+	c   *Client
+	ctx context.Context
+}
+
+func newAPI(t *testing.T, edit func(*RegistryConfig)) *apiFixture {
+	t.Helper()
+	cfg := RegistryConfig{Root: t.TempDir(), Lease: time.Minute, AdHoc: AdHocConfig{Memory: DefaultPoolMemory}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	reg, err := NewRegistry(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: (&API{Registry: reg, Backend: "mock", Version: "test"}).Handler()}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		srv.Close()
+		reg.Close(context.Background(), true)
+	})
+	return &apiFixture{t: t, reg: reg, c: NewClient(sock), ctx: context.Background()}
+}
+
+func wantStatus(t *testing.T, err error, code int, msg string) {
+	t.Helper()
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != code || !strings.Contains(ae.Message, msg) {
+		t.Errorf("error %v; want %d with %q", err, code, msg)
+	}
+}
+
+func TestAPIPools(t *testing.T) {
+	f := newAPI(t, nil)
+	pc := PoolConfig{Image: "ol-shim-test/runtime:latest", MinIdle: 2, MaxSize: 4}
+	if _, err := f.c.PutPool(f.ctx, "fn", pc); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, err := f.c.Pool(f.ctx, "fn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Stats.Idle == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool never warmed: %+v", p.Stats)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p, err := f.c.Warm(f.ctx, "fn", 3); err != nil || p.Stats.MinIdle != 3 {
+		t.Errorf("warm: %+v, %v", p, err)
+	}
+	if p, err := f.c.Shrink(f.ctx, "fn", 1); err != nil || p.Stats.Idle != 1 {
+		t.Errorf("shrink: %+v, %v", p, err)
+	}
+	ps, err := f.c.Pools(f.ctx)
+	if err != nil || len(ps) != 1 || ps[0].Image != pc.Image {
+		t.Errorf("list: %+v, %v", ps, err)
+	}
+	if err := f.c.DeletePool(f.ctx, "fn"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.c.Pool(f.ctx, "fn")
+	wantStatus(t, err, 404, `pool "fn": not found`)
+	if _, _, alive := f.reg.Mock().Counts(); alive != 0 {
+		t.Errorf("%d sandboxes alive after the pool was deleted", alive)
+	}
+}
+
+func TestAPILeases(t *testing.T) {
+	f := newAPI(t, nil)
+	if _, err := f.c.PutPool(f.ctx, "fn", PoolConfig{Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.ID == "" || l.Pool != "fn" || l.Outcome != "cold" || l.ScratchPath == "" || time.Until(l.Expires) < 50*time.Second {
+		t.Errorf("lease %+v", l)
+	}
+	if r, err := f.c.Renew(f.ctx, l.ID, "2h"); err != nil || time.Until(r.Expires) < time.Hour {
+		t.Errorf("renew: %+v, %v", r, err)
+	}
+	if err := f.c.Release(f.ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, f.c.Release(f.ctx, l.ID), 409, "already released")
+	wantStatus(t, f.c.Release(f.ctx, "nope"), 404, `lease "nope": not found`)
+	l2, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn"})
+	if err != nil || l2.Outcome != "warm" || l2.SandboxID != l.SandboxID {
+		t.Errorf("second acquire: %+v, %v; want the same sandbox, warm", l2, err)
+	}
+	if err := f.c.Destroy(f.ctx, l2.ID, "done with it"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.c.Status(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Pools) != 1 || st.Pools[0].Stats.Destroys["done with it"] != 1 || len(st.Leases) != 0 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestAPILeaseExpires(t *testing.T) {
+	f := newAPI(t, func(c *RegistryConfig) { c.Lease = 200 * time.Millisecond })
+	if _, err := f.c.PutPool(f.ctx, "fn", PoolConfig{Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The holder hangs: the lease runs out and the sandbox is destroyed.
+	deadline := time.Now().Add(5 * time.Second)
+	for f.reg.Mock().Lookup(l.SandboxID) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox of an expired lease still alive")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p, _ := f.c.Pool(f.ctx, "fn")
+	if p.Stats.Destroys[ReasonLeaseExpired] != 1 || p.Stats.InUse != 0 {
+		t.Errorf("stats %+v", p.Stats)
+	}
+	wantStatus(t, f.c.Release(f.ctx, l.ID), 409, "already released")
+}
+
+func TestAPIAdHocPools(t *testing.T) {
+	f := newAPI(t, func(c *RegistryConfig) { c.AdHoc.IdleTTL = Duration(300 * time.Millisecond) })
+	l, err := f.c.Acquire(f.ctx, AcquireRequest{Image: "ol-shim-test/busybox:latest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(l.Pool, "adhoc-ol-shim-test-busybox-latest-") {
+		t.Errorf("ad-hoc pool %q", l.Pool)
+	}
+	if err := f.c.Release(f.ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ps, _ := f.c.Pools(f.ctx)
+		if len(ps) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ad-hoc pool not removed after its ttl: %+v", ps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, _, alive := f.reg.Mock().Counts(); alive != 0 {
+		t.Errorf("%d sandboxes left by the removed ad-hoc pool", alive)
+	}
+}
+
+func TestAPIMemoryBudget(t *testing.T) {
+	f := newAPI(t, func(c *RegistryConfig) { c.Budget = 2 * DefaultPoolMemory })
+	if _, err := f.c.PutPool(f.ctx, "fn", PoolConfig{Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn", Timeout: "100ms"})
+	wantStatus(t, err, 503, "memory budget exhausted")
+	st, _ := f.c.Status(f.ctx)
+	if st.MemoryUsed != 2*DefaultPoolMemory || st.MemoryTotal != 2*DefaultPoolMemory {
+		t.Errorf("memory %d of %d", st.MemoryUsed, st.MemoryTotal)
+	}
+}
+
+func TestAPIBadInput(t *testing.T) {
+	f := newAPI(t, nil)
+	raw := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://ol-shim"+path, strings.NewReader(body))
+		resp, err := f.c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		buf := make([]byte, 4096)
+		n, _ := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		return resp.StatusCode, b.String()
+	}
+	tests := []struct {
+		name, method, path, body string
+		code                     int
+		msg                      string
+	}{
+		{"malformed json", "PUT", "/v1/pools/fn", `{"image": `, 400, "body"},
+		{"unknown field", "PUT", "/v1/pools/fn", `{"image": "x", "privileged": true}`, 400, `unknown field \"privileged\"`},
+		{"capabilities", "PUT", "/v1/pools/fn", `{"image": "x", "cap_add": ["SYS_ADMIN"]}`, 400, "unknown field"},
+		{"host network", "PUT", "/v1/pools/fn", `{"image": "x", "network": "host"}`, 400, `network \"host\": not allowed`},
+		{"pid namespace", "PUT", "/v1/pools/fn", `{"image": "x", "network": "container:abc"}`, 400, "not allowed"},
+		{"bad image", "PUT", "/v1/pools/fn", `{"image": "Not An Image"}`, 400, "image"},
+		{"bad pool name", "PUT", "/v1/pools/..x", `{"image": "x"}`, 400, "pool name"},
+		{"negative size", "PUT", "/v1/pools/fn", `{"image": "x", "scratch_size": "-1"}`, 400, "size"},
+		{"negative min idle", "PUT", "/v1/pools/fn", `{"image": "x", "min_idle": -1}`, 400, "min_idle"},
+		{"two values", "PUT", "/v1/pools/fn", `{"image": "x"}{}`, 400, "more than one"},
+		{"oversized", "PUT", "/v1/pools/fn", `{"image": "` + strings.Repeat("x", MaxBody) + `"}`, 400, "larger than"},
+		{"unknown pool", "POST", "/v1/acquire", `{"pool": "nope"}`, 404, `pool \"nope\": not found`},
+		{"pool and image", "POST", "/v1/acquire", `{"pool": "a", "image": "b"}`, 400, "exactly one"},
+		{"bad timeout", "POST", "/v1/acquire", `{"pool": "a", "timeout": "soon"}`, 400, "timeout"},
+		{"warm without n", "POST", "/v1/pools/fn/warm", `{}`, 400, "want {"},
+		{"negative warm", "POST", "/v1/pools/fn/warm", `{"n": -1}`, 400, "count"},
+		{"run on mock", "POST", "/v1/run", `{"image": "x", "cmd": ["true"]}`, 501, "mock backend cannot run"},
+		{"run bad image", "POST", "/v1/run", `{"image": "a b", "cmd": ["true"]}`, 400, "image"},
+		{"no such endpoint", "GET", "/v2/status", ``, 404, "no such endpoint"},
+		{"bad renew", "POST", "/v1/leases/x/renew", `{"lease": "-5m"}`, 400, "lease"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := raw(tc.method, tc.path, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.msg) || !strings.HasPrefix(body, `{"message":`) {
+				t.Errorf("%s %s: %d %s; want %d with %q", tc.method, tc.path, code, body, tc.code, tc.msg)
+			}
+		})
+	}
+	if ps, _ := f.c.Pools(f.ctx); len(ps) != 0 {
+		t.Errorf("bad requests made pools: %+v", ps)
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "none.sock"))
+	_, err := c.Status(context.Background())
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "ol-shim serve") {
+		t.Errorf("status of no daemon: %v", err)
+	}
+}
