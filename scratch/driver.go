@@ -1,6 +1,7 @@
 package scratch
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -89,7 +90,12 @@ func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
 // volume inspect` shows them.
 func (d *Driver) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
 	st, err := d.m.Get(r.Name)
-	d.logged("get", r.Name, "", err)
+	if errors.Is(err, ErrNotFound) {
+		// dockerd asks every driver before a create: not a failure.
+		d.log.Debug("volume plugin call", "call", "get", "volume", r.Name, "found", false)
+	} else {
+		d.logged("get", r.Name, "", err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -192,8 +192,10 @@ func mountsUnder(dir string) ([]string, error) {
 	return out, nil
 }
 
-// Close unmounts every FUSE mount and closes the store. Docker sees the
-// volumes of running containers go away: call it at shutdown only.
+// Close detaches every FUSE mount and closes the store. It does not wait
+// for the FUSE servers: a container (even a paused one) may still hold a
+// volume, and its view goes stale when this process exits; the next Open
+// detaches what is left and serves the volumes Docker still uses again.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	vols := slices.Collect(maps.Values(m.vols))
@@ -202,7 +204,10 @@ func (m *Manager) Close() error {
 	for _, v := range vols {
 		v.mu.Lock()
 		if v.srv != nil {
-			errs = append(errs, m.unmountFUSELocked(v))
+			if err := unix.Unmount(m.mountDir(v.rec.Name), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				errs = append(errs, fmt.Errorf("volume %q: detach: %w", v.rec.Name, err))
+			}
+			v.srv, v.q = nil, nil
 		}
 		v.mu.Unlock()
 	}
@@ -406,16 +411,29 @@ func (m *Manager) mountFUSELocked(v *vol) error {
 	return nil
 }
 
+// unmountWait bounds how long an unmount waits for its FUSE server to
+// stop: a process outside Docker's view may still hold the file system.
+const unmountWait = 5 * time.Second
+
 func (m *Manager) unmountFUSELocked(v *vol) error {
-	err := v.srv.Unmount()
-	if err != nil {
-		// Busy (a process still has a file open): detach it lazily.
-		if derr := unix.Unmount(m.mountDir(v.rec.Name), unix.MNT_DETACH); derr != nil {
+	srv := v.srv
+	v.srv, v.q = nil, nil
+	done := make(chan error, 1)
+	go func() { done <- srv.Unmount() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return nil
+		}
+		// Busy: detach it; the server stops when the last user goes.
+		if derr := unix.Unmount(m.mountDir(v.rec.Name), unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
 			return fmt.Errorf("volume %q: unmount: %w; detach: %w", v.rec.Name, err, derr)
 		}
+		return nil
+	case <-time.After(unmountWait):
+		m.log.Warn("FUSE server still busy after unmount; it stops when its last user goes", "volume", v.rec.Name)
+		return nil
 	}
-	v.srv, v.q = nil, nil
-	return nil
 }
 
 // Status describes a volume for Get and List.

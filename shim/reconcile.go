@@ -21,6 +21,7 @@ const (
 	RemovedStaleImage  = "stale image"  // the image tag now names another image
 	RemovedBadLabels   = "bad labels"   // labels that do not name a valid sandbox
 	RemovedNoRoom      = "no room"      // the pool is full or closed
+	RemovedScratchLost = "scratch lost" // its quota'd scratch was served by the previous process
 	RemovedOrphanDir   = "orphan scratch"
 )
 
@@ -37,6 +38,10 @@ type ReconcilePool struct {
 	// Wrap, if set, wraps each adopted sandbox as the pool's own creates
 	// are wrapped (e.g. to charge it to the memory budget).
 	Wrap func(sandboxset.Sandbox) sandboxset.Sandbox
+	// NoAdopt removes the pool's sandboxes instead of adopting them: their
+	// scratch is a FUSE (quota) volume whose server was the process that
+	// stopped, so their /host is gone.
+	NoAdopt bool
 }
 
 // ReconcileReport says what Reconcile did.
@@ -102,6 +107,8 @@ func Reconcile(ctx context.Context, d *Docker, scratch ScratchLister, pools map[
 			reason = RemovedStaleSpec
 		case c.ImageID != imageIDs[poolName]:
 			reason = RemovedStaleImage
+		case p.NoAdopt:
+			reason = RemovedScratchLost
 		}
 		if reason == "" {
 			var sb sandboxset.Sandbox = d.Attach(sbID, c.ID, scratchSource(c))

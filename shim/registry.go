@@ -75,6 +75,7 @@ type Registry struct {
 	adhoc    AdHocConfig          // guarded by mu
 	closed   bool                 // guarded by mu
 
+	bg   sync.WaitGroup // destroys after runs; Close waits for them
 	stop chan struct{}
 	done chan struct{}
 }
@@ -225,7 +226,8 @@ func (r *Registry) Start(ctx context.Context, pools map[string]PoolConfig) (Reco
 	if d := r.cfg.Docker; d != nil {
 		rp := map[string]ReconcilePool{}
 		for name, p := range made {
-			rp[name] = ReconcilePool{Set: p.set, Backend: p.docker, Wrap: p.wrap}
+			fuse := r.cfg.Volumes != nil && (p.Config.ScratchSize > 0 || p.Config.ScratchInodes > 0)
+			rp[name] = ReconcilePool{Set: p.set, Backend: p.docker, Wrap: p.wrap, NoAdopt: fuse}
 		}
 		var lister ScratchLister
 		switch s := r.scratch.(type) {
@@ -567,13 +569,17 @@ func (r *Registry) Run(ctx context.Context, req RunRequest) (*RunResult, error) 
 	ds, _ := AsDocker(ref.Sandbox())
 	res, err := ds.Exec(ctx, ExecRequest{Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, Stdin: req.Stdin})
 	if err != nil || !req.Reuse {
-		if derr := ref.Destroy(ReasonRunDone); derr != nil {
-			r.log.Warn("destroy after run", "pool", p.Name, "sandbox", ds.ID(), "error", derr)
-		}
-		if err == nil && p.Config.MinIdle > 0 {
-			// Destroying freed the slot; top the pool up off this path.
-			r.warm(p)
-		}
+		// Off the caller's path: the destroy, then the refill it allows.
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			if derr := ref.Destroy(ReasonRunDone); derr != nil {
+				r.log.Warn("destroy after run", "pool", p.Name, "sandbox", ds.ID(), "error", derr)
+			}
+			if p.Config.MinIdle > 0 {
+				r.warm(p)
+			}
+		}()
 	} else if perr := ref.Put(); perr != nil {
 		r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", ds.ID(), "error", perr)
 	}
@@ -669,6 +675,7 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 	r.mu.Unlock()
 	close(r.stop)
 	<-r.done
+	r.bg.Wait()
 	var errs []error
 	for _, l := range leases {
 		errs = append(errs, l.ref.Destroy("daemon stopped"))

@@ -2,6 +2,8 @@ package main
 
 import (
 	"github.com/urfave/cli/v2"
+
+	"github.com/open-lambda/ol-shim/shim"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -12,13 +14,24 @@ func newApp() *cli.App {
 		Name:    "ol-shim",
 		Usage:   "warm pools of paused containers for serverless functions",
 		Version: version,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "socket", Value: shim.DefaultSocket, EnvVars: []string{"OL_SHIM_SOCKET"}, Usage: "the daemon's API socket"},
+		},
 		Commands: []*cli.Command{
+			serveCommand,
+			statusCommand,
+			runCommand,
+			poolCommand,
 			demoCommand,
 			initCommand,
-			serveCommand,
 			versionCommand,
 		},
 		// Errors are printed once, by main.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+}
+
+// apiClient is the client of the daemon every client command uses.
+func apiClient(c *cli.Context) *shim.Client {
+	return shim.NewClient(c.String("socket"))
 }

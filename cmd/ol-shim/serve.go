@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -16,74 +21,253 @@ import (
 	"github.com/open-lambda/ol-shim/shim"
 )
 
-// Defaults of the daemon's paths.
-const (
-	defaultPluginSocket = "/run/ol-shim/plugin.sock"
-	defaultPluginName   = "ol-shim"
-)
-
 var serveCommand = &cli.Command{
 	Name:  "serve",
-	Usage: "run the ol-shim daemon: the scratch volume plugin dockerd talks to",
-	Description: `serve opens the state root (volumes and their records), detaches FUSE mounts
-a crash left behind, serves the volumes still in use again, and answers dockerd
-on the plugin socket as the "ol-shim" volume driver until SIGTERM or SIGINT.`,
+	Usage: "run the ol-shim daemon: pools, the API socket and the scratch volume plugin",
+	Description: `serve runs the pool registry (one sandbox set per pool) on the Docker backend
+(or --backend mock, to try ol-shim without Docker), the "ol-shim" volume plugin
+that serves sandbox scratch directories, and the JSON API on --socket.
+
+At start it detaches FUSE mounts a crash left behind, reconciles Docker with the
+configured pools (paused sandboxes of the same spec are adopted, everything else
+it labelled is removed), then serves. SIGHUP reloads the config file's pools.
+SIGTERM stops accepting, finishes requests in flight, destroys leased sandboxes,
+and leaves idle ones paused for the next start (or destroys them all with
+--destroy-on-exit).
+
+Settings come from flags, then OL_SHIM_* variables, then the config file
+([daemon] table), then defaults.`,
 	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "config", Value: shim.DefaultConfigPath, EnvVars: []string{"OL_SHIM_CONFIG"}, Usage: "config file (pools, [daemon], [adhoc]); may be absent at the default path"},
 		&cli.StringFlag{Name: "root", Value: scratch.DefaultRoot, EnvVars: []string{"OL_SHIM_ROOT"}, Usage: "state root"},
-		&cli.StringFlag{Name: "plugin-socket", Value: defaultPluginSocket, EnvVars: []string{"OL_SHIM_PLUGIN_SOCKET"}, Usage: "volume plugin socket dockerd connects to"},
-		&cli.StringFlag{Name: "plugin-name", Value: defaultPluginName, EnvVars: []string{"OL_SHIM_PLUGIN_NAME"}, Usage: "the driver name dockerd knows the plugin by (the name of its spec file)"},
-		&cli.StringFlag{Name: "socket-group", Value: "docker", EnvVars: []string{"OL_SHIM_SOCKET_GROUP"}, Usage: "group owning the sockets (mode 0660); empty: root"},
+		&cli.StringFlag{Name: "socket", Value: shim.DefaultSocket, EnvVars: []string{"OL_SHIM_SOCKET"}, Usage: "API socket"},
+		&cli.StringFlag{Name: "plugin-socket", Value: shim.DefaultPluginSocket, EnvVars: []string{"OL_SHIM_PLUGIN_SOCKET"}, Usage: "volume plugin socket dockerd connects to"},
+		&cli.StringFlag{Name: "plugin-name", Value: shim.DefaultPluginName, EnvVars: []string{"OL_SHIM_PLUGIN_NAME"}, Usage: "the volume driver name dockerd knows the plugin by"},
+		&cli.StringFlag{Name: "plugin-spec-dir", Value: "/etc/docker/plugins", EnvVars: []string{"OL_SHIM_PLUGIN_SPEC_DIR"}, Usage: "where dockerd looks for plugin specs; serve writes <plugin-name>.json there if missing"},
+		&cli.StringFlag{Name: "socket-group", Value: "docker", EnvVars: []string{"OL_SHIM_SOCKET_GROUP"}, Usage: "group owning both sockets (mode 0660); empty: root"},
+		&cli.StringFlag{Name: "backend", Value: "docker", EnvVars: []string{"OL_SHIM_BACKEND"}, Usage: "sandbox backend: docker or mock"},
+		&cli.StringFlag{Name: "scratch", Value: "volume", EnvVars: []string{"OL_SHIM_SCRATCH"}, Usage: "sandbox scratch at /host: volume (through the volume plugin, quotas work) or bind (plain directories)"},
+		&cli.StringFlag{Name: "memory-budget", Value: "80%", EnvVars: []string{"OL_SHIM_MEMORY_BUDGET"}, Usage: "cap on the summed memory limits of live sandboxes: a size (16G) or a share of RAM (80%)"},
+		&cli.DurationFlag{Name: "lease", Value: shim.DefaultLease, EnvVars: []string{"OL_SHIM_LEASE"}, Usage: "how long an acquired sandbox lives unless renewed"},
+		&cli.BoolFlag{Name: "destroy-on-exit", EnvVars: []string{"OL_SHIM_DESTROY_ON_EXIT"}, Usage: "destroy every sandbox at exit instead of leaving idle ones paused for the next start"},
 		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "dockerd address (default unix:///var/run/docker.sock)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 	},
 	Action: serve,
 }
 
+// settings are serve's resolved settings.
+type settings struct {
+	root, socket, pluginSocket, pluginName, specDir, group string
+	backend, scratchMode, budget, logLevel, dockerHost     string
+	lease                                                  time.Duration
+	destroyOnExit                                          bool
+}
+
+// resolve applies flag > env > file > default.
+func resolve(c *cli.Context, file shim.DaemonConfig) settings {
+	str := func(flag, fromFile string) string {
+		if c.IsSet(flag) || fromFile == "" {
+			return c.String(flag)
+		}
+		return fromFile
+	}
+	s := settings{
+		root:         str("root", file.Root),
+		socket:       str("socket", file.Socket),
+		pluginSocket: str("plugin-socket", file.PluginSocket),
+		pluginName:   str("plugin-name", file.PluginName),
+		specDir:      c.String("plugin-spec-dir"),
+		group:        c.String("socket-group"),
+		backend:      str("backend", file.Backend),
+		scratchMode:  str("scratch", file.Scratch),
+		budget:       str("memory-budget", file.MemoryBudget),
+		logLevel:     str("log-level", file.LogLevel),
+		dockerHost:   c.String("docker-host"),
+		lease:        c.Duration("lease"),
+	}
+	if !c.IsSet("socket-group") && file.SocketGroup != nil {
+		s.group = *file.SocketGroup
+	}
+	if !c.IsSet("lease") && file.Lease > 0 {
+		s.lease = time.Duration(file.Lease)
+	}
+	s.destroyOnExit = c.Bool("destroy-on-exit") || (!c.IsSet("destroy-on-exit") && file.DestroyOnExit)
+	return s
+}
+
 func serve(c *cli.Context) error {
+	cfg, err := shim.LoadConfig(c.String("config"), c.IsSet("config"))
+	if err != nil {
+		return err
+	}
+	s := resolve(c, cfg.Daemon)
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	if err := level.UnmarshalText([]byte(s.logLevel)); err != nil {
+		return fmt.Errorf("log level %q: want debug, info, warn or error", s.logLevel)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	switch s.backend {
+	case "docker", "mock":
+	default:
+		return fmt.Errorf("backend %q: want docker or mock", s.backend)
+	}
+	switch s.scratchMode {
+	case "volume", "bind":
+	default:
+		return fmt.Errorf("scratch %q: want volume or bind", s.scratchMode)
+	}
+	budget, err := shim.ParseBudget(s.budget, totalRAM())
+	if err != nil {
+		return err
+	}
+	root, err := filepath.Abs(s.root)
+	if err != nil {
+		return fmt.Errorf("root %q: %w", s.root, err)
+	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	// Docker, where reachable, says which volumes running containers use.
-	var inUse func(context.Context) (map[string]int, error)
-	if d, err := shim.NewDocker(ctx, shim.DockerConfig{Host: c.String("docker-host"), RootID: "serve"}); err != nil {
-		log.Warn("dockerd not reachable at start; mount counts come from the mount table", "error", err)
-	} else {
+	var d *shim.Docker
+	if s.backend == "docker" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own binary for the idle init: %w", err)
+		}
+		dc := shim.DockerConfig{Host: s.dockerHost, RootID: rootID(root), InitBinary: self, Logger: log}
+		if s.scratchMode == "volume" {
+			dc.VolumeDriver = s.pluginName
+		}
+		if d, err = shim.NewDocker(ctx, dc); err != nil {
+			return fmt.Errorf("%w (start dockerd, or try ol-shim with --backend mock)", err)
+		}
 		defer d.Close()
-		driver := c.String("plugin-name")
-		inUse = func(ctx context.Context) (map[string]int, error) { return d.VolumesInUse(ctx, driver) }
 	}
-	m, err := scratch.Open(ctx, scratch.Config{Root: c.String("root"), InUse: inUse, Logger: log})
+
+	// The volume plugin: volumes survive restarts; mounts a crash left are
+	// detached, and those Docker still uses are served again.
+	var inUse func(context.Context) (map[string]int, error)
+	if d != nil {
+		inUse = func(ctx context.Context) (map[string]int, error) { return d.VolumesInUse(ctx, s.pluginName) }
+	}
+	vols, err := scratch.Open(ctx, scratch.Config{Root: root, InUse: inUse, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := m.Close(); err != nil {
+		if err := vols.Close(); err != nil {
 			log.Error("close volumes", "error", err)
 		}
 	}()
-	l, err := scratch.Listen(c.String("plugin-socket"), c.String("socket-group"))
+	pl, err := scratch.Listen(s.pluginSocket, s.group)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(c.String("plugin-socket"))
+	defer os.Remove(s.pluginSocket)
+	go scratch.NewDriver(vols, log).Handler().Serve(pl)
+	defer pl.Close()
+	if err := ensurePluginSpec(s.specDir, s.pluginName, s.pluginSocket, log); err != nil {
+		log.Warn("dockerd may not find the volume plugin", "error", err)
+	}
+
+	rc := shim.RegistryConfig{Docker: d, Root: root, Budget: budget, Lease: s.lease, AdHoc: cfg.AdHoc, Logger: log}
+	if d != nil && s.scratchMode == "volume" {
+		rc.Volumes = vols
+	}
+	reg, err := shim.NewRegistry(rc)
+	if err != nil {
+		return err
+	}
+	if _, err := reg.Start(ctx, cfg.Pools); err != nil {
+		reg.Close(context.Background(), false)
+		return err
+	}
+
+	al, err := scratch.Listen(s.socket, s.group)
+	if err != nil {
+		reg.Close(context.Background(), false)
+		return err
+	}
+	defer os.Remove(s.socket)
+	api := &shim.API{Registry: reg, Docker: d, Volumes: vols, Version: version, Backend: s.backend}
+	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- scratch.NewDriver(m, log).Handler().Serve(l) }()
-	log.Info("serving", "plugin_socket", c.String("plugin-socket"), "root", m.Root(), "volumes", len(m.List()))
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-		l.Close()
-		<-errc
-		return nil
-	case err := <-errc:
-		if errors.Is(err, net.ErrClosed) {
+	go func() { errc <- srv.Serve(al) }()
+	log.Info("serving", "socket", s.socket, "plugin_socket", s.pluginSocket, "root", root, "backend", s.backend,
+		"pools", len(cfg.Pools), "memory_budget", budget)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			next, err := shim.LoadConfig(c.String("config"), c.IsSet("config"))
+			if err != nil {
+				log.Error("reload: config refused; keeping the running one", "error", err)
+				continue
+			}
+			if err := reg.Apply(next.Pools, next.AdHoc); err != nil {
+				log.Error("reload", "error", err)
+			}
+			log.Info("reloaded", "pools", len(next.Pools))
+		case err := <-errc:
+			reg.Close(context.Background(), s.destroyOnExit)
+			return fmt.Errorf("api socket: %w", err)
+		case <-ctx.Done():
+			log.Info("stopping: finishing requests in flight")
+			sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("requests still in flight at exit", "error", err)
+			}
+			cancel()
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := reg.Close(cctx, s.destroyOnExit); err != nil {
+				log.Error("close pools", "error", err)
+			}
+			log.Info("stopped", "destroyed_all", s.destroyOnExit)
 			return nil
 		}
-		return fmt.Errorf("plugin socket: %w", err)
 	}
+}
+
+// rootID names this instance's state root in container labels.
+func rootID(root string) string {
+	sum := sha256.Sum256([]byte(root))
+	return "r" + hex.EncodeToString(sum[:6])
+}
+
+// ensurePluginSpec writes dir/name.json pointing at socket unless it
+// already does.
+func ensurePluginSpec(dir, name, socket string, log *slog.Logger) error {
+	p := filepath.Join(dir, name+".json")
+	want := map[string]string{"Name": name, "Addr": "unix://" + socket}
+	if b, err := os.ReadFile(p); err == nil {
+		var have map[string]string
+		if json.Unmarshal(b, &have) == nil && have["Addr"] == want["Addr"] {
+			return nil
+		}
+		return fmt.Errorf("plugin spec %s points elsewhere (%s); leaving it", p, b)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	b, _ := json.Marshal(want)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	log.Info("wrote plugin spec for dockerd", "path", p)
+	return nil
+}
+
+// totalRAM returns the host's memory in bytes.
+func totalRAM() int64 {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 0
+	}
+	return int64(si.Totalram) * int64(si.Unit)
 }

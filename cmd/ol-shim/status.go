@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/open-lambda/ol-shim/shim"
+)
+
+var statusCommand = &cli.Command{
+	Name:  "status",
+	Usage: "show the daemon's pools, leased sandboxes, volumes and Docker's health",
+	Flags: []cli.Flag{
+		&cli.BoolFlag{Name: "json", Usage: "print the raw status as JSON"},
+	},
+	Action: func(c *cli.Context) error {
+		st, err := apiClient(c).Status(c.Context)
+		if err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			enc := json.NewEncoder(c.App.Writer)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		printStatus(c.App.Writer, st)
+		return nil
+	},
+}
+
+func printStatus(out io.Writer, st shim.StatusResponse) {
+	docker := "no docker (mock backend)"
+	if h := st.Docker; h != nil {
+		if h.OK {
+			docker = fmt.Sprintf("dockerd %s, API %s", h.Version, h.APIVersion)
+		} else {
+			docker = "dockerd UNREACHABLE: " + h.Error
+		}
+	}
+	budget := "no memory budget"
+	if st.MemoryTotal > 0 {
+		budget = fmt.Sprintf("memory %s of %s budget", human(st.MemoryUsed), human(st.MemoryTotal))
+	}
+	fmt.Fprintf(out, "ol-shim %s, %s backend; %s; %s\n\n", st.Version, st.Backend, docker, budget)
+
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "POOL\tIMAGE\tIDLE\tIN USE\tCREATING\tMIN/MAX\tHOT\tWARM\tCOLD\tP50 WARM\tP50 COLD\tDESTROYED")
+	if len(st.Pools) == 0 {
+		fmt.Fprintln(w, "(none)")
+	}
+	for _, p := range st.Pools {
+		s := p.Stats
+		name := p.Name
+		if p.AdHoc {
+			name += " (ad hoc)"
+		}
+		maxSize := "-"
+		if s.MaxSize > 0 {
+			maxSize = fmt.Sprint(s.MaxSize)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d/%s\t%d\t%d\t%d\t%s\t%s\t%d\n", name, p.Image, s.Idle, s.InUse, s.Creating,
+			s.MinIdle, maxSize, s.HotHits, s.WarmHits, s.ColdMisses, dur(s.Latency["warm"].P50, s.WarmHits), dur(s.Latency["cold"].P50, s.ColdMisses), s.Destroyed())
+	}
+	w.Flush()
+
+	if len(st.Leases) > 0 {
+		fmt.Fprintln(out)
+		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "LEASE\tPOOL\tSANDBOX\tCONTAINER\tEXPIRES IN")
+		for _, l := range st.Leases {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%.12s\t%s\n", l.ID, l.Pool, l.SandboxID, l.ContainerID, time.Until(l.Expires).Round(time.Second))
+		}
+		w.Flush()
+	}
+
+	fmt.Fprintln(out)
+	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "VOLUME\tUSED\tQUOTA\tINODES\tMOUNTS")
+	if len(st.Volumes) == 0 {
+		fmt.Fprintln(w, "(none)")
+	}
+	for _, v := range st.Volumes {
+		used, quota, inodes := "-", "none", "-"
+		if v.Options.Limited() && v.Mounts > 0 {
+			used = human(v.BytesUsed)
+			inodes = fmt.Sprint(v.InodesUsed)
+		}
+		if v.Options.Size > 0 {
+			quota = human(v.Options.Size)
+		}
+		if v.Options.Inodes > 0 {
+			inodes += fmt.Sprintf(" of %d", v.Options.Inodes)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\n", v.Name, used, quota, strings.TrimSpace(inodes), v.Mounts)
+	}
+	w.Flush()
+}
+
+func dur(d time.Duration, n uint64) string {
+	if n == 0 {
+		return "-"
+	}
+	if d > time.Millisecond {
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.Round(time.Microsecond).String()
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
