@@ -1,0 +1,352 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/open-lambda/ol-shim/shim"
+)
+
+// These tests run the built binary against the real dockerd, as a user
+// would. The volume plugin is registered as "ol-shim-it" on one socket
+// path for every integration test package (see package shim).
+const (
+	itPluginName   = "ol-shim-it"
+	itPluginSocket = "/run/ol-shim-it/plugin.sock"
+	busybox        = "ol-shim-test/busybox:latest"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ol-shim-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "ol-shim")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	if out, err := exec.Command("docker", "image", "inspect", busybox).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: %s: %v\n%s\nrun `make integration`, which starts dockerd and builds the images\n", busybox, err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.Remove(filepath.Join("/etc/docker/plugins", itPluginName+".json"))
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type daemon struct {
+	t      *testing.T
+	root   string
+	socket string
+	config string
+	cmd    *exec.Cmd
+	log    bytes.Buffer
+	c      *shim.Client
+}
+
+func newDaemon(t *testing.T, config string) *daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &daemon{t: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "api.sock"), config: filepath.Join(dir, "config.toml")}
+	if err := os.WriteFile(d.config, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.c = shim.NewClient(d.socket)
+	t.Cleanup(func() {
+		// Nothing labelled with this root may outlive the test. Volumes
+		// go while the plugin serves them: dockerd retries a plugin that
+		// is gone for about 30s per call.
+		if d.cmd == nil {
+			d.start()
+		}
+		ids := d.containers(false)
+		if len(ids) > 0 {
+			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+		out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+shim.LabelRoot+"="+rootID(d.root)).Output()
+		for _, v := range strings.Fields(string(out)) {
+			exec.Command("docker", "volume", "rm", "-f", v).Run()
+		}
+		d.stop(syscall.SIGTERM)
+	})
+	d.start()
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	d.cmd = exec.Command(bin, "serve", "--config", d.config, "--root", d.root, "--socket", d.socket,
+		"--plugin-socket", itPluginSocket, "--plugin-name", itPluginName, "--socket-group", "", "--log-level", "debug")
+	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := d.c.Status(context.Background()); err == nil {
+			return
+		}
+		if d.cmd.ProcessState != nil || time.Now().After(deadline) {
+			d.t.Fatalf("daemon did not answer; log:\n%s", d.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemon) stop(sig syscall.Signal) {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(sig)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil && sig == syscall.SIGTERM {
+			d.t.Errorf("daemon exit after SIGTERM: %v; log:\n%s", err, d.log.String())
+		}
+	case <-time.After(90 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+		d.t.Errorf("daemon did not stop on %v", sig)
+	}
+	d.cmd = nil
+}
+
+// containers lists the containers labelled with this daemon's root (all,
+// or only paused ones).
+func (d *daemon) containers(pausedOnly bool) []string {
+	args := []string{"ps", "-aq", "--filter", "label=" + shim.LabelRoot + "=" + rootID(d.root)}
+	if pausedOnly {
+		args = append(args, "--filter", "status=paused")
+	}
+	out, err := exec.Command("docker", args...).Output()
+	if err != nil {
+		d.t.Fatalf("docker ps: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+// cli runs the binary as a client of this daemon.
+func (d *daemon) cli(stdin string, args ...string) (stdout, stderr string, code int) {
+	d.t.Helper()
+	cmd := exec.Command(bin, append([]string{"--socket", d.socket}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func (d *daemon) waitIdle(pool string, n int) {
+	d.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p, err := d.c.Pool(context.Background(), pool)
+		if err == nil && p.Stats.Idle >= n && p.Stats.Creating == 0 && p.Stats.Pausing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("pool %s never reached %d idle: %+v, %v", pool, n, p.Stats, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const bbConfig = `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+min_idle = 1
+memory = "32M"
+`
+
+func TestServeRun(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	out, errOut, code := d.cli("", "run", "--pool", "bb", "sh", "-c", "echo out; echo err >&2; exit 3")
+	if out != "out\n" || errOut != "err\n" || code != 3 {
+		t.Errorf("run: stdout %q, stderr %q, exit %d; want out, err, 3", out, errOut, code)
+	}
+	// By image: served from the configured pool of that image.
+	if _, _, code := d.cli("", "run", busybox, "sh", "-c", "exit 3"); code != 3 {
+		t.Errorf("ol-shim run IMAGE sh -c 'exit 3' exited %d", code)
+	}
+	if out, _, code := d.cli("hello from stdin\n", "run", "-e", "GREETING=hi", "-w", "/tmp", busybox, "sh", "-c", "cat; echo $GREETING; pwd"); out != "hello from stdin\nhi\n/tmp\n" || code != 0 {
+		t.Errorf("stdin, env and workdir: %q (exit %d)", out, code)
+	}
+	// An image with no configured pool gets an ad-hoc one; this one is
+	// FROM scratch: its only programs are /runtime and ol-shim's init.
+	if out, _, code := d.cli("", "run", "ol-shim-test/runtime:latest", "/.ol-shim/init", "version"); code != 0 || !strings.HasPrefix(out, "ol-shim ") {
+		t.Errorf("run in an ad-hoc pool of a FROM-scratch image: %q, exit %d", out, code)
+	}
+	st, err := d.c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var adhoc bool
+	for _, p := range st.Pools {
+		adhoc = adhoc || p.AdHoc
+	}
+	if !adhoc {
+		t.Errorf("no ad-hoc pool after a run of an unconfigured image: %+v", st.Pools)
+	}
+	// --reuse puts the sandbox back: the next run is warm, same sandbox.
+	d.cli("", "run", "--reuse", "--pool", "bb", "true")
+	before, _ := d.c.Pool(context.Background(), "bb")
+	d.cli("", "run", "--reuse", "--pool", "bb", "true")
+	after, _ := d.c.Pool(context.Background(), "bb")
+	if after.Stats.WarmHits+after.Stats.HotHits <= before.Stats.WarmHits+before.Stats.HotHits {
+		t.Errorf("a --reuse run was not served warm: before %+v after %+v", before.Stats, after.Stats)
+	}
+
+	table, _, code := d.cli("", "status")
+	if code != 0 || !strings.Contains(table, "bb") || !strings.Contains(table, "dockerd 20.10") {
+		t.Errorf("status (exit %d):\n%s", code, table)
+	}
+	js, _, _ := d.cli("", "status", "--json")
+	var parsed shim.StatusResponse
+	if err := json.Unmarshal([]byte(js), &parsed); err != nil || parsed.Backend != "docker" {
+		t.Errorf("status --json: %v\n%s", err, js)
+	}
+}
+
+func TestStatusWithoutDaemon(t *testing.T) {
+	cmd := exec.Command(bin, "--socket", filepath.Join(t.TempDir(), "none.sock"), "status")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "ol-shim serve") {
+		t.Errorf("status without a daemon: %v\n%s", err, out)
+	}
+}
+
+func TestServeRestartAdoptsAndKillLeaksNothing(t *testing.T) {
+	d := newDaemon(t, `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+min_idle = 3
+memory = "32M"
+`)
+	d.waitIdle("bb", 3)
+	ctx := context.Background()
+	// One sandbox leased when the daemon stops.
+	if _, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"}); err != nil {
+		t.Fatal(err)
+	}
+	d.waitIdle("bb", 3) // refilled
+	d.stop(syscall.SIGTERM)
+	if n := len(d.containers(true)); n < 3 {
+		t.Errorf("%d paused sandboxes left for the next start, want at least 3", n)
+	}
+	d.start()
+	st, _ := d.c.Pool(ctx, "bb")
+	if st.Stats.Idle < 3 {
+		t.Errorf("after restart the pool holds %d idle, want the 3 adopted", st.Stats.Idle)
+	}
+	l, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Outcome != "warm" {
+		t.Errorf("first acquire after restart: %s, want warm (adopted)", l.Outcome)
+	}
+
+	// kill -9 with a lease out and creates in flight; the next start
+	// reconciles: every labelled container is adopted or removed.
+	if _, err := d.c.Warm(ctx, "bb", 5); err != nil {
+		t.Fatal(err)
+	}
+	go d.c.Warm(ctx, "bb", 8)
+	time.Sleep(300 * time.Millisecond)
+	d.stop(syscall.SIGKILL)
+	d.start()
+	p, err := d.c.Pool(ctx, "bb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := d.containers(false)
+	if len(all) != p.Stats.Idle+p.Stats.Creating+p.Stats.Pausing {
+		t.Errorf("after kill -9 and restart: %d labelled containers, the pool holds %+v", len(all), p.Stats)
+	}
+	d.stop(syscall.SIGTERM)
+	// Destroying on exit leaves nothing.
+	d.cmd = nil
+	cmd := exec.Command(bin, "serve", "--config", d.config, "--root", d.root, "--socket", d.socket,
+		"--plugin-socket", itPluginSocket, "--plugin-name", itPluginName, "--socket-group", "", "--destroy-on-exit")
+	cmd.Stdout, cmd.Stderr = &d.log, &d.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = cmd
+	for i := 0; i < 600; i++ {
+		if _, err := d.c.Status(ctx); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.stop(syscall.SIGTERM)
+	if left := d.containers(false); len(left) != 0 {
+		t.Errorf("--destroy-on-exit left %d containers", len(left))
+	}
+}
+
+func TestServeReloadAndBadConfig(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	if err := os.WriteFile(d.config, []byte(bbConfig+`
+[pools.second]
+image = "ol-shim-test/busybox:latest"
+cmd = ["sleep", "3600"]
+memory = "32M"
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := d.c.Pool(context.Background(), "second"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool added to the config not there after SIGHUP; log:\n%s", d.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A broken config on reload is refused; the daemon keeps running.
+	os.WriteFile(d.config, []byte("[pools.x]\nimage = \n"), 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	if _, err := d.c.Pool(context.Background(), "second"); err != nil {
+		t.Errorf("a bad reload broke the running config: %v", err)
+	}
+	// At start, a bad config is an error naming the file and the line.
+	out, err := exec.Command(bin, "serve", "--config", d.config, "--root", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), d.config) || !strings.Contains(string(out), "line 2") {
+		t.Errorf("serve with a bad config: %v\n%s", err, out)
+	}
+}
