@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo images test integration e2e bench bench-docker lint install uninstall check clean
+.PHONY: help setup build run demo images test integration e2e bench bench-docker lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,6 +17,9 @@ setup: ## install what is missing on a Debian host (docker.io, fuse3); needs roo
 
 build: ## static binary (CGO_ENABLED=0) into bin/ol-shim; runs in images FROM scratch
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/ol-shim
+
+run: build ## build, start dockerd if needed, and run the daemon in the foreground with examples/config.toml (Ctrl-C stops)
+	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) serve --config examples/config.toml'
 
 demo: build ## run one pool of real containers through cold, warm and hot acquires (starts dockerd if needed)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) demo --backend docker --rounds 5 && $(BIN) demo --backend docker --rounds 5 --pause-grace 1s'
@@ -47,11 +50,19 @@ lint: ## gofmt -s and go vet
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 
-install: build ## install bin/ol-shim into $(DESTDIR)$(PREFIX)/bin
+install: build ## install the binary, the systemd unit, the plugin spec for dockerd, and a config if none exists
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ol-shim
+	install -D -m 0644 systemd/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.service
+	install -D -m 0644 plugin.json $(DESTDIR)/etc/docker/plugins/ol-shim.json
+	[ -e $(DESTDIR)/etc/ol-shim/config.toml ] || install -D -m 0644 examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; echo "installed: systemctl enable --now ol-shim"; fi
 
-uninstall: ## remove what install put in place
-	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim
+uninstall: ## stop the service and remove what install put in place (the state root stays: PURGE=1 removes it)
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now ol-shim 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/docker/plugins/ol-shim.json
+	rm -rf $(DESTDIR)/etc/ol-shim
+	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/var/lib/ol-shim; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 check: lint test integration e2e ## the whole test suite: what CI runs (needs root)
 

@@ -111,3 +111,21 @@ func TestParseBudget(t *testing.T) {
 		}
 	}
 }
+
+// The shipped example config and plugin spec are what the code expects.
+func TestShippedFiles(t *testing.T) {
+	c, err := LoadConfig("../examples/config.toml", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Pools) != 2 || c.Pools["hello"].Ready == nil {
+		t.Errorf("examples/config.toml: %+v", c.Pools)
+	}
+	b, err := os.ReadFile("../plugin.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"unix://`+DefaultPluginSocket+`"`) || !strings.Contains(string(b), `"Name": "`+DefaultPluginName+`"`) {
+		t.Errorf("plugin.json does not point at %s as %s:\n%s", DefaultPluginSocket, DefaultPluginName, b)
+	}
+}

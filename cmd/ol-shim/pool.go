@@ -168,4 +168,3 @@ var poolShrinkCommand = &cli.Command{
 		return nil
 	},
 }
-
