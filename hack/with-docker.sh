@@ -17,6 +17,16 @@ answers() { curl -sf --max-time 2 --unix-socket "$sock" http://localhost/_ping >
 
 started=""
 log=/tmp/ol-shim-dockerd.log
+# A dockerd that is still starting or stopping: give it time to settle.
+for _ in $(seq 1 120); do
+	answers && break
+	pgrep -x dockerd >/dev/null || break
+	sleep 1
+done
+if ! answers && pgrep -x dockerd >/dev/null; then
+	echo "with-docker: a dockerd runs but does not answer on $sock" >&2
+	exit 1
+fi
 if ! answers; then
 	echo "with-docker: starting dockerd (log: $log)"
 	dockerd --bridge=none --iptables=false --ip6tables=false >"$log" 2>&1 &
@@ -37,7 +47,8 @@ stop() {
 	if [ -n "$started" ]; then
 		echo "with-docker: stopping dockerd"
 		kill "$started" 2>/dev/null || true
-		for _ in $(seq 1 60); do kill -0 "$started" 2>/dev/null || break; sleep 0.5; done
+		for _ in $(seq 1 240); do kill -0 "$started" 2>/dev/null || break; sleep 0.5; done
+		kill -0 "$started" 2>/dev/null && echo "with-docker: dockerd still stopping after 120s" >&2
 	fi
 }
 trap stop EXIT

@@ -72,19 +72,22 @@ func newDaemon(t *testing.T, config string) *daemon {
 	}
 	d.c = shim.NewClient(d.socket)
 	t.Cleanup(func() {
-		// Nothing labelled with this root may outlive the test. Volumes
-		// go while the plugin serves them: dockerd retries a plugin that
-		// is gone for about 30s per call.
-		if d.cmd == nil {
-			d.start()
+		// Nothing labelled with this root may outlive the test. A daemon
+		// with no pools reconciles everything away (containers, scratch
+		// volumes) while its plugin still serves them: dockerd retries a
+		// plugin that is gone for about 30s per call.
+		d.stop(syscall.SIGTERM)
+		if err := os.WriteFile(d.config, nil, 0o644); err != nil {
+			t.Error(err)
 		}
-		ids := d.containers(false)
-		if len(ids) > 0 {
-			exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		d.start() // serving means reconciled
+		if left := d.containers(false); len(left) > 0 {
+			t.Errorf("%d containers of this daemon left after a sweep", len(left))
+			exec.Command("docker", append([]string{"rm", "-f"}, left...)...).Run()
 		}
 		out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+shim.LabelRoot+"="+rootID(d.root)).Output()
-		for _, v := range strings.Fields(string(out)) {
-			exec.Command("docker", "volume", "rm", "-f", v).Run()
+		if vols := strings.Fields(string(out)); len(vols) > 0 {
+			t.Errorf("scratch volumes left after a sweep: %v", vols)
 		}
 		d.stop(syscall.SIGTERM)
 	})
