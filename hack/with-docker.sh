@@ -48,8 +48,12 @@ stop() {
 		echo "with-docker: stopping dockerd"
 		kill "$started" 2>/dev/null || true
 		for _ in $(seq 1 240); do kill -0 "$started" 2>/dev/null || break; sleep 0.5; done
-		kill -0 "$started" 2>/dev/null && echo "with-docker: dockerd still stopping after 120s" >&2
+		if kill -0 "$started" 2>/dev/null; then
+			echo "with-docker: dockerd still stopping after 120s" >&2
+		fi
 	fi
 }
 trap stop EXIT
-"$@"
+rc=0
+"$@" || rc=$?
+exit "$rc"
