@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run demo images test integration e2e bench bench-docker lint install uninstall check clean
+.PHONY: help setup build run demo images plugin test integration e2e bench bench-docker lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ uninstall: ## stop the service and remove what install put in place (the state r
 	rm -rf $(DESTDIR)/etc/ol-shim
 	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/var/lib/ol-shim; fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+plugin: ## build ol-shim as a managed Docker plugin in build/plugin (docker plugin create ol-shim build/plugin)
+	hack/plugin.sh build/plugin
 
 check: lint test integration e2e ## the whole test suite: what CI runs (needs root)
 

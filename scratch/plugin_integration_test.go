@@ -90,7 +90,7 @@ func (p *plugin) start() {
 	log, err := os.OpenFile(filepath.Join(p.root, "serve.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	must(p.t, err)
 	p.log = log
-	p.cmd = exec.Command(olShim, "serve", "--root", p.root, "--plugin-socket", p.sock, "--plugin-name", p.name, "--log-level", "debug")
+	p.cmd = exec.Command(olShim, "serve", "--plugin-only", "--root", p.root, "--plugin-socket", p.sock, "--socket-group", "", "--log-level", "debug")
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	must(p.t, p.cmd.Start())
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -283,5 +283,36 @@ func TestPluginRefusals(t *testing.T) {
 	out, _ := docker(t, "volume", "ls", "-q", "--filter", "driver="+p.name)
 	if strings.TrimSpace(out) != "" {
 		t.Errorf("refused creates left volumes: %s", out)
+	}
+}
+
+// TestManagedPlugin installs ol-shim as a managed plugin (docker plugin
+// create from the rootfs hack/plugin.sh builds, no registry) and uses it.
+func TestManagedPlugin(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "plugin")
+	if out, err := exec.Command("../hack/plugin.sh", dir).CombinedOutput(); err != nil {
+		t.Fatalf("hack/plugin.sh: %v\n%s", err, out)
+	}
+	const name = "ol-shim-managed-it:latest"
+	_, _ = docker(t, "plugin", "rm", "-f", name)
+	mustDocker(t, "plugin", "create", name, dir)
+	t.Cleanup(func() {
+		_, _ = docker(t, "volume", "rm", "-f", "it-managed")
+		_, _ = docker(t, "plugin", "disable", "-f", name)
+		_, _ = docker(t, "plugin", "rm", "-f", name)
+	})
+	mustDocker(t, "plugin", "enable", name)
+	mustDocker(t, "volume", "create", "-d", name, "--opt", "size=4M", "it-managed")
+	out, err := docker(t, "run", "--rm", "--network", "none", "-v", "it-managed:/data", busyboxImage, "sh", "-c",
+		"echo kept > /data/small && dd if=/dev/zero of=/data/big bs=1M count=8 2>&1; cat /data/small; df -k /data | tail -1")
+	if err != nil || !strings.Contains(out, "No space left on device") || !strings.Contains(out, "kept") || !strings.Contains(out, "4096") {
+		t.Errorf("quota through the managed plugin: %v\n%s", err, out)
+	}
+	var vs []struct{ Status map[string]any }
+	if err := json.Unmarshal([]byte(mustDocker(t, "volume", "inspect", "it-managed")), &vs); err != nil || len(vs) != 1 {
+		t.Fatalf("inspect: %v", err)
+	}
+	if used, _ := vs[0].Status["bytes_used"].(float64); used < 3<<20 {
+		t.Errorf("status through the managed plugin: %v", vs[0].Status)
 	}
 }

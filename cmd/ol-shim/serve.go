@@ -52,6 +52,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.BoolFlag{Name: "destroy-on-exit", EnvVars: []string{"OL_SHIM_DESTROY_ON_EXIT"}, Usage: "destroy every sandbox at exit instead of leaving idle ones paused for the next start"},
 		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "dockerd address (default unix:///var/run/docker.sock)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		&cli.BoolFlag{Name: "plugin-only", EnvVars: []string{"OL_SHIM_PLUGIN_ONLY"}, Usage: "serve the volume plugin only: no pools, no API, no Docker connection (the managed plugin runs this way)"},
 	},
 	Action: serve,
 }
@@ -127,6 +128,10 @@ func serve(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	if c.Bool("plugin-only") {
+		return servePluginOnly(ctx, root, s, log)
+	}
 
 	var d *shim.Docker
 	if s.backend == "docker" {
@@ -229,6 +234,31 @@ func serve(c *cli.Context) error {
 			log.Info("stopped", "destroyed_all", s.destroyOnExit)
 			return nil
 		}
+	}
+}
+
+// servePluginOnly serves the volume plugin and nothing else.
+func servePluginOnly(ctx context.Context, root string, s settings, log *slog.Logger) error {
+	vols, err := scratch.Open(ctx, scratch.Config{Root: root, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer vols.Close()
+	pl, err := scratch.Listen(s.pluginSocket, s.group)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(s.pluginSocket)
+	errc := make(chan error, 1)
+	go func() { errc <- scratch.NewDriver(vols, log).Handler().Serve(pl) }()
+	log.Info("serving the volume plugin only", "plugin_socket", s.pluginSocket, "root", root, "volumes", len(vols.List()))
+	select {
+	case <-ctx.Done():
+		pl.Close()
+		<-errc
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("plugin socket: %w", err)
 	}
 }
 
