@@ -53,13 +53,14 @@ lint: ## gofmt -s and go vet
 install: build ## install the binary, the systemd unit, the plugin spec for dockerd, and a config if none exists
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ol-shim
 	install -D -m 0644 systemd/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.service
+	install -D -m 0644 systemd/ol-shim.socket $(DESTDIR)/etc/systemd/system/ol-shim.socket
 	install -D -m 0644 plugin.json $(DESTDIR)/etc/docker/plugins/ol-shim.json
 	[ -e $(DESTDIR)/etc/ol-shim/config.toml ] || install -D -m 0644 examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; echo "installed: systemctl enable --now ol-shim"; fi
 
 uninstall: ## stop the service and remove what install put in place (the state root stays: PURGE=1 removes it)
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now ol-shim 2>/dev/null || true; fi
-	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/docker/plugins/ol-shim.json
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now ol-shim.service ol-shim.socket 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
 	rm -rf $(DESTDIR)/etc/ol-shim
 	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/var/lib/ol-shim; fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
@@ -67,7 +68,7 @@ uninstall: ## stop the service and remove what install put in place (the state r
 plugin: ## build ol-shim as a managed Docker plugin in build/plugin (docker plugin create ol-shim build/plugin)
 	hack/plugin.sh build/plugin
 
-check: lint test integration e2e ## the whole test suite: what CI runs (needs root)
+check: setup lint test integration e2e ## the whole test suite: what CI runs (needs root)
 
 clean: ## remove build output
 	rm -rf bin build

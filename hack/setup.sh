@@ -11,6 +11,7 @@ fi
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

@@ -130,9 +130,11 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 		if err := m.ensureDir(v); err != nil {
 			m.log.Error("volume directory", "volume", r.Name, "error", err)
 		}
+		// Without Docker's word nothing uses a volume: dockerd is down, so
+		// its containers are too, and it mounts again when it restores them.
 		v.anon = users[r.Name]
-		if stale[r.Name] && !fromDocker {
-			v.anon = 1 // it was mounted; without Docker's word, assume one user
+		if stale[r.Name] && fromDocker && v.anon == 0 {
+			m.log.Info("stale mount of a volume no container uses", "volume", r.Name)
 		}
 		if v.anon > 0 && r.Options.Limited() {
 			if err := m.mountFUSELocked(v); err != nil {

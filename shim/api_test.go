@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -256,5 +257,37 @@ func TestClientUnreachable(t *testing.T) {
 	_, err := c.Status(context.Background())
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "ol-shim serve") {
 		t.Errorf("status of no daemon: %v", err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	m := NewMetrics()
+	f := newAPI(t, func(c *RegistryConfig) { c.Metrics = m; c.Budget = 1 << 30 })
+	m.Watch(f.reg, nil)
+	if _, err := f.c.PutPool(f.ctx, "fn", PoolConfig{Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.c.Release(f.ctx, l.ID)
+	l, _ = f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn"})
+	f.c.Destroy(f.ctx, l.ID, "metrics test")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`ol_shim_acquire_seconds_count{outcome="cold",pool="fn"} 1`,
+		`ol_shim_acquire_seconds_count{outcome="warm",pool="fn"} 1`,
+		`ol_shim_acquisitions_total{outcome="warm",pool="fn"} 1`,
+		`ol_shim_destroys_total{pool="fn",reason="metrics test"} 1`,
+		`ol_shim_sandboxes{pool="fn",state="idle"} 0`,
+		`ol_shim_memory_budget_bytes{kind="total"} 1.073741824e+09`,
+		`ol_shim_creates_total{pool="fn"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

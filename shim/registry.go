@@ -56,6 +56,8 @@ type RegistryConfig struct {
 	AdHoc AdHocConfig
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
+	// Metrics, if set, observes acquire latencies.
+	Metrics *Metrics
 }
 
 // Registry is the daemon's pools (one sandboxset.Set each), the leases of
@@ -424,10 +426,12 @@ func (r *Registry) Acquire(ctx context.Context, pool, image string) (*Lease, err
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	ref, err := p.set.GetOrCreateUnpaused(ctx)
 	if err != nil {
 		return nil, err
 	}
+	r.cfg.Metrics.observe(p.Name, ref.Outcome().String(), time.Since(start))
 	p.lastUsed.Store(time.Now().UnixNano())
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
@@ -561,10 +565,12 @@ func (r *Registry) Run(ctx context.Context, req RunRequest) (*RunResult, error) 
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	ref, err := p.set.GetOrCreateUnpaused(ctx)
 	if err != nil {
 		return nil, err
 	}
+	r.cfg.Metrics.observe(p.Name, ref.Outcome().String(), time.Since(start))
 	p.lastUsed.Store(time.Now().UnixNano())
 	ds, _ := AsDocker(ref.Sandbox())
 	res, err := ds.Exec(ctx, ExecRequest{Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, Stdin: req.Stdin})

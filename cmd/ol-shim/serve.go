@@ -8,13 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
 	"github.com/open-lambda/ol-shim/scratch"
@@ -52,6 +56,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.BoolFlag{Name: "destroy-on-exit", EnvVars: []string{"OL_SHIM_DESTROY_ON_EXIT"}, Usage: "destroy every sandbox at exit instead of leaving idle ones paused for the next start"},
 		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "dockerd address (default unix:///var/run/docker.sock)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"OL_SHIM_METRICS_ADDR"}, Usage: "serve Prometheus metrics at this address (e.g. 127.0.0.1:9464); off if empty"},
 		&cli.BoolFlag{Name: "plugin-only", EnvVars: []string{"OL_SHIM_PLUGIN_ONLY"}, Usage: "serve the volume plugin only: no pools, no API, no Docker connection (the managed plugin runs this way)"},
 	},
 	Action: serve,
@@ -103,11 +108,10 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	s := resolve(c, cfg.Daemon)
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(s.logLevel)); err != nil {
-		return fmt.Errorf("log level %q: want debug, info, warn or error", s.logLevel)
+	log, err := newLogger(s.logLevel)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	switch s.backend {
 	case "docker", "mock":
 	default:
@@ -128,10 +132,56 @@ func serve(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-
 	if c.Bool("plugin-only") {
 		return servePluginOnly(ctx, root, s, log)
 	}
+	var metrics *shim.Metrics
+	if addr := c.String("metrics-addr"); addr != "" {
+		metrics = shim.NewMetrics()
+		if err := serveMetrics(ctx, addr, metrics, log); err != nil {
+			return err
+		}
+	}
+
+	// The volume plugin comes first: dockerd may be starting and waiting
+	// for it to restore containers with ol-shim volumes. Mount counts come
+	// from Docker if it answers now; if it does not, no container runs.
+	var inUse func(context.Context) (map[string]int, error)
+	if s.backend == "docker" {
+		inUse = func(ctx context.Context) (map[string]int, error) {
+			d, err := shim.NewDocker(ctx, shim.DockerConfig{Host: s.dockerHost, RootID: rootID(root), CallTimeout: 3 * time.Second})
+			if err != nil {
+				return nil, err
+			}
+			defer d.Close()
+			return d.VolumesInUse(ctx, s.pluginName)
+		}
+	}
+	vols, err := scratch.Open(ctx, scratch.Config{Root: root, InUse: inUse, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := vols.Close(); err != nil {
+			log.Error("close volumes", "error", err)
+		}
+	}()
+	activated, err := activation.ListenersWithNames()
+	if err != nil {
+		return fmt.Errorf("systemd socket activation: %w", err)
+	}
+	pl, err := listener(activated, s.pluginSocket, s.group)
+	if err != nil {
+		return err
+	}
+	defer pl.Close()
+	go scratch.NewDriver(vols, log).Handler().Serve(pl)
+	if len(activated) == 0 {
+		if err := ensurePluginSpec(s.specDir, s.pluginName, s.pluginSocket, log); err != nil {
+			log.Warn("dockerd may not find the volume plugin", "error", err)
+		}
+	}
+	notify(daemon.SdNotifyReady, "STATUS=volume plugin serving; starting pools")
 
 	var d *shim.Docker
 	if s.backend == "docker" {
@@ -143,39 +193,13 @@ func serve(c *cli.Context) error {
 		if s.scratchMode == "volume" {
 			dc.VolumeDriver = s.pluginName
 		}
-		if d, err = shim.NewDocker(ctx, dc); err != nil {
-			return fmt.Errorf("%w (start dockerd, or try ol-shim with --backend mock)", err)
+		if d, err = waitDocker(ctx, dc, log); err != nil {
+			return err
 		}
 		defer d.Close()
 	}
 
-	// The volume plugin: volumes survive restarts; mounts a crash left are
-	// detached, and those Docker still uses are served again.
-	var inUse func(context.Context) (map[string]int, error)
-	if d != nil {
-		inUse = func(ctx context.Context) (map[string]int, error) { return d.VolumesInUse(ctx, s.pluginName) }
-	}
-	vols, err := scratch.Open(ctx, scratch.Config{Root: root, InUse: inUse, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := vols.Close(); err != nil {
-			log.Error("close volumes", "error", err)
-		}
-	}()
-	pl, err := scratch.Listen(s.pluginSocket, s.group)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(s.pluginSocket)
-	go scratch.NewDriver(vols, log).Handler().Serve(pl)
-	defer pl.Close()
-	if err := ensurePluginSpec(s.specDir, s.pluginName, s.pluginSocket, log); err != nil {
-		log.Warn("dockerd may not find the volume plugin", "error", err)
-	}
-
-	rc := shim.RegistryConfig{Docker: d, Root: root, Budget: budget, Lease: s.lease, AdHoc: cfg.AdHoc, Logger: log}
+	rc := shim.RegistryConfig{Docker: d, Root: root, Budget: budget, Lease: s.lease, AdHoc: cfg.AdHoc, Logger: log, Metrics: metrics}
 	if d != nil && s.scratchMode == "volume" {
 		rc.Volumes = vols
 	}
@@ -183,23 +207,25 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if metrics != nil {
+		metrics.Watch(reg, vols)
+	}
 	if _, err := reg.Start(ctx, cfg.Pools); err != nil {
 		reg.Close(context.Background(), false)
 		return err
 	}
-
-	al, err := scratch.Listen(s.socket, s.group)
+	al, err := listener(activated, s.socket, s.group)
 	if err != nil {
 		reg.Close(context.Background(), false)
 		return err
 	}
-	defer os.Remove(s.socket)
 	api := &shim.API{Registry: reg, Docker: d, Volumes: vols, Version: version, Backend: s.backend}
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(al) }()
 	log.Info("serving", "socket", s.socket, "plugin_socket", s.pluginSocket, "root", root, "backend", s.backend,
-		"pools", len(cfg.Pools), "memory_budget", budget)
+		"pools", len(cfg.Pools), "memory_budget", budget, "socket_activated", len(activated) > 0)
+	notify(fmt.Sprintf("STATUS=serving %d pools", len(cfg.Pools)))
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -207,19 +233,21 @@ func serve(c *cli.Context) error {
 	for {
 		select {
 		case <-hup:
+			notify(daemon.SdNotifyReloading)
 			next, err := shim.LoadConfig(c.String("config"), c.IsSet("config"))
 			if err != nil {
 				log.Error("reload: config refused; keeping the running one", "error", err)
-				continue
-			}
-			if err := reg.Apply(next.Pools, next.AdHoc); err != nil {
+			} else if err := reg.Apply(next.Pools, next.AdHoc); err != nil {
 				log.Error("reload", "error", err)
+			} else {
+				log.Info("reloaded", "pools", len(next.Pools))
 			}
-			log.Info("reloaded", "pools", len(next.Pools))
+			notify(daemon.SdNotifyReady)
 		case err := <-errc:
 			reg.Close(context.Background(), s.destroyOnExit)
 			return fmt.Errorf("api socket: %w", err)
 		case <-ctx.Done():
+			notify(daemon.SdNotifyStopping)
 			log.Info("stopping: finishing requests in flight")
 			sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			if err := srv.Shutdown(sctx); err != nil {
@@ -233,6 +261,90 @@ func serve(c *cli.Context) error {
 			}
 			log.Info("stopped", "destroyed_all", s.destroyOnExit)
 			return nil
+		}
+	}
+}
+
+// serveMetrics serves m at addr/metrics until ctx ends.
+func serveMetrics(ctx context.Context, addr string, m *shim.Metrics, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics address %q: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	log.Info("serving metrics", "addr", l.Addr().String())
+	return nil
+}
+
+// newLogger logs JSON under systemd (which sets JOURNAL_STREAM) and text
+// elsewhere.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+// notify tells systemd (Type=notify) about the daemon's state; outside
+// systemd it does nothing.
+func notify(states ...string) {
+	_, _ = daemon.SdNotify(false, strings.Join(states, "\n"))
+}
+
+// listener returns the socket systemd passed for path (ol-shim.socket
+// passes both of the daemon's), or makes one.
+func listener(activated map[string][]net.Listener, path, group string) (net.Listener, error) {
+	for _, ls := range activated {
+		for _, l := range ls {
+			if l.Addr().String() == path {
+				return l, nil
+			}
+		}
+	}
+	l, err := scratch.Listen(path, group)
+	if err != nil {
+		return nil, err
+	}
+	return &removeOnClose{Listener: l, path: path}, nil
+}
+
+// removeOnClose removes its socket file when closed.
+type removeOnClose struct {
+	net.Listener
+	path string
+}
+
+func (l *removeOnClose) Close() error {
+	err := l.Listener.Close()
+	os.Remove(l.path)
+	return err
+}
+
+// waitDocker connects to dockerd, waiting for it to answer until ctx ends:
+// under systemd ol-shim starts before docker.service.
+func waitDocker(ctx context.Context, dc shim.DockerConfig, log *slog.Logger) (*shim.Docker, error) {
+	for i := 0; ; i++ {
+		d, err := shim.NewDocker(ctx, dc)
+		if err == nil {
+			return d, nil
+		}
+		if i == 0 {
+			log.Warn("waiting for dockerd", "error", err)
+			notify("STATUS=volume plugin serving; waiting for dockerd")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (start dockerd, or try ol-shim with --backend mock)", err)
+		case <-time.After(time.Second):
 		}
 	}
 }

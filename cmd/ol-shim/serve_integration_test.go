@@ -353,3 +353,42 @@ memory = "32M"
 		t.Errorf("serve with a bad config: %v\n%s", err, out)
 	}
 }
+
+// TestSocketActivation starts serve as systemd would with ol-shim.socket:
+// both sockets passed in, nothing made by the daemon itself.
+func TestSocketActivation(t *testing.T) {
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Fatalf("systemd-socket-activate (Debian's systemd package): %v", err)
+	}
+	dir := t.TempDir()
+	api, plugin := filepath.Join(dir, "api.sock"), filepath.Join(dir, "plugin.sock")
+	cmd := exec.Command(sa, "-l", api, "-l", plugin, bin, "serve", "--backend", "mock", "--config", "/dev/null",
+		"--root", filepath.Join(dir, "root"), "--socket", api, "--plugin-socket", plugin, "--plugin-spec-dir", filepath.Join(dir, "specs"))
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	c := shim.NewClient(api)
+	var st shim.StatusResponse
+	for i := 0; ; i++ {
+		if st, err = c.Status(context.Background()); err == nil {
+			break
+		}
+		if i > 200 {
+			t.Fatalf("no answer on the activated socket: %v\n%s", err, log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Backend != "mock" || !strings.Contains(log.String(), "socket_activated=true") {
+		t.Errorf("status %+v; log:\n%s", st, log.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "specs")); !os.IsNotExist(err) {
+		t.Errorf("a socket-activated daemon wrote a plugin spec: %v", err)
+	}
+}
