@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type daemon struct {
+type testDaemon struct {
 	t      *testing.T
 	root   string
 	socket string
@@ -63,16 +63,16 @@ type daemon struct {
 	c      *shim.Client
 }
 
-func newDaemon(t *testing.T, config string) *daemon {
+func newDaemon(t *testing.T, config string) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &daemon{t: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "api.sock"), config: filepath.Join(dir, "config.toml")}
+	d := &testDaemon{t: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "api.sock"), config: filepath.Join(dir, "config.toml")}
 	if err := os.WriteFile(d.config, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d.c = shim.NewClient(d.socket)
 	t.Cleanup(func() {
-		// Nothing labelled with this root may outlive the test. A daemon
+		// Nothing labelled with this root may outlive the test. A testDaemon
 		// with no pools reconciles everything away (containers, scratch
 		// volumes) while its plugin still serves them: dockerd retries a
 		// plugin that is gone for about 30s per call.
@@ -82,7 +82,7 @@ func newDaemon(t *testing.T, config string) *daemon {
 		}
 		d.start() // serving means reconciled
 		if left := d.containers(false); len(left) > 0 {
-			t.Errorf("%d containers of this daemon left after a sweep", len(left))
+			t.Errorf("%d containers of this testDaemon left after a sweep", len(left))
 			exec.Command("docker", append([]string{"rm", "-f"}, left...)...).Run()
 		}
 		out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+shim.LabelRoot+"="+rootID(d.root)).Output()
@@ -95,7 +95,7 @@ func newDaemon(t *testing.T, config string) *daemon {
 	return d
 }
 
-func (d *daemon) start() {
+func (d *testDaemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(bin, "serve", "--config", d.config, "--root", d.root, "--socket", d.socket,
 		"--plugin-socket", itPluginSocket, "--plugin-name", itPluginName, "--socket-group", "", "--log-level", "debug")
@@ -115,7 +115,7 @@ func (d *daemon) start() {
 	}
 }
 
-func (d *daemon) stop(sig syscall.Signal) {
+func (d *testDaemon) stop(sig syscall.Signal) {
 	if d.cmd == nil {
 		return
 	}
@@ -135,9 +135,9 @@ func (d *daemon) stop(sig syscall.Signal) {
 	d.cmd = nil
 }
 
-// containers lists the containers labelled with this daemon's root (all,
+// containers lists the containers labelled with this testDaemon's root (all,
 // or only paused ones).
-func (d *daemon) containers(pausedOnly bool) []string {
+func (d *testDaemon) containers(pausedOnly bool) []string {
 	args := []string{"ps", "-aq", "--filter", "label=" + shim.LabelRoot + "=" + rootID(d.root)}
 	if pausedOnly {
 		args = append(args, "--filter", "status=paused")
@@ -149,8 +149,8 @@ func (d *daemon) containers(pausedOnly bool) []string {
 	return strings.Fields(string(out))
 }
 
-// cli runs the binary as a client of this daemon.
-func (d *daemon) cli(stdin string, args ...string) (stdout, stderr string, code int) {
+// cli runs the binary as a client of this testDaemon.
+func (d *testDaemon) cli(stdin string, args ...string) (stdout, stderr string, code int) {
 	d.t.Helper()
 	cmd := exec.Command(bin, append([]string{"--socket", d.socket}, args...)...)
 	var o, e bytes.Buffer
@@ -168,7 +168,7 @@ func (d *daemon) cli(stdin string, args ...string) (stdout, stderr string, code 
 	return o.String(), e.String(), code
 }
 
-func (d *daemon) waitIdle(pool string, n int) {
+func (d *testDaemon) waitIdle(pool string, n int) {
 	d.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -245,7 +245,7 @@ func TestStatusWithoutDaemon(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "ol-shim serve") {
-		t.Errorf("status without a daemon: %v\n%s", err, out)
+		t.Errorf("status without a testDaemon: %v\n%s", err, out)
 	}
 }
 
@@ -258,7 +258,7 @@ memory = "32M"
 `)
 	d.waitIdle("bb", 3)
 	ctx := context.Background()
-	// One sandbox leased when the daemon stops.
+	// One sandbox leased when the testDaemon stops.
 	if _, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"}); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ memory = "32M"
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// A broken config on reload is refused; the daemon keeps running.
+	// A broken config on reload is refused; the testDaemon keeps running.
 	os.WriteFile(d.config, []byte("[pools.x]\nimage = \n"), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	time.Sleep(500 * time.Millisecond)
@@ -355,7 +355,7 @@ memory = "32M"
 }
 
 // TestSocketActivation starts serve as systemd would with ol-shim.socket:
-// both sockets passed in, nothing made by the daemon itself.
+// both sockets passed in, nothing made by the testDaemon itself.
 func TestSocketActivation(t *testing.T) {
 	sa, err := exec.LookPath("systemd-socket-activate")
 	if err != nil {
@@ -389,6 +389,6 @@ func TestSocketActivation(t *testing.T) {
 		t.Errorf("status %+v; log:\n%s", st, log.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "specs")); !os.IsNotExist(err) {
-		t.Errorf("a socket-activated daemon wrote a plugin spec: %v", err)
+		t.Errorf("a socket-activated testDaemon wrote a plugin spec: %v", err)
 	}
 }
