@@ -72,7 +72,7 @@ func newDaemon(t *testing.T, config string) *testDaemon {
 	}
 	d.c = shim.NewClient(d.socket)
 	t.Cleanup(func() {
-		// Nothing labelled with this root may outlive the test. A testDaemon
+		// Nothing labelled with this root may outlive the test. A daemon
 		// with no pools reconciles everything away (containers, scratch
 		// volumes) while its plugin still serves them: dockerd retries a
 		// plugin that is gone for about 30s per call.
@@ -82,7 +82,7 @@ func newDaemon(t *testing.T, config string) *testDaemon {
 		}
 		d.start() // serving means reconciled
 		if left := d.containers(false); len(left) > 0 {
-			t.Errorf("%d containers of this testDaemon left after a sweep", len(left))
+			t.Errorf("%d containers of this daemon left after a sweep", len(left))
 			exec.Command("docker", append([]string{"rm", "-f"}, left...)...).Run()
 		}
 		out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+shim.LabelRoot+"="+rootID(d.root)).Output()
