@@ -135,7 +135,7 @@ func (d *testDaemon) stop(sig syscall.Signal) {
 	d.cmd = nil
 }
 
-// containers lists the containers labelled with this testDaemon's root (all,
+// containers lists the containers labelled with this daemon's root (all,
 // or only paused ones).
 func (d *testDaemon) containers(pausedOnly bool) []string {
 	args := []string{"ps", "-aq", "--filter", "label=" + shim.LabelRoot + "=" + rootID(d.root)}
@@ -149,7 +149,7 @@ func (d *testDaemon) containers(pausedOnly bool) []string {
 	return strings.Fields(string(out))
 }
 
-// cli runs the binary as a client of this testDaemon.
+// cli runs the binary as a client of this daemon.
 func (d *testDaemon) cli(stdin string, args ...string) (stdout, stderr string, code int) {
 	d.t.Helper()
 	cmd := exec.Command(bin, append([]string{"--socket", d.socket}, args...)...)
@@ -245,7 +245,7 @@ func TestStatusWithoutDaemon(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 || !strings.Contains(string(out), "ol-shim serve") {
-		t.Errorf("status without a testDaemon: %v\n%s", err, out)
+		t.Errorf("status without a daemon: %v\n%s", err, out)
 	}
 }
 
@@ -258,7 +258,7 @@ memory = "32M"
 `)
 	d.waitIdle("bb", 3)
 	ctx := context.Background()
-	// One sandbox leased when the testDaemon stops.
+	// One sandbox leased when the daemon stops.
 	if _, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"}); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ memory = "32M"
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// A broken config on reload is refused; the testDaemon keeps running.
+	// A broken config on reload is refused; the daemon keeps running.
 	os.WriteFile(d.config, []byte("[pools.x]\nimage = \n"), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	time.Sleep(500 * time.Millisecond)
@@ -355,7 +355,7 @@ memory = "32M"
 }
 
 // TestSocketActivation starts serve as systemd would with ol-shim.socket:
-// both sockets passed in, nothing made by the testDaemon itself.
+// both sockets passed in, nothing made by the daemon itself.
 func TestSocketActivation(t *testing.T) {
 	sa, err := exec.LookPath("systemd-socket-activate")
 	if err != nil {
@@ -389,6 +389,6 @@ func TestSocketActivation(t *testing.T) {
 		t.Errorf("status %+v; log:\n%s", st, log.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "specs")); !os.IsNotExist(err) {
-		t.Errorf("a socket-activated testDaemon wrote a plugin spec: %v", err)
+		t.Errorf("a socket-activated daemon wrote a plugin spec: %v", err)
 	}
 }
