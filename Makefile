@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run demo images plugin test integration e2e bench bench-docker lint install uninstall check clean
+.PHONY: help setup build run demo images plugin bench-serve test integration e2e bench bench-docker lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +64,9 @@ uninstall: ## stop the service and remove what install put in place (the state r
 	rm -rf $(DESTDIR)/etc/ol-shim
 	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/var/lib/ol-shim; fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+bench-serve: ## ol-shim run vs docker run, and hot acquire+release over the API (real dockerd)
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Serve -benchtime 1x -count=1 -timeout 30m -tags integration ./cmd/ol-shim'
 
 plugin: ## build ol-shim as a managed Docker plugin in build/plugin (docker plugin create ol-shim build/plugin)
 	hack/plugin.sh build/plugin

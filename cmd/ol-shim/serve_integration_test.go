@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 }
 
 type testDaemon struct {
-	t      *testing.T
+	t      testing.TB
 	root   string
 	socket string
 	config string
@@ -63,7 +63,7 @@ type testDaemon struct {
 	c      *shim.Client
 }
 
-func newDaemon(t *testing.T, config string) *testDaemon {
+func newDaemon(t testing.TB, config string) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &testDaemon{t: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "api.sock"), config: filepath.Join(dir, "config.toml")}
