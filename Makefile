@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run demo images plugin bench-serve test integration e2e bench bench-docker lint install uninstall check clean
+.PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-docker lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,7 +71,14 @@ bench-serve: ## ol-shim run vs docker run, and hot acquire+release over the API 
 plugin: ## build ol-shim as a managed Docker plugin in build/plugin (docker plugin create ol-shim build/plugin)
 	hack/plugin.sh build/plugin
 
-check: setup lint test integration e2e ## the whole test suite: what CI runs (needs root)
+FUZZTIME ?= 15s
+fuzz: ## run each fuzz target for FUZZTIME (default 15s); crashers land in testdata/fuzz and become regression tests
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateName$$' -fuzztime $(FUZZTIME) ./scratch
+	$(GO) test -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME) ./scratch
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./shim
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIPoolBody$$' -fuzztime $(FUZZTIME) ./shim
+
+check: setup lint test fuzz integration e2e ## the whole test suite: what CI runs (needs root)
 
 clean: ## remove build output
 	rm -rf bin build

@@ -18,11 +18,13 @@ import (
 //
 //   - `ol-shim run --pool P true` (the CLI, as a user runs it) against
 //     `docker run --rm --network none IMAGE true`, interleaved;
+//
 //   - the same run through the API client, without the CLI's process start;
+//
 //   - hot acquire+release round trips over the API socket (pause grace
 //     keeps the sandbox unpaused), with 1 and 8 clients.
 //
-//	make bench-serve
+//     make bench-serve
 func BenchmarkServe(b *testing.B) {
 	d := newDaemon(b, `
 [pools.hot]
@@ -109,4 +111,3 @@ memory = "32M"
 		b.Logf("hot acquire+release over the API, %d client(s): %.0f round trips/s (target >= 5000)", clients, rate)
 	}
 }
-
