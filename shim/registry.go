@@ -419,20 +419,30 @@ func (r *Registry) poolFor(name, image string) (*Pool, error) {
 	return p, nil
 }
 
-// Acquire takes a sandbox from a pool (or the pool of an image) under a
-// lease that expires unless renewed.
-func (r *Registry) Acquire(ctx context.Context, pool, image string) (*Lease, error) {
+// take gets a sandbox from the named pool (or the pool of image), timing it
+// for the metrics and marking the pool used.
+func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandboxset.Ref, error) {
 	p, err := r.poolFor(pool, image)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	start := time.Now()
 	ref, err := p.set.GetOrCreateUnpaused(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r.cfg.Metrics.observe(p.Name, ref.Outcome().String(), time.Since(start))
 	p.lastUsed.Store(time.Now().UnixNano())
+	return p, ref, nil
+}
+
+// Acquire takes a sandbox from a pool (or the pool of an image) under a
+// lease that expires unless renewed.
+func (r *Registry) Acquire(ctx context.Context, pool, image string) (*Lease, error) {
+	p, ref, err := r.take(ctx, pool, image)
+	if err != nil {
+		return nil, err
+	}
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	l := &Lease{
@@ -561,17 +571,10 @@ func (r *Registry) Run(ctx context.Context, req RunRequest) (*RunResult, error) 
 			return nil, fmt.Errorf("%w: env[%d] %q: want KEY=VALUE", ErrInvalidSpec, i, kv)
 		}
 	}
-	p, err := r.poolFor(req.Pool, req.Image)
+	p, ref, err := r.take(ctx, req.Pool, req.Image)
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	ref, err := p.set.GetOrCreateUnpaused(ctx)
-	if err != nil {
-		return nil, err
-	}
-	r.cfg.Metrics.observe(p.Name, ref.Outcome().String(), time.Since(start))
-	p.lastUsed.Store(time.Now().UnixNano())
 	ds, _ := AsDocker(ref.Sandbox())
 	res, err := ds.Exec(ctx, ExecRequest{Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, Stdin: req.Stdin})
 	if err != nil || !req.Reuse {
