@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -59,8 +60,26 @@ type testDaemon struct {
 	socket string
 	config string
 	cmd    *exec.Cmd
-	log    bytes.Buffer
+	log    syncBuffer
 	c      *shim.Client
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func newDaemon(t testing.TB, config string) *testDaemon {
@@ -365,7 +384,7 @@ func TestSocketActivation(t *testing.T) {
 	api, plugin := filepath.Join(dir, "api.sock"), filepath.Join(dir, "plugin.sock")
 	cmd := exec.Command(sa, "-l", api, "-l", plugin, bin, "serve", "--backend", "mock", "--config", "/dev/null",
 		"--root", filepath.Join(dir, "root"), "--socket", api, "--plugin-socket", plugin, "--plugin-spec-dir", filepath.Join(dir, "specs"))
-	var log bytes.Buffer
+	var log syncBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -385,10 +404,91 @@ func TestSocketActivation(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The daemon logs "serving" just after it starts answering.
+	for i := 0; i < 100 && !strings.Contains(log.String(), "socket_activated=true"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if st.Backend != "mock" || !strings.Contains(log.String(), "socket_activated=true") {
 		t.Errorf("status %+v; log:\n%s", st, log.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, "specs")); !os.IsNotExist(err) {
 		t.Errorf("a socket-activated daemon wrote a plugin spec: %v", err)
+	}
+}
+
+// TestServeLeasesAndBudget: acquire, release and destroy over the socket
+// with real containers; a lease that runs out destroys its container; the
+// memory budget evicts an idle sandbox of another pool to make room.
+func TestServeLeasesAndBudget(t *testing.T) {
+	d := newDaemon(t, `
+[daemon]
+memory_budget = "96M"
+lease = "2s"
+
+[pools.a]
+image = "ol-shim-test/busybox:latest"
+min_idle = 2
+memory = "32M"
+
+[pools.b]
+image = "ol-shim-test/busybox:latest"
+cmd = ["sleep", "infinity"]
+memory = "32M"
+`)
+	ctx := context.Background()
+	d.waitIdle("a", 2)
+	l1, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l1.Outcome != "cold" || l1.ContainerID == "" || l1.ScratchPath == "" {
+		t.Errorf("lease %+v", l1)
+	}
+	// 96M are now spoken for: a second sandbox of b evicts an idle one of a.
+	l2, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "b", Timeout: "30s"})
+	if err != nil {
+		t.Fatalf("acquire past the budget with idle sandboxes to evict: %v", err)
+	}
+	a, _ := d.c.Pool(ctx, "a")
+	if a.Stats.Destroys["evicted"] != 1 {
+		t.Errorf("pool a after the eviction: %+v", a.Stats)
+	}
+	st, _ := d.c.Status(ctx)
+	if st.MemoryUsed > 96<<20 {
+		t.Errorf("memory %d over the 96M budget", st.MemoryUsed)
+	}
+	// Release: back to the pool, paused. Destroy: gone.
+	if err := d.c.Release(ctx, l1.ID); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("docker", "inspect", "-f", "{{.State.Status}}", l1.ContainerID).Output()
+	if strings.TrimSpace(string(out)) != "paused" {
+		t.Errorf("released sandbox is %q, want paused", out)
+	}
+	if err := d.c.Destroy(ctx, l2.ID, "test done"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("docker", "inspect", l2.ContainerID).Run(); err == nil {
+		t.Error("destroyed sandbox's container still exists")
+	}
+	var ae *shim.APIError
+	if err := d.c.Release(ctx, l2.ID); !errors.As(err, &ae) || ae.Status != 409 {
+		t.Errorf("release after destroy: %v, want 409", err)
+	}
+	// A holder that hangs: after the 2s lease the container is destroyed.
+	l3, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for exec.Command("docker", "inspect", l3.ContainerID).Run() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("container of an expired lease still exists")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ := d.c.Pool(ctx, "b")
+	if b.Stats.Destroys["lease expired"] != 1 {
+		t.Errorf("pool b: %+v", b.Stats)
 	}
 }
