@@ -39,7 +39,7 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 
 
 e2e: ## end-to-end tests on a systemd Docker-in-Docker host
-	@echo "e2e: nothing to run yet: the systemd service does not exist (see the serve issue)"
+	@echo "e2e: not written yet: the end-to-end tests on a systemd Docker-in-Docker host are their own issue"
 
 bench: ## Go benchmarks: the pool (mock backend); FUSE quota'd volume vs plain directory (root)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sandboxset

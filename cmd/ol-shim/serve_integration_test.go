@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -37,6 +38,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // TestServeSecurity runs it as nobody
 	bin = filepath.Join(dir, "ol-shim")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -490,5 +492,53 @@ memory = "32M"
 	b, _ := d.c.Pool(ctx, "b")
 	if b.Stats.Destroys["lease expired"] != 1 {
 		t.Errorf("pool b: %+v", b.Stats)
+	}
+}
+
+// TestServeSecurity: the sockets are root:<group> 0660 and refuse a user
+// outside the group; a sandbox made through the API is unprivileged, keeps
+// only the default capabilities, mounts nothing of the host but its scratch
+// (and the read-only init), and joins none of the host's namespaces.
+func TestServeSecurity(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	for _, sock := range []string{d.socket, itPluginSocket} {
+		fi, err := os.Stat(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != 0o660 || st.Uid != 0 {
+			t.Errorf("%s: mode %v owner %d, want 0660 root", sock, fi.Mode().Perm(), st.Uid)
+		}
+	}
+	// nobody is in no group that owns the socket.
+	cmd := exec.Command(bin, "--socket", d.socket, "status")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "connect: permission denied") {
+		t.Errorf("status as nobody: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	l, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("docker", "inspect", "-f",
+		"{{.HostConfig.Privileged}} {{.HostConfig.CapAdd}} {{.HostConfig.CapDrop}} {{.HostConfig.NetworkMode}} {{.HostConfig.PidMode}}|{{.HostConfig.IpcMode}} {{.HostConfig.Devices}} {{.HostConfig.SecurityOpt}} {{range .Mounts}}{{.Type}}:{{.Destination}}:{{.RW}} {{end}}",
+		l.ContainerID).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSpace(string(out))
+	want := "false [CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_FSETID CAP_KILL CAP_SETGID CAP_SETUID] [ALL] none |private [] [no-new-privileges] "
+	if !strings.HasPrefix(got, want) {
+		t.Errorf("sandbox settings:\n got %s\nwant %s...", got, want)
+	}
+	mounts := strings.Fields(got[len(want):])
+	slices.Sort(mounts)
+	if strings.Join(mounts, " ") != "bind:/.ol-shim/init:false volume:/host:true" {
+		t.Errorf("sandbox mounts %v; want only the read-only init and the /host volume", mounts)
+	}
+	if err := d.c.Release(ctx, l.ID); err != nil {
+		t.Fatal(err)
 	}
 }
