@@ -58,10 +58,11 @@ install: build ## install the binary, the systemd unit, the plugin spec for dock
 	[ -e $(DESTDIR)/etc/ol-shim/config.toml ] || install -D -m 0644 examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; echo "installed: systemctl enable --now ol-shim"; fi
 
-uninstall: ## stop the service and remove what install put in place (the state root stays: PURGE=1 removes it)
+uninstall: ## stop the service and remove exactly what install put in place (an edited config and the state root stay; PURGE=1 removes the state root)
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now ol-shim.service ol-shim.socket 2>/dev/null || true; fi
 	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
-	rm -rf $(DESTDIR)/etc/ol-shim
+	@if cmp -s examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml; then rm -f $(DESTDIR)/etc/ol-shim/config.toml; rmdir $(DESTDIR)/etc/ol-shim 2>/dev/null || true; \
+	elif [ -e $(DESTDIR)/etc/ol-shim/config.toml ]; then echo "uninstall: leaving $(DESTDIR)/etc/ol-shim/config.toml: it is not the one install put there"; fi
 	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/var/lib/ol-shim; fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 

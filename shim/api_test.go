@@ -291,3 +291,33 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestAPIStatusCodes(t *testing.T) {
+	f := newAPI(t, nil)
+	put := func(body string) int {
+		t.Helper()
+		req, _ := http.NewRequest("PUT", "http://ol-shim/v1/pools/fn", strings.NewReader(body))
+		resp, err := f.c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put(`{"image": "img", "max_size": 1}`); code != http.StatusCreated {
+		t.Errorf("first PUT: %d, want 201", code)
+	}
+	if code := put(`{"image": "img", "max_size": 1}`); code != http.StatusOK {
+		t.Errorf("same PUT again: %d, want 200", code)
+	}
+	if _, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn"}); err != nil {
+		t.Fatal(err)
+	}
+	// The pool is full: waiting until the request's timeout is a 504.
+	_, err := f.c.Acquire(f.ctx, AcquireRequest{Pool: "fn", Timeout: "100ms"})
+	wantStatus(t, err, http.StatusGatewayTimeout, "max size 1")
+	if err := f.c.DeletePool(f.ctx, "fn"); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, f.c.DeletePool(f.ctx, "fn"), http.StatusNotFound, "not found")
+}
