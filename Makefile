@@ -18,8 +18,8 @@ setup: ## install what is missing on a Debian host (docker.io, fuse3); needs roo
 build: ## static binary (CGO_ENABLED=0) into bin/ol-shim; runs in images FROM scratch
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/ol-shim
 
-run: build ## build, start dockerd if needed, and run the daemon in the foreground with examples/config.toml (Ctrl-C stops)
-	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) serve --config examples/config.toml'
+run: build ## build, start dockerd if needed, run the daemon in the foreground with examples/config.toml (Ctrl-C stops it and removes its sandboxes)
+	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) serve --config examples/config.toml --destroy-on-exit'
 
 demo: build ## run one pool of real containers through cold, warm and hot acquires (starts dockerd if needed)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) demo --backend docker --rounds 5 && $(BIN) demo --backend docker --rounds 5 --pause-grace 1s'

@@ -388,8 +388,8 @@ func (r *Registry) poolFor(name, image string) (*Pool, error) {
 		return nil, fmt.Errorf("%w: name a pool or an image", ErrInvalidSpec)
 	}
 	r.mu.Lock()
-	for _, p := range r.pools {
-		if !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 {
+	for _, n := range slices.Sorted(maps.Keys(r.pools)) { // the first by name, if several
+		if p := r.pools[n]; !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 {
 			r.mu.Unlock()
 			return p, nil
 		}

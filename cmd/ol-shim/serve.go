@@ -177,8 +177,14 @@ func serve(c *cli.Context) error {
 	defer pl.Close()
 	go scratch.NewDriver(vols, log).Handler().Serve(pl)
 	if len(activated) == 0 {
-		if err := ensurePluginSpec(s.specDir, s.pluginName, s.pluginSocket, log); err != nil {
+		wrote, err := ensurePluginSpec(s.specDir, s.pluginName, s.pluginSocket, log)
+		if err != nil {
 			log.Warn("dockerd may not find the volume plugin", "error", err)
+		}
+		if wrote {
+			// A spec left behind with no plugin serving it makes dockerd
+			// stall on volume lookups: take back what this process wrote.
+			defer os.Remove(filepath.Join(s.specDir, s.pluginName+".json"))
 		}
 	}
 	notify(daemon.SdNotifyReady, "STATUS=volume plugin serving; starting pools")
@@ -381,28 +387,28 @@ func rootID(root string) string {
 }
 
 // ensurePluginSpec writes dir/name.json pointing at socket unless it
-// already does.
-func ensurePluginSpec(dir, name, socket string, log *slog.Logger) error {
+// already does, and reports whether it wrote it.
+func ensurePluginSpec(dir, name, socket string, log *slog.Logger) (bool, error) {
 	p := filepath.Join(dir, name+".json")
 	want := map[string]string{"Name": name, "Addr": "unix://" + socket}
 	if b, err := os.ReadFile(p); err == nil {
 		var have map[string]string
 		if json.Unmarshal(b, &have) == nil && have["Addr"] == want["Addr"] {
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("plugin spec %s points elsewhere (%s); leaving it", p, b)
+		return false, fmt.Errorf("plugin spec %s points elsewhere (%s); leaving it", p, b)
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
+		return false, err
 	}
 	b, _ := json.Marshal(want)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return false, err
 	}
 	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
-		return err
+		return false, err
 	}
 	log.Info("wrote plugin spec for dockerd", "path", p)
-	return nil
+	return true, nil
 }
 
 // totalRAM returns the host's memory in bytes.
