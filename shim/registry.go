@@ -469,16 +469,25 @@ func (r *Registry) Acquire(ctx context.Context, pool, image string) (*Lease, err
 func (r *Registry) takeLease(id string) (*Lease, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.leases[id]
-	if !ok {
-		if _, was := r.released[id]; was {
-			return nil, fmt.Errorf("lease %q: %w: already released", id, ErrConflict)
-		}
-		return nil, fmt.Errorf("lease %q: %w", id, ErrNotFound)
+	l, err := r.leaseLocked(id)
+	if err != nil {
+		return nil, err
 	}
 	delete(r.leases, id)
 	r.released[id] = time.Now()
 	return l, nil
+}
+
+// leaseLocked looks lease id up; one released before is a conflict, an
+// unknown one not found. r.mu must be held.
+func (r *Registry) leaseLocked(id string) (*Lease, error) {
+	if l, ok := r.leases[id]; ok {
+		return l, nil
+	}
+	if _, was := r.released[id]; was {
+		return nil, fmt.Errorf("lease %q: %w: already released", id, ErrConflict)
+	}
+	return nil, fmt.Errorf("lease %q: %w", id, ErrNotFound)
 }
 
 // Release returns a leased sandbox to its pool (paused). The error says
@@ -510,12 +519,9 @@ func (r *Registry) Renew(id string, d time.Duration) (*Lease, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.leases[id]
-	if !ok {
-		if _, was := r.released[id]; was {
-			return nil, fmt.Errorf("lease %q: %w: already released", id, ErrConflict)
-		}
-		return nil, fmt.Errorf("lease %q: %w", id, ErrNotFound)
+	l, err := r.leaseLocked(id)
+	if err != nil {
+		return nil, err
 	}
 	l.Expires = time.Now().Add(d)
 	c := *l
