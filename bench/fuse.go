@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/scratch"
+)
+
+// fuseIO: group 5, the filesystem side. The same I/O on a plain directory
+// and on a FUSE-quota'd mount of a directory on the same disk (the mount
+// every quota'd volume gets): sequential write and read, 1 MiB at a time,
+// no fsync (this measures what the mount adds, not the disk), and small
+// files created (1 KiB each), stat'ed and removed.
+func (r *run) fuseIO() error {
+	type result struct{ write, read, files time.Duration }
+	var res [2]result
+	for i, kind := range []string{"plain", "fuse"} {
+		dir := filepath.Join(r.dir, "io-"+kind)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		target := dir
+		if kind == "fuse" {
+			mnt := filepath.Join(r.dir, "io-mnt")
+			if err := os.MkdirAll(mnt, 0o755); err != nil {
+				return err
+			}
+			q, err := scratch.NewQuota(dir, 2*r.sz.ioBytes, int64(2*r.sz.ioFiles+16))
+			if err != nil {
+				return err
+			}
+			srv, err := scratch.MountQuota(dir, mnt, q, "ol-shim-bench")
+			if err != nil {
+				return fail("mount the FUSE quota", err)
+			}
+			defer srv.Unmount()
+			target = mnt
+		}
+		var err error
+		if res[i].write, err = writeBig(target, r.sz.ioBytes); err != nil {
+			return fail(kind+" write", err)
+		}
+		if res[i].read, err = readBig(target); err != nil {
+			return fail(kind+" read", err)
+		}
+		if err := os.Remove(filepath.Join(target, "big")); err != nil {
+			return err
+		}
+		if res[i].files, err = smallFiles(target, r.sz.ioFiles); err != nil {
+			return fail(kind+" small files", err)
+		}
+		step("  %s: write %v, read %v, %d small files %v", kind, res[i].write.Round(time.Millisecond), res[i].read.Round(time.Millisecond), r.sz.ioFiles, res[i].files.Round(time.Millisecond))
+	}
+	mib := float64(r.sz.ioBytes) / (1 << 20)
+	rate := func(d time.Duration) string { return fmt.Sprintf("%.0f MiB/s", mib/d.Seconds()) }
+	share := func(plain, fuse time.Duration) string {
+		return fmt.Sprintf("%.0f %%", 100*plain.Seconds()/fuse.Seconds())
+	}
+	g := "5. volumes"
+	r.addValue(g, fmt.Sprintf("sequential write %.0f MiB: plain / FUSE quota (FUSE as a share of plain)", mib),
+		fmt.Sprintf("%s / %s (%s)", rate(res[0].write), rate(res[1].write), share(res[0].write, res[1].write)))
+	r.addValue(g, fmt.Sprintf("sequential read %.0f MiB: plain / FUSE quota", mib),
+		fmt.Sprintf("%s / %s (%s)", rate(res[0].read), rate(res[1].read), share(res[0].read, res[1].read)))
+	r.addValue(g, fmt.Sprintf("%d small files created, stat'ed, removed: plain / FUSE quota", r.sz.ioFiles),
+		fmt.Sprintf("%v / %v (%s)", res[0].files.Round(time.Millisecond), res[1].files.Round(time.Millisecond), share(res[0].files, res[1].files)))
+	return nil
+}
+
+var block = func() []byte {
+	b := make([]byte, 1<<20)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}()
+
+func writeBig(dir string, size int64) (time.Duration, error) {
+	begin := time.Now()
+	f, err := os.Create(filepath.Join(dir, "big"))
+	if err != nil {
+		return 0, err
+	}
+	for off := int64(0); off < size; off += int64(len(block)) {
+		if _, err := f.Write(block); err != nil {
+			f.Close()
+			return 0, err
+		}
+	}
+	return time.Since(begin), f.Close()
+}
+
+func readBig(dir string) (time.Duration, error) {
+	begin := time.Now()
+	f, err := os.Open(filepath.Join(dir, "big"))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, len(block))
+	for {
+		n, err := f.Read(buf)
+		if n == 0 || err != nil {
+			break
+		}
+	}
+	return time.Since(begin), nil
+}
+
+func smallFiles(dir string, n int) (time.Duration, error) {
+	begin := time.Now()
+	small := block[:1024]
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), small, 0o644); err != nil {
+			return 0, err
+		}
+	}
+	for i := range n {
+		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("f%05d", i))); err != nil {
+			return 0, err
+		}
+	}
+	for i := range n {
+		if err := os.Remove(filepath.Join(dir, fmt.Sprintf("f%05d", i))); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(begin), nil
+}
+
+// micro: group 6. GetOrCreateUnpaused + Put on the mock backend with no
+// latency (the pool's own overhead), from 1 and from 64 goroutines.
+func (r *run) micro(ctx context.Context) error {
+	for _, goroutines := range []int{1, 64} {
+		var ferr error
+		res := testing.Benchmark(func(b *testing.B) {
+			s, err := sandboxset.New(sandboxset.Config{Name: "bench", Backend: sandboxset.NewMockBackend(),
+				Scratch: sandboxset.DirScratch{Root: filepath.Join(r.dir, "micro")}})
+			if err != nil {
+				ferr = err
+				return
+			}
+			defer s.Close(ctx)
+			pair := func() {
+				ref, err := s.GetOrCreateUnpaused(ctx)
+				if err == nil {
+					err = ref.Put()
+				}
+				if err != nil && ferr == nil {
+					ferr = err
+				}
+			}
+			b.ReportAllocs()
+			if goroutines == 1 {
+				for b.Loop() {
+					pair()
+				}
+				return
+			}
+			b.SetParallelism(max(1, goroutines/runtimeProcs()))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					pair()
+				}
+			})
+		})
+		if ferr != nil {
+			return ferr
+		}
+		perOp := time.Duration(res.NsPerOp())
+		name := fmt.Sprintf("Get+Put pairs, mock backend, %d goroutine(s)", goroutines)
+		r.addValue("6. pool (mock)", name, fmt.Sprintf("%d ns/pair, %.2f M pairs/s, %d allocs/pair", res.NsPerOp(), 1e3/float64(res.NsPerOp()), res.AllocsPerOp()))
+		step("  %s: %v per pair (%d runs)", name, perOp, res.N)
+	}
+	return nil
+}

@@ -1,0 +1,510 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+
+	"github.com/open-lambda/ol-shim/shim"
+)
+
+// benchLabel marks the containers the bench makes itself (the baselines),
+// so cleanup finds them.
+const benchLabel = "io.ol-shim.bench"
+
+// Series names, used in the table and the plot.
+const (
+	sDockerRun   = "docker run --rm IMAGE true"
+	sRawCreate   = "raw API create+start"
+	sColdAcquire = "ol-shim cold acquire (API)"
+	sOlRun       = "ol-shim run IMAGE true"
+	sRawUnpause  = "raw API unpause"
+	sWarmAcquire = "ol-shim warm acquire (API)"
+	sHotAcquire  = "ol-shim hot acquire (API)"
+	sBurstOl     = "burst: ol-shim run --pool P true"
+	sBurstDocker = "burst: docker run --rm IMAGE true"
+	sVolOl       = "volume create + container create+start, ol-shim volume (8M quota)"
+	sVolLocal    = "volume create + container create+start, local volume"
+)
+
+// run is one bench run: what it measured and what it must clean up.
+type run struct {
+	sz      sizes
+	mode    string
+	bin     string
+	image   string // what `ol-shim run IMAGE` and `docker run` start
+	tag     string // the same image under another name, for the configured pools
+	started time.Time
+
+	dir string
+	d   *daemon
+	cli *client.Client
+
+	machine machine
+	series  map[string][]time.Duration
+	rows    []row
+	targets []target
+	notes   []string
+}
+
+// row is one line of the results table.
+type row struct {
+	group, name string
+	n           int
+	p50, p99    time.Duration
+	value       string // for rows that are not latencies (throughput, bytes)
+}
+
+// target is one of the issue's targets, as measured.
+type target struct {
+	what, goal, got string
+	ok              bool
+}
+
+func (r *run) addLatency(group, name string) {
+	v := r.series[name]
+	r.rows = append(r.rows, row{group: group, name: name, n: len(v), p50: pct(v, 0.50), p99: pct(v, 0.99)})
+}
+
+func (r *run) addValue(group, name, value string) {
+	r.rows = append(r.rows, row{group: group, name: name, value: value})
+}
+
+func (r *run) addTarget(what, goal string, ok bool, got string, args ...any) {
+	r.targets = append(r.targets, target{what: what, goal: goal, got: fmt.Sprintf(got, args...), ok: ok})
+}
+
+// pct is the p-th quantile (nearest rank) of v.
+func pct(v []time.Duration, p float64) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[min(int(p*float64(len(s))), len(s)-1)]
+}
+
+func ms(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	case d >= 100*time.Millisecond:
+		return fmt.Sprintf("%.0f ms", float64(d)/1e6)
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%.0f µs", float64(d)/1e3)
+	}
+}
+
+// timed appends fn's duration to the named series.
+func (r *run) timed(name string, fn func() error) error {
+	begin := time.Now()
+	if err := fn(); err != nil {
+		return fail(name, err)
+	}
+	r.series[name] = append(r.series[name], time.Since(begin))
+	return nil
+}
+
+func (r *run) poolConfig(name string, extra string) string {
+	return fmt.Sprintf("[pools.%s]\nimage = %q\ncmd = [\"sleep\", \"infinity\"]\nmemory = \"32M\"\n%s\n", name, r.tag, extra)
+}
+
+func (r *run) baseConfig() string {
+	return r.poolConfig("warm", "min_idle = 1") +
+		r.poolConfig("hot", "min_idle = 8\npause_grace = \"1h\"") +
+		r.poolConfig("cold", "") +
+		r.poolConfig("burst", fmt.Sprintf("min_idle = %d", r.sz.burstMinIdle))
+}
+
+func (r *run) all(ctx context.Context) error {
+	r.series = map[string][]time.Duration{}
+	var err error
+	if r.dir, err = os.MkdirTemp("/var/tmp", "ol-shim-bench."); err != nil {
+		return err
+	}
+	if r.cli, err = client.New(client.FromEnv); err != nil {
+		return err
+	}
+	if r.machine, err = readMachine(ctx, r.cli); err != nil {
+		return err
+	}
+	if _, err := r.cli.ImageInspect(ctx, r.image); err != nil {
+		return fmt.Errorf("image %s: %w (build it with hack/images.sh)", r.image, err)
+	}
+	r.tag = "ol-shim-bench/pool:latest"
+	if _, err := r.cli.ImageTag(ctx, client.ImageTagOptions{Source: r.image, Target: r.tag}); err != nil {
+		return fail("tag "+r.tag, err)
+	}
+	if r.d, err = newDaemon(r.bin, r.dir, r.baseConfig()); err != nil {
+		return err
+	}
+	step("starting ol-shim serve (log: %s)", r.d.logFile.Name())
+	if _, err := r.d.start(ctx); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		name string
+		n    int
+	}{{"warm", 1}, {"hot", 8}, {"burst", r.sz.burstMinIdle}} {
+		if _, err := r.d.waitIdle(ctx, p.name, p.n, 5*time.Minute); err != nil {
+			return err
+		}
+	}
+	groups := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"1+3. cold start, and ol-shim run against docker run", r.cold},
+		{"2. warm and hot acquire", r.warm},
+		{"4. burst", r.burst},
+		{"5. volume plugin and FUSE quota", r.volumes},
+		{"6. pool microbenchmarks (mock backend)", r.micro},
+		{"7. scale", r.scale},
+	}
+	for i, g := range groups {
+		step("[%d/%d] %s", i+1, len(groups), g.name)
+		begin := time.Now()
+		if err := g.fn(ctx); err != nil {
+			return fmt.Errorf("%s: %w", g.name, err)
+		}
+		step("[%d/%d] done in %v", i+1, len(groups), time.Since(begin).Round(100*time.Millisecond))
+	}
+	return nil
+}
+
+// rawContainer creates and starts a container like a pool's sandbox (same
+// image, command, memory limit, no network), straight through the API.
+func (r *run) rawContainer(ctx context.Context) (string, error) {
+	res, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config:     &container.Config{Image: r.tag, Cmd: []string{"sleep", "infinity"}, Labels: map[string]string{benchLabel: "raw"}},
+		HostConfig: &container.HostConfig{NetworkMode: "none", Resources: container.Resources{Memory: 32 << 20, MemorySwap: 32 << 20}},
+	})
+	if err != nil {
+		return "", err
+	}
+	_, err = r.cli.ContainerStart(ctx, res.ID, client.ContainerStartOptions{})
+	return res.ID, err
+}
+
+func (r *run) remove(ctx context.Context, id string) error {
+	_, err := r.cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	return err
+}
+
+func (r *run) cmd(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (r *run) olRun(ctx context.Context, args ...string) error {
+	return r.cmd(ctx, r.bin, append([]string{"--socket", r.d.socket, "run"}, args...)...)
+}
+
+func (r *run) dockerRun(ctx context.Context) error {
+	return r.cmd(ctx, "docker", "run", "--rm", "--network", "none", r.image, "true")
+}
+
+// cold: groups 1 and 3, interleaved round by round so drift hits all alike.
+func (r *run) cold(ctx context.Context) error {
+	// The ad-hoc pool behind `ol-shim run IMAGE` is made by its first run.
+	if err := r.olRun(ctx, r.image, "true"); err != nil {
+		return err
+	}
+	for i := range r.sz.coldRounds {
+		if err := r.timed(sDockerRun, func() error { return r.dockerRun(ctx) }); err != nil {
+			return err
+		}
+		if err := r.timed(sOlRun, func() error { return r.olRun(ctx, r.image, "true") }); err != nil {
+			return err
+		}
+		var id string
+		if err := r.timed(sRawCreate, func() (err error) { id, err = r.rawContainer(ctx); return err }); err != nil {
+			return err
+		}
+		if err := r.remove(ctx, id); err != nil {
+			return err
+		}
+		var l shim.Lease
+		if err := r.timed(sColdAcquire, func() (err error) {
+			l, err = r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: "cold"})
+			return err
+		}); err != nil {
+			return err
+		}
+		if l.Outcome != "cold" {
+			return fmt.Errorf("pool cold gave a %s sandbox", l.Outcome)
+		}
+		if err := r.d.c.Destroy(ctx, l.ID, "bench"); err != nil {
+			return err
+		}
+		step("  round %d/%d: docker run %v, ol-shim run %v, raw create+start %v, cold acquire %v", i+1, r.sz.coldRounds,
+			last(r.series[sDockerRun]), last(r.series[sOlRun]), last(r.series[sRawCreate]), last(r.series[sColdAcquire]))
+	}
+	for _, s := range []string{sDockerRun, sRawCreate, sColdAcquire} {
+		r.addLatency("1. cold start", s)
+	}
+	r.addLatency("3. run", sOlRun)
+	r.addLatency("3. run", sDockerRun)
+	ratio := float64(pct(r.series[sColdAcquire], .5)) / float64(pct(r.series[sRawCreate], .5))
+	r.addTarget("ol-shim cold acquire / raw API create+start, p50", "≤ 1.25×", ratio <= 1.25, "%.2f×", ratio)
+	ratio = float64(pct(r.series[sDockerRun], .5)) / float64(pct(r.series[sOlRun], .5))
+	r.addTarget("docker run --rm / ol-shim run, p50", "≥ 5×", ratio >= 5, "%.1f×", ratio)
+	return nil
+}
+
+func last(v []time.Duration) time.Duration {
+	return v[len(v)-1].Round(time.Millisecond)
+}
+
+// warm: group 2. A raw unpause of a paused container, a warm acquire (the
+// pool unpauses a paused sandbox) and a hot acquire (the sandbox is still
+// unpaused within its pause grace), interleaved; then hot round trips per
+// second with 1 and 8 clients.
+func (r *run) warm(ctx context.Context) error {
+	id, err := r.rawContainer(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.remove(ctx, id)
+	if _, err := r.cli.ContainerPause(ctx, id, client.ContainerPauseOptions{}); err != nil {
+		return err
+	}
+	for i := range r.sz.rawRounds {
+		if err := r.timed(sRawUnpause, func() error {
+			_, err := r.cli.ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{})
+			return err
+		}); err != nil {
+			return err
+		}
+		if _, err := r.cli.ContainerPause(ctx, id, client.ContainerPauseOptions{}); err != nil {
+			return err
+		}
+		for _, p := range []struct{ pool, series string }{{"warm", sWarmAcquire}, {"hot", sHotAcquire}} {
+			var l shim.Lease
+			if err := r.timed(p.series, func() (err error) {
+				l, err = r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: p.pool})
+				return err
+			}); err != nil {
+				return err
+			}
+			if l.Outcome != p.pool {
+				return fmt.Errorf("pool %s gave a %s sandbox", p.pool, l.Outcome)
+			}
+			if err := r.d.c.Release(ctx, l.ID); err != nil {
+				return err
+			}
+		}
+		if (i+1)%max(1, r.sz.rawRounds/5) == 0 {
+			step("  %d/%d rounds", i+1, r.sz.rawRounds)
+		}
+	}
+	for _, s := range []string{sRawUnpause, sWarmAcquire, sHotAcquire} {
+		r.addLatency("2. warm and hot", s)
+	}
+	warm, raw, cold := pct(r.series[sWarmAcquire], .5), pct(r.series[sRawUnpause], .5), pct(r.series[sColdAcquire], .5)
+	r.addTarget("ol-shim warm acquire / raw API unpause, p50", "≤ 1.2×", float64(warm) <= 1.2*float64(raw), "%.2f×", float64(warm)/float64(raw))
+	r.addTarget("ol-shim cold acquire / warm acquire, p50", "≥ 20×", float64(cold) >= 20*float64(warm), "%.1f×", float64(cold)/float64(warm))
+
+	for _, clients := range []int{1, 8} {
+		rate, err := r.hotRate(ctx, clients)
+		if err != nil {
+			return err
+		}
+		r.addValue("2. warm and hot", fmt.Sprintf("hot acquire+release round trips over the API socket, %d client(s)", clients), fmt.Sprintf("%.0f /s", rate))
+		step("  hot round trips, %d client(s): %.0f/s", clients, rate)
+		if clients == 8 {
+			r.addTarget("hot acquire+release over the API socket (8 clients)", "≥ 5,000 /s", rate >= 5000, "%.0f /s", rate)
+		}
+	}
+	return nil
+}
+
+func (r *run) hotRate(ctx context.Context, clients int) (float64, error) {
+	var n atomic.Int64
+	var firstErr error
+	var once sync.Once
+	stop := time.Now().Add(r.sz.hotFor)
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for range clients {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				l, err := r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: "hot"})
+				if err == nil {
+					err = r.d.c.Release(ctx, l.ID)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(begin).Seconds(), firstErr
+}
+
+// burst: group 4. The same number of requests from the same number of
+// concurrent clients, through ol-shim's CLI (a pool with min_idle warm
+// sandboxes) and through docker run.
+func (r *run) burst(ctx context.Context) error {
+	n, c := r.sz.burstRequests, r.sz.burstClients
+	for _, side := range []struct {
+		series string
+		fn     func() error
+	}{
+		{sBurstOl, func() error { return r.olRun(ctx, "--pool", "burst", "true") }},
+		{sBurstDocker, func() error { return r.dockerRun(ctx) }},
+	} {
+		if side.series == sBurstOl {
+			if _, err := r.d.waitIdle(ctx, "burst", r.sz.burstMinIdle, 5*time.Minute); err != nil {
+				return err
+			}
+		}
+		lat, wall, err := burst(n, c, side.fn)
+		if err != nil {
+			return fail(side.series, err)
+		}
+		r.series[side.series] = lat
+		r.addLatency("4. burst", side.series)
+		r.addValue("4. burst", side.series+": throughput", fmt.Sprintf("%.1f req/s (%d requests, %d clients, %v)", float64(n)/wall.Seconds(), n, c, wall.Round(100*time.Millisecond)))
+		step("  %s: %d requests in %v, p50 %v, p99 %v", side.series, n, wall.Round(100*time.Millisecond), ms(pct(lat, .5)), ms(pct(lat, .99)))
+	}
+	ol, dk := pct(r.series[sBurstOl], .99), pct(r.series[sBurstDocker], .99)
+	r.addTarget(fmt.Sprintf("burst (%d requests, %d clients): docker run p99 / ol-shim run p99", n, c), "≥ 5×", float64(dk) >= 5*float64(ol), "%.1f×", float64(dk)/float64(ol))
+	return nil
+}
+
+// burst runs n calls of fn from c goroutines and returns each call's
+// latency and the wall time of all.
+func burst(n, c int, fn func() error) ([]time.Duration, time.Duration, error) {
+	jobs := make(chan struct{}, n)
+	for range n {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errs []error
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for range c {
+		wg.Go(func() {
+			for range jobs {
+				t := time.Now()
+				err := fn()
+				d := time.Since(t)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					lat = append(lat, d)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return lat, time.Since(begin), errors.Join(errs...)
+}
+
+// volumes: group 5, the Docker side. A volume created through ol-shim's
+// plugin (8M quota: a FUSE mount when the container starts) against a local
+// volume, each mounted into a new container.
+func (r *run) volumes(ctx context.Context) error {
+	for i := range r.sz.volumeRounds {
+		for _, v := range []struct {
+			series, driver string
+			opts           map[string]string
+		}{{sVolOl, pluginName, map[string]string{"size": "8M"}}, {sVolLocal, "local", nil}} {
+			name := fmt.Sprintf("ol-shim-bench-%s-%d", v.driver, i)
+			var id string
+			if err := r.timed(v.series, func() error {
+				if _, err := r.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: name, Driver: v.driver, DriverOpts: v.opts}); err != nil {
+					return err
+				}
+				res, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
+					Config: &container.Config{Image: r.tag, Cmd: []string{"sleep", "infinity"}, Labels: map[string]string{benchLabel: "volume"}},
+					HostConfig: &container.HostConfig{NetworkMode: "none",
+						Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: name, Target: "/data"}}},
+				})
+				if err != nil {
+					return err
+				}
+				id = res.ID
+				_, err = r.cli.ContainerStart(ctx, id, client.ContainerStartOptions{})
+				return err
+			}); err != nil {
+				return err
+			}
+			if err := r.remove(ctx, id); err != nil {
+				return err
+			}
+			if _, err := r.cli.VolumeRemove(ctx, name, client.VolumeRemoveOptions{}); err != nil {
+				return err
+			}
+		}
+	}
+	r.addLatency("5. volumes", sVolOl)
+	r.addLatency("5. volumes", sVolLocal)
+	step("  volume+container: ol-shim %v, local %v (p50)", ms(pct(r.series[sVolOl], .5)), ms(pct(r.series[sVolLocal], .5)))
+	return r.fuseIO()
+}
+
+// cleanup removes what the run made, whatever happened: the daemon (which
+// destroys its sandboxes and their volumes as it exits), the baselines'
+// containers and volumes, the image tag, the temporary directory.
+func (r *run) cleanup() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var errs []error
+	if r.d != nil && r.d.cmd != nil {
+		step("stopping ol-shim serve (it removes its sandboxes)")
+		errs = append(errs, r.d.stop(syscall.SIGTERM, 8*time.Minute))
+	}
+	if r.cli != nil {
+		list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", benchLabel)})
+		errs = append(errs, err)
+		for _, c := range list.Items {
+			errs = append(errs, r.remove(ctx, c.ID))
+		}
+		vols, err := r.cli.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("name", "ol-shim-bench-")})
+		errs = append(errs, err)
+		for _, v := range vols.Items {
+			_, err := r.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true})
+			errs = append(errs, err)
+		}
+		if r.tag != "" {
+			_, err := r.cli.ImageRemove(ctx, r.tag, client.ImageRemoveOptions{})
+			errs = append(errs, err)
+		}
+	}
+	// A daemon killed with -9 and restarted does not own the plugin spec the
+	// first one wrote, so it is left in place: remove it here.
+	if err := os.Remove(pluginSpec); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if r.dir != "" && err == nil {
+		os.RemoveAll(r.dir) // kept after a failure: it holds the daemon's log
+	}
+	return err
+}
