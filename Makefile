@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-docker lint install uninstall check clean
+.PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-quick bench-go bench-docker lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,7 +41,13 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 e2e: ## end-to-end tests on a systemd Docker-in-Docker host
 	@echo "e2e: not written yet: the end-to-end tests on a systemd Docker-in-Docker host are their own issue"
 
-bench: ## Go benchmarks: the pool (mock backend); FUSE quota'd volume vs plain directory (root)
+bench: build ## measure ol-shim against plain Docker on this host (about 15 min) and write BENCHMARKS.md, docs/bench-acquire.png and the README's headline; needs root
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) run ./bench -readme README.md'
+
+bench-quick: build ## the same table with fewer repetitions (under 2 min): BENCHMARKS-quick.md, docs/bench-acquire-quick.png
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) run ./bench -quick'
+
+bench-go: ## Go benchmarks alone: the pool (mock backend); FUSE quota'd volume vs plain directory (root)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sandboxset
 	$(GO) test -run '^$$' -bench QuotaFS -benchtime 3x -count=1 ./scratch
 

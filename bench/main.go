@@ -40,17 +40,17 @@ type sizes struct {
 }
 
 var full = sizes{
-	rawRounds: 300, coldRounds: 30, runRounds: 30, hotFor: 3 * time.Second,
+	rawRounds: 300, coldRounds: 30, hotFor: 3 * time.Second,
 	burstRequests: 200, burstClients: 16, burstMinIdle: 8,
 	volumeRounds: 20, ioBytes: 1 << 30, ioFiles: 10_000, microTime: time.Second,
 	scalePools: 20, scalePerPool: 25, statusCalls: 20,
 }
 
 var quick = sizes{
-	rawRounds: 40, coldRounds: 6, runRounds: 6, hotFor: time.Second,
-	burstRequests: 48, burstClients: 16, burstMinIdle: 8,
-	volumeRounds: 4, ioBytes: 256 << 20, ioFiles: 2_000, microTime: 200 * time.Millisecond,
-	scalePools: 4, scalePerPool: 5, statusCalls: 5,
+	rawRounds: 40, coldRounds: 4, hotFor: time.Second,
+	burstRequests: 24, burstClients: 16, burstMinIdle: 8,
+	volumeRounds: 3, ioBytes: 256 << 20, ioFiles: 2_000, microTime: 200 * time.Millisecond,
+	scalePools: 4, scalePerPool: 4, statusCalls: 5,
 }
 
 func main() {

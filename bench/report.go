@@ -115,6 +115,8 @@ func (r *run) write(out, plotPath, readme string) error {
 	}
 	fmt.Fprintf(&b, "\n## Acquire latency distributions\n\n![acquire latency distributions](%s)\n\n", filepath.ToSlash(rel))
 	b.WriteString(whatIsMeasured)
+	fmt.Fprintf(&b, "\n## The bench daemon's configuration\n\n`ol-shim serve --memory-budget 90%% --destroy-on-exit`, scratch through its own volume plugin (`%s`), with:\n\n```toml\n%s```\n\nThe scale test adds %d pools `scale-NN` like `cold`, each with `min_idle = %d`.\n",
+		pluginName, r.baseConfig(), r.sz.scalePools, r.sz.scalePerPool)
 	if len(r.notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range r.notes {
@@ -188,14 +190,20 @@ func (r *run) plot(path string) error {
 	p.Y.Label.Text = "fraction of calls at most x"
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.Y.Min, p.Y.Max = 0, 1
-	p.Add(plotter.NewGrid())
+	// Room above 1 for the legend, where no curve goes.
+	p.Y.Min, p.Y.Max = 0, 1.42
+	p.Y.Tick.Marker = plot.ConstantTicks{{Value: 0, Label: "0"}, {Value: 0.25, Label: "0.25"}, {Value: 0.5, Label: "0.5"}, {Value: 0.75, Label: "0.75"}, {Value: 1, Label: "1"}}
+	grid := plotter.NewGrid()
+	grid.Horizontal.Color = color.Gray{Y: 220}
+	p.Add(grid)
 	colors := []color.RGBA{
 		{R: 0x1f, G: 0x77, B: 0xb4, A: 255}, {R: 0xff, G: 0x7f, B: 0x0e, A: 255}, {R: 0x2c, G: 0xa0, B: 0x2c, A: 255},
 		{R: 0xd6, G: 0x27, B: 0x28, A: 255}, {R: 0x94, G: 0x67, B: 0xbd, A: 255}, {R: 0x8c, G: 0x56, B: 0x4b, A: 255},
 		{R: 0x7f, G: 0x7f, B: 0x7f, A: 255},
 	}
 	names := []string{sHotAcquire, sWarmAcquire, sRawUnpause, sColdAcquire, sRawCreate, sOlRun, sDockerRun}
+	short := map[string]string{sHotAcquire: "ol-shim hot acquire", sWarmAcquire: "ol-shim warm acquire", sRawUnpause: "raw API unpause",
+		sColdAcquire: "ol-shim cold acquire", sRawCreate: "raw API create+start", sOlRun: "ol-shim run", sDockerRun: "docker run --rm"}
 	for i, name := range names {
 		v := slices.Clone(r.series[name])
 		if len(v) == 0 {
@@ -217,11 +225,11 @@ func (r *run) plot(path string) error {
 			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
 		}
 		p.Add(l)
-		p.Legend.Add(fmt.Sprintf("%s (p50 %s)", name, ms(pct(v, .5))), l)
+		p.Legend.Add(fmt.Sprintf("%s, p50 %s", short[name], ms(pct(v, .5))), l)
 	}
-	p.Legend.Top = false
-	p.Legend.Left = false
-	p.Legend.XOffs = -vg.Points(10)
-	p.Legend.YOffs = vg.Points(30)
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.XOffs, p.Legend.YOffs = vg.Points(10), -vg.Points(6)
+	p.Legend.TextStyle.Font.Size = vg.Points(10)
+	p.Legend.ThumbnailWidth = vg.Points(30)
 	return p.Save(10*vg.Inch, 6*vg.Inch, path)
 }
