@@ -24,6 +24,9 @@ type Client struct {
 // NewClient returns a client of the daemon listening on socket.
 func NewClient(socket string) *Client {
 	return &Client{socket: socket, hc: &http.Client{Transport: &http.Transport{
+		// One daemon: keep a connection per concurrent caller (the default
+		// keeps 2, so a third concurrent caller dials anew every call).
+		MaxIdleConnsPerHost: 64,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 		},
