@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin/ol-shim
 PREFIX  ?= /usr/local
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
-GOFILES  = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
+GOFILES  = $(shell find . -name '*.go' -not -path './build/*')
 
 .DEFAULT_GOAL := help
 .PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-quick bench-go bench-docker lint install uninstall check clean
@@ -15,7 +15,11 @@ help: ## list the targets
 setup: ## install what is missing on a Debian host (docker.io, fuse3); needs root
 	hack/setup.sh
 
-build: ## static binary (CGO_ENABLED=0) into bin/ol-shim; runs in images FROM scratch
+build: $(BIN) ## static binary (CGO_ENABLED=0) into bin/ol-shim; runs in images FROM scratch
+
+# Rebuilt when a source changed: `make install` on a host without Go works
+# with a bin/ol-shim built elsewhere.
+$(BIN): $(GOFILES) go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/ol-shim
 
 run: build ## build, start dockerd if needed, run the daemon in the foreground with examples/config.toml (Ctrl-C stops it and removes its sandboxes)
@@ -38,8 +42,8 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Docker -benchtime 1x -count=1 -timeout 30m -tags integration ./shim'
 
 
-e2e: ## end-to-end tests on a systemd Docker-in-Docker host
-	@echo "e2e: not written yet: the end-to-end tests on a systemd Docker-in-Docker host are their own issue"
+e2e: build ## install and run ol-shim as a user would, on a systemd Docker-in-Docker host (debootstrap image, built once and cached); needs root
+	hack/with-docker.sh sh -c "hack/images.sh && hack/e2e-image.sh && $(GO) test -tags e2e -count=1 -v -timeout 20m ./e2e"
 
 bench: build ## measure ol-shim against plain Docker on this host (about 15 min) and write BENCHMARKS.md, docs/bench-acquire.png and the README's headline; needs root
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) run ./bench -readme README.md'
@@ -56,7 +60,7 @@ lint: ## gofmt -s and go vet
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 
-install: build ## install the binary, the systemd unit, the plugin spec for dockerd, and a config if none exists
+install: $(BIN) ## install the binary, the systemd unit, the plugin spec for dockerd, and a config if none exists
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ol-shim
 	install -D -m 0644 systemd/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.service
 	install -D -m 0644 systemd/ol-shim.socket $(DESTDIR)/etc/systemd/system/ol-shim.socket
@@ -64,8 +68,10 @@ install: build ## install the binary, the systemd unit, the plugin spec for dock
 	[ -e $(DESTDIR)/etc/ol-shim/config.toml ] || install -D -m 0644 examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; echo "installed: systemctl enable --now ol-shim"; fi
 
-uninstall: ## stop the service and remove exactly what install put in place (an edited config and the state root stay; PURGE=1 removes the state root)
+uninstall: ## stop the service, remove its sandboxes (ol-shim serve --purge) and exactly what install put in place (an edited config and the state root stay; PURGE=1 removes the state root)
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now ol-shim.service ol-shim.socket 2>/dev/null || true; fi
+	@if [ -z "$(DESTDIR)" ] && [ -x $(PREFIX)/bin/ol-shim ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; then \
+		$(PREFIX)/bin/ol-shim serve --purge || { echo "uninstall: stopped before removing anything: start ol-shim again (systemctl start ol-shim), remove the volumes named above, then run make uninstall again" >&2; exit 1; }; fi
 	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
 	@if cmp -s examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml; then rm -f $(DESTDIR)/etc/ol-shim/config.toml; rmdir $(DESTDIR)/etc/ol-shim 2>/dev/null || true; \
 	elif [ -e $(DESTDIR)/etc/ol-shim/config.toml ]; then echo "uninstall: leaving $(DESTDIR)/etc/ol-shim/config.toml: it is not the one install put there"; fi

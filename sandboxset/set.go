@@ -23,6 +23,7 @@ const (
 	ReasonIdleTTL       = "idle ttl"
 	ReasonShrink        = "shrink"
 	ReasonEvicted       = "evicted"
+	ReasonLost          = "lost" // gone or stopped while idle (its container died, or its runtime restarted)
 )
 
 type backgroundKey struct{}
@@ -610,6 +611,39 @@ func (s *Set) EvictIdle() bool {
 	s.mu.Unlock()
 	_ = s.destroy(victims[0], ReasonEvicted)
 	return true
+}
+
+// DropIdle destroys the idle sandboxes lost reports as lost (a sandbox whose
+// container died or vanished while it sat in the pool), then refills to
+// MinIdle. lost gets each idle sandbox and since when it has been idle; it
+// is called with the Set's lock held, so it must be quick (a lookup) and
+// must not call the Set. DropIdle returns how many it dropped.
+func (s *Set) DropIdle(lost func(sb Sandbox, idleSince time.Time) bool) int {
+	s.mu.Lock()
+	var victims []*entry
+	kept := s.idle[:0]
+	for _, e := range s.idle {
+		if lost(e.sb, e.lastUsed) {
+			victims = append(victims, e)
+		} else {
+			kept = append(kept, e)
+		}
+	}
+	clear(s.idle[len(kept):])
+	s.idle = kept
+	for _, e := range victims {
+		e.gen++
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+		e.state = stateDestroying
+	}
+	s.mu.Unlock()
+	for _, e := range victims {
+		_ = s.destroy(e, ReasonLost)
+	}
+	return len(victims)
 }
 
 // OldestIdle returns when the least recently used idle sandbox was last

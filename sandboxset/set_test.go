@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -181,6 +182,39 @@ func TestDeadWhilePausedIsSkipped(t *testing.T) {
 		t.Errorf("got %s (%v), want a new sandbox", r.Sandbox().ID(), r.Outcome())
 	}
 	f.put(r)
+	f.closeAndCheckLeaks()
+}
+
+// A sandbox lost while idle (its container died while paused) is dropped
+// as soon as the caller learns of it, not at the next Get, and the pool
+// refills to MinIdle; idle sandboxes still alive stay.
+func TestDropIdle(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MinIdle = 3 })
+	f.eventually("3 idle", func(st Stats) bool { return st.Idle == 3 })
+	ids := f.mock.Alive()
+	dead := ids[1]
+	if err := f.mock.Kill(dead); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.set.DropIdle(func(sb Sandbox, _ time.Time) bool { return sb.ID() == dead }); n != 1 {
+		t.Fatalf("DropIdle dropped %d, want 1", n)
+	}
+	st := f.eventually("refilled to 3 idle", func(st Stats) bool { return st.Idle == 3 && st.Creating == 0 })
+	if st.Destroys[ReasonLost] != 1 || st.Creates != 4 {
+		t.Errorf("destroys %v, creates %d: want 1 lost, 4 creates", st.Destroys, st.Creates)
+	}
+	alive := f.mock.Alive()
+	for _, id := range ids {
+		if id != dead && !slices.Contains(alive, id) {
+			t.Errorf("live idle sandbox %s was dropped", id)
+		}
+	}
+	if slices.Contains(alive, dead) {
+		t.Errorf("lost sandbox %s is still there", dead)
+	}
+	if n := f.set.DropIdle(func(Sandbox, time.Time) bool { return false }); n != 0 {
+		t.Errorf("DropIdle with nothing lost dropped %d", n)
+	}
 	f.closeAndCheckLeaks()
 }
 

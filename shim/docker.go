@@ -474,3 +474,77 @@ func (d *Docker) VolumesInUse(ctx context.Context, driver string) (map[string]in
 	}
 	return out, nil
 }
+
+// VolumeNames lists the volumes of a driver, by name.
+func (d *Docker) VolumeNames(ctx context.Context, driver string) ([]string, error) {
+	ctx, cancel := d.callCtx(ctx)
+	defer cancel()
+	res, err := d.cli.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("driver", driver)})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, v := range res.Items {
+		names = append(names, v.Name)
+	}
+	return names, nil
+}
+
+// ContainerStates returns the state ("running", "paused", "exited", ...) of
+// every container of this state root, by container ID.
+func (d *Docker) ContainerStates(ctx context.Context) (map[string]string, error) {
+	ctx, cancel := d.callCtx(ctx)
+	defer cancel()
+	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
+		Filters: make(client.Filters).Add("label", LabelRoot+"="+d.cfg.RootID)})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(res.Items))
+	for _, c := range res.Items {
+		out[c.ID] = string(c.State)
+	}
+	return out, nil
+}
+
+// WatchDeaths calls died with the ID of each of this root's containers that
+// dies, until ctx ends. Each time it (re)subscribes to dockerd's events,
+// it first calls resync, which catches up on what happened while it was
+// not listening (a dockerd restart kills every container). While dockerd
+// is away it retries every second.
+func (d *Docker) WatchDeaths(ctx context.Context, resync func(context.Context) error, died func(containerID string)) {
+	log := d.log
+	connected := true
+	for ctx.Err() == nil {
+		sub := d.cli.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).
+			Add("type", "container").Add("event", "die").Add("label", LabelRoot+"="+d.cfg.RootID)})
+		err := resync(ctx)
+		if err == nil && !connected {
+			log.Info("dockerd is back: checked the idle sandboxes")
+		}
+		connected = err == nil
+	watch:
+		for err == nil {
+			select {
+			case m := <-sub.Messages:
+				died(m.Actor.ID)
+			case err = <-sub.Err:
+				break watch
+			case <-ctx.Done():
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			log.Warn("lost dockerd's events; retrying every second", "error", err)
+			connected = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -77,9 +77,10 @@ type Registry struct {
 	adhoc    AdHocConfig          // guarded by mu
 	closed   bool                 // guarded by mu
 
-	bg   sync.WaitGroup // destroys after runs; Close waits for them
-	stop chan struct{}
-	done chan struct{}
+	bg      sync.WaitGroup // destroys after runs; Close waits for them
+	stop    chan struct{}
+	done    chan struct{}
+	watched chan struct{} // closed when the Docker watch ends; nil without one
 }
 
 // Pool is one pool of the registry.
@@ -250,6 +251,10 @@ func (r *Registry) Start(ctx context.Context, pools map[string]PoolConfig) (Reco
 	}
 	r.mu.Lock()
 	maps.Copy(r.pools, made)
+	if d := r.cfg.Docker; d != nil && r.watched == nil && !r.closed {
+		r.watched = make(chan struct{})
+		go r.watch(d)
+	}
 	r.mu.Unlock()
 	for _, p := range made {
 		r.warm(p)
@@ -619,6 +624,51 @@ func (r *Registry) evictOne() bool {
 	return victim != nil && victim.set.EvictIdle()
 }
 
+// watch drops idle sandboxes whose containers die (dockerd's events) and,
+// each time dockerd's events come back after a loss (a dockerd restart kills
+// every container), those lost meanwhile; their pools refill to min_idle.
+// It runs until Close.
+func (r *Registry) watch(d *Docker) {
+	defer close(r.watched)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-r.stop
+		cancel()
+	}()
+	alive := func(state string) bool { return state == "running" || state == "paused" }
+	d.WatchDeaths(ctx, func(ctx context.Context) error {
+		listed := time.Now()
+		states, err := d.ContainerStates(ctx)
+		if err != nil {
+			return err
+		}
+		// A container missing from the list is lost only if its sandbox was
+		// idle before the list was taken: one made since is not in it.
+		r.dropLost(func(id string, idleSince time.Time) bool {
+			state, ok := states[id]
+			return (ok && !alive(state)) || (!ok && idleSince.Before(listed))
+		})
+		return nil
+	}, func(id string) {
+		r.dropLost(func(c string, _ time.Time) bool { return c == id })
+	})
+}
+
+// dropLost destroys the idle sandboxes whose containers lost reports, in
+// every pool.
+func (r *Registry) dropLost(lost func(containerID string, idleSince time.Time) bool) {
+	for _, p := range r.Pools() {
+		n := p.set.DropIdle(func(sb sandboxset.Sandbox, since time.Time) bool {
+			ds, ok := AsDocker(sb)
+			return ok && lost(ds.ContainerID(), since)
+		})
+		if n > 0 {
+			r.log.Warn("idle sandboxes lost (their containers died); replacing them", "pool", p.Name, "lost", n)
+		}
+	}
+}
+
 // janitor expires leases and removes ad-hoc pools idle past their TTL.
 func (r *Registry) janitor() {
 	defer close(r.done)
@@ -687,9 +737,13 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 	leases := slices.Collect(maps.Values(r.leases))
 	clear(r.leases)
 	pools := slices.Collect(maps.Values(r.pools))
+	watched := r.watched
 	r.mu.Unlock()
 	close(r.stop)
 	<-r.done
+	if watched != nil {
+		<-watched
+	}
 	r.bg.Wait()
 	var errs []error
 	for _, l := range leases {

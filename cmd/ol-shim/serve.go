@@ -57,6 +57,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "dockerd address (default unix:///var/run/docker.sock)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"OL_SHIM_METRICS_ADDR"}, Usage: "serve Prometheus metrics at this address (e.g. 127.0.0.1:9464); off if empty"},
+		&cli.BoolFlag{Name: "purge", Usage: "remove every sandbox and scratch volume this state root made (the volume plugin serves meanwhile), then exit: run it before taking ol-shim off a host"},
 		&cli.BoolFlag{Name: "plugin-only", EnvVars: []string{"OL_SHIM_PLUGIN_ONLY"}, Usage: "serve the volume plugin only: no pools, no API, no Docker connection (the managed plugin runs this way)"},
 	},
 	Action: serve,
@@ -135,8 +136,12 @@ func serve(c *cli.Context) error {
 	if c.Bool("plugin-only") {
 		return servePluginOnly(ctx, root, s, log)
 	}
+	purge := c.Bool("purge")
+	if purge && s.backend != "docker" {
+		return fmt.Errorf("--purge: backend %q keeps nothing to purge", s.backend)
+	}
 	var metrics *shim.Metrics
-	if addr := c.String("metrics-addr"); addr != "" {
+	if addr := c.String("metrics-addr"); addr != "" && !purge {
 		metrics = shim.NewMetrics()
 		if err := serveMetrics(ctx, addr, metrics, log); err != nil {
 			return err
@@ -187,7 +192,9 @@ func serve(c *cli.Context) error {
 			defer os.Remove(filepath.Join(s.specDir, s.pluginName+".json"))
 		}
 	}
-	notify(daemon.SdNotifyReady, "STATUS=volume plugin serving; starting pools")
+	if !purge {
+		notify(daemon.SdNotifyReady, "STATUS=volume plugin serving; starting pools")
+	}
 
 	var d *shim.Docker
 	if s.backend == "docker" {
@@ -199,7 +206,13 @@ func serve(c *cli.Context) error {
 		if s.scratchMode == "volume" {
 			dc.VolumeDriver = s.pluginName
 		}
-		if d, err = waitDocker(ctx, dc, log); err != nil {
+		wctx := ctx
+		if purge {
+			var cancel context.CancelFunc
+			wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+		}
+		if d, err = waitDocker(wctx, dc, log); err != nil {
 			return err
 		}
 		defer d.Close()
@@ -215,6 +228,9 @@ func serve(c *cli.Context) error {
 	}
 	if metrics != nil {
 		metrics.Watch(reg, vols)
+	}
+	if purge {
+		return purgeAll(ctx, reg, d, s.pluginName, log)
 	}
 	if _, err := reg.Start(ctx, cfg.Pools); err != nil {
 		reg.Close(context.Background(), false)
@@ -269,6 +285,30 @@ func serve(c *cli.Context) error {
 			return nil
 		}
 	}
+}
+
+// purgeAll starts the registry with no pools, so that its reconcile removes
+// every sandbox and scratch volume of this state root, and reports the
+// volumes users made with the driver: they hold users' data, so they are
+// left for the user to remove (while ol-shim serves them).
+func purgeAll(ctx context.Context, reg *shim.Registry, d *shim.Docker, driver string, log *slog.Logger) error {
+	rep, err := reg.Start(ctx, nil)
+	if cerr := reg.Close(context.Background(), true); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("purge: %w", err)
+	}
+	log.Info("purged", "sandboxes_removed", rep.Removed)
+	left, err := d.VolumeNames(ctx, driver)
+	if err != nil {
+		return fmt.Errorf("purge: list volumes: %w", err)
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("purge: sandboxes removed, but %d volumes of driver %s remain, holding users' data: %s; remove them with `docker volume rm` while ol-shim serves, then purge again",
+			len(left), driver, strings.Join(left, ", "))
+	}
+	return nil
 }
 
 // serveMetrics serves m at addr/metrics until ctx ends.

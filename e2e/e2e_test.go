@@ -1,0 +1,347 @@
+//go:build e2e
+
+// Package e2e installs ol-shim on a Debian bookworm host with systemd as PID
+// 1 and its own dockerd (a Docker-in-Docker container of the image
+// hack/e2e-image.sh builds), exactly as the README tells a user, and checks
+// what a user would: volumes with quotas, status, run, restarts of ol-shim
+// and of dockerd, and an uninstall that leaves nothing behind.
+//
+//	make e2e
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	hostImage = "ol-shim-e2e/bookworm:latest"
+	busybox   = "ol-shim-test/busybox:latest"
+	runtimeI  = "ol-shim-test/runtime:latest"
+	e2eLabel  = "io.ol-shim.e2e"
+)
+
+// repo is the repository's root (the package is e2e/).
+func repo(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// run runs a command on the test's host and returns its combined output.
+func run(name string, args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// host is the Docker-in-Docker container: a systemd host.
+type host struct {
+	t  *testing.T
+	id string
+}
+
+// sh runs a shell script inside the host and returns its combined output;
+// the test fails if it fails.
+func (h *host) sh(script string) string {
+	h.t.Helper()
+	out, err := h.try(script)
+	if err != nil {
+		h.t.Fatalf("in the host: %s: %v\n%s", script, err, out)
+	}
+	return out
+}
+
+// try runs a shell script inside the host; its error is the caller's to
+// judge.
+func (h *host) try(script string) (string, error) {
+	return run("docker", "exec", h.id, "sh", "-c", script)
+}
+
+// eventually retries fn every half second until it succeeds or limit
+// passes.
+func (h *host) eventually(what string, limit time.Duration, fn func() error) {
+	h.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			logs, _ := h.try("journalctl --no-pager -n 60 -u ol-shim -u docker")
+			h.t.Fatalf("%s: not within %v: %v\njournal:\n%s", what, limit, err, logs)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// runFlags are the flags that let systemd and a dockerd run in a container
+// here: --privileged where the host grants every capability, else the
+// capabilities this host has (its bounding set lacks CAP_SYS_RESOURCE, and
+// --privileged fails with "unable to apply caps").
+func runFlags(t *testing.T) []string {
+	common := []string{"--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+		"--network", "none", "-v", "/var/lib/docker", "--label", e2eLabel + "=1", "--stop-signal", "SIGRTMIN+3"}
+	if out, err := run("docker", "run", "--rm", "--privileged", "--network", "none", busybox, "true"); err == nil {
+		t.Log("host grants every capability: --privileged")
+		return append([]string{"--privileged"}, common...)
+	} else {
+		t.Logf("--privileged refused here (%s): adding every capability but SYS_RESOURCE", strings.TrimSpace(out))
+	}
+	return append([]string{"--cap-add=ALL", "--cap-drop=SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+		"--security-opt", "apparmor=unconfined", "--device", "/dev/fuse"}, common...)
+}
+
+// boot starts the host and waits for systemd and its dockerd.
+func boot(t *testing.T) *host {
+	t.Helper()
+	args := append([]string{"run", "-d", "--name", fmt.Sprintf("ol-shim-e2e-%d", os.Getpid()), "--hostname", "ol-shim-e2e"}, runFlags(t)...)
+	out, err := run("docker", append(args, hostImage)...)
+	if err != nil {
+		t.Fatalf("start the systemd host (build its image with hack/e2e-image.sh): %v\n%s", err, out)
+	}
+	h := &host{t: t, id: strings.TrimSpace(out)}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := h.try("systemctl --no-pager --failed; journalctl --no-pager -n 100")
+			t.Logf("host journal:\n%s", logs)
+		}
+		// A clean shutdown first (systemd stops dockerd, which stops its
+		// containers), then the container and its /var/lib/docker volume.
+		run("docker", "kill", "--signal", "SIGRTMIN+3", h.id)
+		done := make(chan struct{})
+		go func() { run("docker", "wait", h.id); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			t.Log("host did not shut down within 60s; removing it by force")
+		}
+		if out, err := run("docker", "rm", "-f", "-v", h.id); err != nil {
+			t.Errorf("remove the host: %v\n%s", err, out)
+		}
+	})
+	h.eventually("systemd up", 90*time.Second, func() error {
+		out, err := h.try("systemctl is-system-running")
+		switch s := strings.TrimSpace(out); s {
+		case "running":
+			return nil
+		case "degraded":
+			failed, _ := h.try("systemctl --no-pager --failed")
+			t.Logf("systemd is degraded:\n%s", failed)
+			return nil
+		default:
+			return fmt.Errorf("state %q (%v)", s, err)
+		}
+	})
+	h.eventually("dockerd in the host", 60*time.Second, func() error {
+		_, err := h.try("docker info")
+		return err
+	})
+	return h
+}
+
+// load copies the test images into the host's dockerd (no registry).
+func (h *host) load(images ...string) {
+	h.t.Helper()
+	save := exec.Command("docker", append([]string{"save"}, images...)...)
+	load := exec.Command("docker", "exec", "-i", h.id, "docker", "load")
+	pipe, err := save.StdoutPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	load.Stdin = pipe
+	var out bytes.Buffer
+	load.Stdout, load.Stderr = &out, &out
+	if err := save.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := load.Run(); err != nil {
+		h.t.Fatalf("docker load in the host: %v\n%s", err, out.String())
+	}
+	if err := save.Wait(); err != nil {
+		h.t.Fatalf("docker save: %v", err)
+	}
+}
+
+// copySource copies the repository's tracked files and the built binary
+// into /src of the host, as a user's clone would be.
+func (h *host) copySource(dir string) {
+	h.t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "bin/ol-shim")); err != nil {
+		h.t.Fatalf("bin/ol-shim: %v (make build)", err)
+	}
+	pack := exec.Command("sh", "-c", "(git ls-files; echo bin/ol-shim) | tar -c -T -")
+	pack.Dir = dir
+	unpack := exec.Command("docker", "exec", "-i", h.id, "sh", "-c", "mkdir -p /src && tar -x -C /src")
+	pipe, err := pack.StdoutPipe()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	unpack.Stdin = pipe
+	var out bytes.Buffer
+	unpack.Stdout, unpack.Stderr = &out, &out
+	if err := pack.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := unpack.Run(); err != nil {
+		h.t.Fatalf("copy the source: %v\n%s", err, out.String())
+	}
+	if err := pack.Wait(); err != nil {
+		h.t.Fatalf("tar the source: %v", err)
+	}
+}
+
+// poolStats is what the test reads of `ol-shim status --json`.
+type poolStats struct {
+	Name  string `json:"name"`
+	Stats struct {
+		Idle    int `json:"idle"`
+		Creates int `json:"creates"`
+	} `json:"stats"`
+}
+
+func (h *host) pools() (map[string]poolStats, error) {
+	out, err := run("docker", "exec", h.id, "ol-shim", "status", "--json")
+	if err != nil {
+		return nil, fmt.Errorf("ol-shim status --json: %v: %s", err, out)
+	}
+	var st struct {
+		Pools []poolStats `json:"pools"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("ol-shim status --json: %v: %s", err, out)
+	}
+	m := map[string]poolStats{}
+	for _, p := range st.Pools {
+		m[p.Name] = p
+	}
+	return m, nil
+}
+
+// warm waits until each named pool holds at least n idle sandboxes whose
+// containers are paused, and returns those containers' IDs.
+func (h *host) warm(pool string, n int) []string {
+	h.t.Helper()
+	var ids []string
+	h.eventually(fmt.Sprintf("pool %s warm with %d paused sandboxes", pool, n), 3*time.Minute, func() error {
+		p, err := h.pools()
+		if err != nil {
+			return err
+		}
+		if got := p[pool].Stats.Idle; got < n {
+			return fmt.Errorf("%d idle", got)
+		}
+		out, err := h.try("docker ps -q --no-trunc --filter label=io.ol-shim.pool=" + pool + " --filter status=paused")
+		if err != nil {
+			return err
+		}
+		if ids = strings.Fields(out); len(ids) < n {
+			return fmt.Errorf("%d paused containers", len(ids))
+		}
+		return nil
+	})
+	return ids
+}
+
+func TestInstalledService(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (Docker-in-Docker)")
+	}
+	h := boot(t)
+	h.load(busybox, runtimeI)
+	h.copySource(repo(t))
+
+	t.Log("install, as the README says")
+	h.sh("make -C /src install")
+	h.sh("systemctl enable --now ol-shim")
+	h.eventually("ol-shim status answers", 2*time.Minute, func() error {
+		_, err := h.try("ol-shim status")
+		return err
+	})
+	if out := h.sh("systemctl is-active ol-shim.socket ol-shim.service"); strings.Count(out, "active") != 2 {
+		t.Fatalf("units not active: %s", out)
+	}
+	if out := h.sh("stat -c '%U:%G %a' /run/ol-shim/ol-shim.sock /run/ol-shim/plugin.sock"); strings.Count(out, "root:docker 660") != 2 {
+		t.Errorf("sockets are not root:docker 0660: %s", out)
+	}
+
+	t.Log("a quota'd volume: a write past 8M fails with ENOSPC, the data below it stays")
+	h.sh("docker volume create -d ol-shim --opt size=8M e2evol")
+	out, err := h.try("docker run --rm --network none -v e2evol:/data " + busybox + " dd if=/dev/zero of=/data/fill bs=1M count=16")
+	if err == nil || !strings.Contains(out, "No space left on device") {
+		t.Fatalf("a 16M write into an 8M volume: want ENOSPC, got %v: %s", err, out)
+	}
+	h.sh("docker run --rm --network none -v e2evol:/data " + busybox + " sh -c 'rm /data/fill && echo kept > /data/marker'")
+
+	t.Log("status and run")
+	if out := h.sh("ol-shim status"); !strings.Contains(out, "hello") || !strings.Contains(out, "shell") {
+		t.Errorf("status does not list the example pools:\n%s", out)
+	}
+	out, err = h.try("ol-shim run " + busybox + " sh -c 'echo hi from a sandbox; exit 3'")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(out, "hi from a sandbox") {
+		t.Fatalf("ol-shim run: want exit 3 and its output, got %v: %s", err, out)
+	}
+
+	t.Log("systemctl restart ol-shim: the paused pool is adopted, the volume and its data are there")
+	before := h.warm("shell", 1)
+	h.sh("systemctl restart ol-shim")
+	h.eventually("ol-shim status answers after restart", 2*time.Minute, func() error {
+		_, err := h.try("ol-shim status")
+		return err
+	})
+	after := h.warm("shell", 1)
+	if strings.Join(before, ",") != strings.Join(after, ",") {
+		t.Errorf("pool shell: paused containers %v before the restart, %v after: not adopted", before, after)
+	}
+	if p, err := h.pools(); err != nil || p["shell"].Stats.Creates != 0 {
+		t.Errorf("pool shell made sandboxes after the restart (%+v, %v): it should have adopted its paused one", p["shell"], err)
+	}
+	if out := h.sh("docker run --rm --network none -v e2evol:/data " + busybox + " cat /data/marker"); strings.TrimSpace(out) != "kept" {
+		t.Errorf("volume data after restart: %q", out)
+	}
+
+	t.Log("systemctl restart docker: the plugin is found again, ol-shim recovers by itself")
+	pid := h.sh("systemctl show -p MainPID --value ol-shim")
+	h.sh("systemctl restart docker")
+	h.eventually("dockerd back", time.Minute, func() error { _, err := h.try("docker info"); return err })
+	if out := h.sh("docker volume ls --format '{{.Driver}} {{.Name}}'"); !strings.Contains(out, "ol-shim e2evol") {
+		t.Errorf("after a dockerd restart, docker volume ls: %s", out)
+	}
+	if out := h.sh("docker run --rm --network none -v e2evol:/data " + busybox + " cat /data/marker"); strings.TrimSpace(out) != "kept" {
+		t.Errorf("volume data after a dockerd restart: %q", out)
+	}
+	h.warm("hello", 2)
+	h.warm("shell", 1)
+	if out := h.sh("ol-shim run --pool shell echo back"); strings.TrimSpace(out) != "back" {
+		t.Errorf("run after a dockerd restart: %q", out)
+	}
+	if now := h.sh("systemctl show -p MainPID --value ol-shim"); now != pid {
+		t.Errorf("ol-shim restarted (pid %s, now %s): it should reconnect by itself", strings.TrimSpace(pid), strings.TrimSpace(now))
+	}
+
+	t.Log("uninstall leaves nothing behind")
+	h.sh("docker volume rm e2evol")
+	h.sh("make -C /src uninstall PURGE=1")
+	checks := map[string]string{
+		"files":      "ls -d /usr/local/bin/ol-shim /etc/systemd/system/ol-shim.service /etc/systemd/system/ol-shim.socket /etc/docker/plugins/ol-shim.json /etc/ol-shim /var/lib/ol-shim /run/ol-shim/ol-shim.sock 2>/dev/null || true",
+		"units":      "systemctl list-units --all --no-legend 'ol-shim*' || true",
+		"containers": "docker ps -aq --filter label=io.ol-shim.managed",
+		"volumes":    "docker volume ls -q",
+		"mounts":     "grep -E ' fuse(\\.[^ ]*)? |/var/lib/ol-shim' /proc/mounts || true",
+	}
+	for what, script := range checks {
+		if out := strings.TrimSpace(h.sh(script)); out != "" {
+			t.Errorf("after uninstall, %s left: %s", what, out)
+		}
+	}
+}
