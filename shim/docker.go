@@ -490,9 +490,14 @@ func (d *Docker) VolumeNames(ctx context.Context, driver string) ([]string, erro
 	return names, nil
 }
 
-// ContainerStates returns the state ("running", "paused", "exited", ...) of
-// every container of this state root, by container ID.
-func (d *Docker) ContainerStates(ctx context.Context) (map[string]string, error) {
+// ContainerState is what ContainerStates tells of one container.
+type ContainerState struct {
+	State   string // "running", "paused", "exited", ...
+	Sandbox string // its sandbox ID (label)
+}
+
+// ContainerStates returns every container of this state root, by ID.
+func (d *Docker) ContainerStates(ctx context.Context) (map[string]ContainerState, error) {
 	ctx, cancel := d.callCtx(ctx)
 	defer cancel()
 	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
@@ -500,9 +505,9 @@ func (d *Docker) ContainerStates(ctx context.Context) (map[string]string, error)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]string, len(res.Items))
+	out := make(map[string]ContainerState, len(res.Items))
 	for _, c := range res.Items {
-		out[c.ID] = string(c.State)
+		out[c.ID] = ContainerState{State: string(c.State), Sandbox: c.Labels[LabelSandbox]}
 	}
 	return out, nil
 }

@@ -646,13 +646,56 @@ func (r *Registry) watch(d *Docker) {
 		// A container missing from the list is lost only if its sandbox was
 		// idle before the list was taken: one made since is not in it.
 		r.dropLost(func(id string, idleSince time.Time) bool {
-			state, ok := states[id]
-			return (ok && !alive(state)) || (!ok && idleSince.Before(listed))
+			c, ok := states[id]
+			return (ok && !alive(c.State)) || (!ok && idleSince.Before(listed))
 		})
+		r.removeDead(ctx, d, states)
+		for _, p := range r.Pools() {
+			r.warm(p) // a refill that failed while dockerd was away
+		}
 		return nil
 	}, func(id string) {
 		r.dropLost(func(c string, _ time.Time) bool { return c == id })
 	})
+}
+
+// removeDead removes the stopped containers of this root that no lease
+// holds, with their scratch: sandboxes whose destroy failed because dockerd
+// was going away as they died. A leased one is left to its holder, whose
+// release reports it.
+func (r *Registry) removeDead(ctx context.Context, d *Docker, states map[string]ContainerState) {
+	r.mu.Lock()
+	leased := map[string]bool{}
+	for _, l := range r.leases {
+		leased[l.ContainerID] = true
+	}
+	r.mu.Unlock()
+	for id, c := range states {
+		if c.State != "exited" && c.State != "dead" || leased[id] {
+			continue
+		}
+		sb := d.Attach(c.Sandbox, id, "")
+		err := sb.Destroy(ctx, sandboxset.ReasonLost)
+		if err == nil && c.Sandbox != "" {
+			err = r.scratchOf().Remove(ctx, c.Sandbox)
+		}
+		if err != nil {
+			r.log.Warn("remove a dead sandbox", "sandbox", c.Sandbox, "container", id, "error", err)
+		} else {
+			r.log.Info("removed a dead sandbox no pool held", "sandbox", c.Sandbox, "container", id)
+		}
+	}
+}
+
+// scratchOf returns what removes a sandbox's scratch: its volume, or its
+// directory.
+func (r *Registry) scratchOf() sandboxset.ScratchMaker {
+	if r.cfg.Docker != nil && r.cfg.Volumes != nil {
+		if vs, err := r.cfg.Docker.VolumeScratch(nil, r.cfg.Volumes.Path); err == nil {
+			return vs
+		}
+	}
+	return r.scratch
 }
 
 // dropLost destroys the idle sandboxes whose containers lost reports, in
