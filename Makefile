@@ -90,6 +90,8 @@ fuzz: ## run each fuzz target for FUZZTIME (default 15s); crashers land in testd
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME) ./scratch
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./shim
 	$(GO) test -run '^$$' -fuzz '^FuzzAPIPoolBody$$' -fuzztime $(FUZZTIME) ./shim
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIAcquireAndLeases$$' -fuzztime $(FUZZTIME) ./shim
+	$(GO) test -run '^$$' -fuzz '^FuzzReconcileLabels$$' -fuzztime $(FUZZTIME) ./shim
 
 check: setup lint test fuzz integration e2e ## the whole test suite: what CI runs (needs root)
 

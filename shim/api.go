@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -135,17 +136,59 @@ type DockerHealth struct {
 	Error      string `json:"error,omitempty"`
 }
 
+// DiskHealth is the state root's filesystem, where sandboxes' scratch data
+// and the volume records live.
+type DiskHealth struct {
+	Path       string `json:"path"`
+	Size       int64  `json:"size"`
+	Free       int64  `json:"free"`
+	Inodes     int64  `json:"inodes,omitempty"`
+	FreeInodes int64  `json:"free_inodes,omitempty"`
+	// Warning is set when the filesystem is full or nearly so.
+	Warning string `json:"warning,omitempty"`
+}
+
+// Thresholds of DiskHealth.Warning.
+const (
+	diskFullBytes  = 1 << 20 // under this, the state root counts as full
+	diskLowPercent = 5       // under this share free, as low
+)
+
+// StateRootHealth reads the state root's filesystem.
+func StateRootHealth(path string) *DiskHealth {
+	h := &DiskHealth{Path: path}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		h.Warning = fmt.Sprintf("cannot read its filesystem: %v", err)
+		return h
+	}
+	bs := int64(st.Bsize)
+	h.Size, h.Free = int64(st.Blocks)*bs, int64(st.Bavail)*bs
+	h.Inodes, h.FreeInodes = int64(st.Files), int64(st.Ffree)
+	switch {
+	case h.Free < diskFullBytes || (h.Inodes > 0 && h.FreeInodes == 0):
+		h.Warning = "full: sandboxes' writes to their scratch fail with ENOSPC, and new volumes and sandboxes cannot be made"
+	case h.Free*100 < h.Size*diskLowPercent:
+		h.Warning = fmt.Sprintf("low on space: under %d%% free", diskLowPercent)
+	case h.Inodes > 0 && h.FreeInodes*100 < h.Inodes*diskLowPercent:
+		h.Warning = fmt.Sprintf("low on inodes: under %d%% free", diskLowPercent)
+	}
+	return h
+}
+
 // StatusResponse is GET /v1/status.
 type StatusResponse struct {
-	Version string           `json:"version"`
-	Backend string           `json:"backend"`
-	Docker  *DockerHealth    `json:"docker,omitempty"`
-	Volumes []scratch.Status `json:"volumes"`
+	Version   string           `json:"version"`
+	Backend   string           `json:"backend"`
+	Docker    *DockerHealth    `json:"docker,omitempty"`
+	StateRoot *DiskHealth      `json:"state_root,omitempty"`
+	Volumes   []scratch.Status `json:"volumes"`
 	Status
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
-	resp := StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []scratch.Status{}}
+	resp := StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []scratch.Status{},
+		StateRoot: StateRootHealth(a.Registry.Root())}
 	if a.Docker != nil {
 		h := &DockerHealth{}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

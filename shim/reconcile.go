@@ -94,22 +94,8 @@ func Reconcile(ctx context.Context, d *Docker, scratch ScratchLister, pools map[
 	keep := map[string]bool{} // sandbox IDs whose scratch stays
 	for _, c := range list.Items {
 		sbID, poolName := c.Labels[LabelSandbox], c.Labels[LabelPool]
-		p, ok := pools[poolName]
-		var reason string
-		switch {
-		case sandboxset.ValidateName(sbID) != nil:
-			reason = RemovedBadLabels
-		case c.State != container.StatePaused:
-			reason = RemovedNotPaused
-		case !ok:
-			reason = RemovedUnknownPool
-		case c.Labels[LabelSpec] != p.Backend.hash:
-			reason = RemovedStaleSpec
-		case c.ImageID != imageIDs[poolName]:
-			reason = RemovedStaleImage
-		case p.NoAdopt:
-			reason = RemovedScratchLost
-		}
+		p := pools[poolName]
+		reason := removalReason(c.Labels, string(c.State), c.ImageID, pools, imageIDs)
 		if reason == "" {
 			var sb sandboxset.Sandbox = d.Attach(sbID, c.ID, scratchSource(c))
 			if p.Wrap != nil {
@@ -139,8 +125,8 @@ func Reconcile(ctx context.Context, d *Docker, scratch ScratchLister, pools map[
 			defer func() { <-sem }()
 			sbID := v.c.Labels[LabelSandbox]
 			err := d.Attach(sbID, v.c.ID, "").remove(ctx)
-			if err == nil && sandboxset.ValidateName(sbID) == nil {
-				err = scratch.Remove(ctx, sbID)
+			if id, ok := scratchOfLabels(v.c.Labels); err == nil && ok {
+				err = scratch.Remove(ctx, id)
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -169,6 +155,39 @@ func Reconcile(ctx context.Context, d *Docker, scratch ScratchLister, pools map[
 		rep.Removed[RemovedOrphanDir]++
 	}
 	return rep, errors.Join(errs...)
+}
+
+// removalReason says why reconcile removes a container with these labels,
+// state and image, or "" if it adopts it into its pool. Labels come from
+// Docker and may be anything: a container is adopted only if every one of
+// them checks out.
+func removalReason(labels map[string]string, state, imageID string, pools map[string]ReconcilePool, imageIDs map[string]string) string {
+	poolName := labels[LabelPool]
+	p, ok := pools[poolName]
+	switch {
+	case sandboxset.ValidateName(labels[LabelSandbox]) != nil:
+		return RemovedBadLabels
+	case state != string(container.StatePaused):
+		return RemovedNotPaused
+	case !ok:
+		return RemovedUnknownPool
+	case labels[LabelSpec] != p.Backend.hash:
+		return RemovedStaleSpec
+	case imageID == "" || imageID != imageIDs[poolName]:
+		return RemovedStaleImage
+	case p.NoAdopt:
+		return RemovedScratchLost
+	}
+	return ""
+}
+
+// scratchOfLabels returns the scratch (volume or directory) name of a
+// sandbox container, from its labels, and false if the label is not a valid
+// sandbox ID: a name that could reach out of the scratch root is never
+// removed.
+func scratchOfLabels(labels map[string]string) (string, bool) {
+	id := labels[LabelSandbox]
+	return id, sandboxset.ValidateName(id) == nil
 }
 
 // scratchSource returns the host path mounted at /host in c.

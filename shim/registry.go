@@ -147,6 +147,9 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	return r, nil
 }
 
+// Root returns the state root.
+func (r *Registry) Root() string { return r.cfg.Root }
+
 // Mock returns the mock backend, or nil with Docker.
 func (r *Registry) Mock() *sandboxset.MockBackend { return r.mock }
 

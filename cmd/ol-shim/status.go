@@ -47,7 +47,15 @@ func printStatus(out io.Writer, st shim.StatusResponse) {
 	if st.MemoryTotal > 0 {
 		budget = fmt.Sprintf("memory %s of %s budget", human(st.MemoryUsed), human(st.MemoryTotal))
 	}
-	fmt.Fprintf(out, "ol-shim %s, %s backend; %s; %s\n\n", st.Version, st.Backend, docker, budget)
+	fmt.Fprintf(out, "ol-shim %s, %s backend; %s; %s\n", st.Version, st.Backend, docker, budget)
+	if h := st.StateRoot; h != nil {
+		fmt.Fprintf(out, "state root %s: %s free of %s", h.Path, human(h.Free), human(h.Size))
+		if h.Warning != "" {
+			fmt.Fprintf(out, "; WARNING: %s", h.Warning)
+		}
+		fmt.Fprintln(out)
+	}
+	fmt.Fprintln(out)
 
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "POOL\tIMAGE\tIDLE\tIN USE\tCREATING\tMIN/MAX\tHOT\tWARM\tCOLD\tP50 WARM\tP50 COLD\tDESTROYED")
