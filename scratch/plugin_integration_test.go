@@ -5,6 +5,7 @@ package scratch
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 const busyboxImage = "ol-shim-test/busybox:latest"
@@ -314,5 +317,69 @@ func TestManagedPlugin(t *testing.T) {
 	}
 	if used, _ := vs[0].Status["bytes_used"].(float64); used < 3<<20 {
 		t.Errorf("status through the managed plugin: %v", vs[0].Status)
+	}
+}
+
+// TestPluginContainment: what a container plants in its volume stays in it.
+// Symlinks pointing out of the volume resolve inside the container that
+// follows them, never on the host; removing the volume removes the links,
+// not what they point at; the state root's directories are not writable by
+// other users; FUSE mounts are nosuid,nodev.
+func TestPluginContainment(t *testing.T) {
+	p := startPlugin(t)
+	outside := t.TempDir()
+	canary := filepath.Join(outside, "canary")
+	hostData := "host data" + strings.Repeat(".", 1<<20) // 1 MiB: a quota that followed the links would count it
+	must(t, os.WriteFile(canary, []byte(hostData), 0o644))
+	plant := fmt.Sprintf("ln -s %s /data/out && ln -s %s /data/file && ln -s / /data/root && ln -s ../../../../../../.. /data/up && mkdir /data/d && ln -s %s /data/d/deep",
+		outside, canary, outside)
+	for _, v := range []struct{ name, opts string }{{"it-contain-quota", "size=8M"}, {"it-contain-plain", ""}} {
+		args := []string{"volume", "create", "-d", p.name, v.name}
+		if v.opts != "" {
+			args = append(args, "--opt", v.opts)
+		}
+		mustDocker(t, args...)
+		if out, err := p.run(v.name, plant); err != nil {
+			t.Fatalf("%s: plant links: %v\n%s", v.name, err, out)
+		}
+		// Followed in a container, the links reach the container's files.
+		if out, err := p.run(v.name, "cat /data/out/canary /data/file /data/d/deep"); err == nil || strings.Contains(out, "host data") {
+			t.Errorf("%s: a container read the host's file through a planted link: %v\n%s", v.name, err, out)
+		}
+		if out, err := p.run(v.name, "readlink /data/file; cat /data/root/etc/passwd | head -1"); err != nil || !strings.Contains(out, canary) || !strings.HasPrefix(strings.Split(out, "\n")[1], "root:x:0:0") {
+			t.Errorf("%s: links read back: %v\n%s", v.name, err, out)
+		}
+	}
+	// The state root: nothing writable by others, mounts nosuid and nodev.
+	mustDocker(t, "run", "-d", "--label", "ol-shim-test="+p.name, "--network", "none", "-v", "it-contain-quota:/data", busyboxImage, "sleep", "3600")
+	// The quota counts the links, not their targets.
+	if used, ok := p.status("it-contain-quota")["bytes_used"].(float64); !ok || used >= 1<<20 {
+		t.Errorf("usage of the volume with links: %v, want the links only, not the 1 MiB they point at", p.status("it-contain-quota"))
+	}
+	must(t, filepath.WalkDir(p.root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || path == filepath.Join(p.root, "mnt", "it-contain-quota") {
+			return filepath.SkipDir // the mount: its contents are the container's
+		}
+		if strings.HasPrefix(path, filepath.Join(p.root, "volumes")+"/") && strings.Count(strings.TrimPrefix(path, p.root), "/") > 2 {
+			return filepath.SkipDir // inside a volume: the container's files
+		}
+		fi, err := d.Info()
+		if err == nil && d.IsDir() && fi.Mode().Perm()&0o002 != 0 {
+			t.Errorf("%s is world-writable (%v)", path, fi.Mode().Perm())
+		}
+		return nil
+	}))
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(filepath.Join(p.root, "mnt", "it-contain-quota")))
+	must(t, err)
+	if len(infos) != 1 || !strings.Contains(","+infos[0].Options+",", ",nosuid,") || !strings.Contains(","+infos[0].Options+",", ",nodev,") {
+		t.Errorf("FUSE mount of a volume in use: %+v, want one, nosuid and nodev", infos)
+	}
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=ol-shim-test="+p.name).Output()
+	mustDocker(t, append([]string{"rm", "-f"}, strings.Fields(string(out))...)...)
+
+	// Removing the volumes removes the links only.
+	mustDocker(t, "volume", "rm", "it-contain-quota", "it-contain-plain")
+	if b, err := os.ReadFile(canary); err != nil || string(b) != hostData {
+		t.Errorf("after removing the volumes, the links' target: %q, %v", b, err)
 	}
 }
