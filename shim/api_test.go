@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -199,6 +200,7 @@ func TestAPIMemoryBudget(t *testing.T) {
 
 func TestAPIBadInput(t *testing.T) {
 	f := newAPI(t, nil)
+	beside, _ := os.ReadDir(filepath.Dir(f.reg.Root()))
 	raw := func(method, path, body string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://ol-shim"+path, strings.NewReader(body))
@@ -225,6 +227,10 @@ func TestAPIBadInput(t *testing.T) {
 		{"pid namespace", "PUT", "/v1/pools/fn", `{"image": "x", "network": "container:abc"}`, 400, "not allowed"},
 		{"bad image", "PUT", "/v1/pools/fn", `{"image": "Not An Image"}`, 400, "image"},
 		{"bad pool name", "PUT", "/v1/pools/..x", `{"image": "x"}`, 400, "pool name"},
+		{"escaping pool name", "PUT", "/v1/pools/..%2F..%2Fescape", `{"image": "x"}`, 400, "pool name"},
+		{"slash in pool name", "PUT", "/v1/pools/a%2Fb", `{"image": "x"}`, 400, "pool name"},
+		{"escaping warm", "POST", "/v1/pools/..%2Fx/warm", `{"n": 1}`, 404, "not found"},
+		{"escaping lease", "POST", "/v1/leases/..%2F..%2Fx/release", ``, 404, "not found"},
 		{"negative size", "PUT", "/v1/pools/fn", `{"image": "x", "scratch_size": "-1"}`, 400, "size"},
 		{"negative min idle", "PUT", "/v1/pools/fn", `{"image": "x", "min_idle": -1}`, 400, "min_idle"},
 		{"two values", "PUT", "/v1/pools/fn", `{"image": "x"}{}`, 400, "more than one"},
@@ -249,6 +255,21 @@ func TestAPIBadInput(t *testing.T) {
 	}
 	if ps, _ := f.c.Pools(f.ctx); len(ps) != 0 {
 		t.Errorf("bad requests made pools: %+v", ps)
+	}
+	// Nothing was made beside the state root.
+	if ents, _ := os.ReadDir(filepath.Dir(f.reg.Root())); len(ents) != len(beside) {
+		t.Errorf("beside the state root: %v, before the requests %v", ents, beside)
+	}
+}
+
+func TestStateRootHealth(t *testing.T) {
+	h := StateRootHealth(t.TempDir())
+	if h.Size <= 0 || h.Free <= 0 || h.Free > h.Size {
+		t.Errorf("health of a temp dir: %+v", h)
+	}
+	h = StateRootHealth(filepath.Join(t.TempDir(), "missing"))
+	if !strings.Contains(h.Warning, "no such file") {
+		t.Errorf("health of a missing root: %+v", h)
 	}
 }
 
