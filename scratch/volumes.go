@@ -396,6 +396,32 @@ func (m *Manager) Unmount(name, id string) error {
 	return nil
 }
 
+// DropAnonymous forgets the mounts counted at start (whose callers are not
+// known) of every volume that referenced reports no container refers to
+// any more, and unmounts a volume nothing else mounts. Such a count is left
+// when a container was being removed as the previous process died: dockerd
+// sent its Unmount to the dead process. It returns the volumes it released.
+func (m *Manager) DropAnonymous(referenced func(name string) bool) []string {
+	m.mu.Lock()
+	vols := slices.Collect(maps.Values(m.vols))
+	m.mu.Unlock()
+	var released []string
+	for _, v := range vols {
+		v.mu.Lock()
+		if v.anon > 0 && !v.removed && !referenced(v.rec.Name) {
+			v.anon = 0
+			released = append(released, v.rec.Name)
+			if v.mountsLocked() == 0 && v.srv != nil {
+				if err := m.unmountFUSELocked(v); err != nil {
+					m.log.Warn("unmount a volume no container refers to", "volume", v.rec.Name, "error", err)
+				}
+			}
+		}
+		v.mu.Unlock()
+	}
+	return released
+}
+
 func (m *Manager) mountFUSELocked(v *vol) error {
 	o := v.rec.Options
 	if fi, err := os.Lstat(m.mountDir(v.rec.Name)); err != nil || !fi.IsDir() {

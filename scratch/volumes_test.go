@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,6 +151,53 @@ func TestManagerSurvivesRestart(t *testing.T) {
 		t.Errorf("data after restart: %q, %v", b, err)
 	}
 	must(t, m.Unmount("keep", "y"))
+}
+
+// Mounts counted at start for containers Docker listed (callers unknown)
+// are forgotten once no container refers to the volume: the container was
+// being removed as the previous process died, and its Unmount went there.
+// A volume a container still refers to, or that a known caller mounted,
+// stays mounted.
+func TestManagerDropAnonymous(t *testing.T) {
+	needFUSE(t)
+	root := t.TempDir()
+	m, err := Open(context.Background(), Config{Root: root})
+	must(t, err)
+	for _, n := range []string{"gone", "used", "known"} {
+		must(t, m.Create(n, map[string]string{"size": "8M"}))
+	}
+	must(t, m.Close())
+	m = openManager(t, root, func(context.Context) (map[string]int, error) {
+		return map[string]int{"gone": 1, "used": 1}, nil
+	})
+	_, err = m.Mount("known", "c1")
+	must(t, err)
+	mounted := func() []string {
+		mnts, err := mountsUnder(filepath.Join(root, "mnt"))
+		must(t, err)
+		var names []string
+		for _, p := range mnts {
+			names = append(names, filepath.Base(p))
+		}
+		slices.Sort(names)
+		return names
+	}
+	if got := mounted(); !slices.Equal(got, []string{"gone", "known", "used"}) {
+		t.Fatalf("mounted at start: %v", got)
+	}
+	released := m.DropAnonymous(func(name string) bool { return name == "used" })
+	if !slices.Equal(released, []string{"gone"}) {
+		t.Errorf("released %v, want [gone]", released)
+	}
+	if got := mounted(); !slices.Equal(got, []string{"known", "used"}) {
+		t.Errorf("mounted after the drop: %v", got)
+	}
+	must(t, m.Remove("gone")) // no longer in use
+	must(t, m.Unmount("used", "its-container-after-restart"))
+	must(t, m.Unmount("known", "c1"))
+	if got := mounted(); len(got) != 0 {
+		t.Errorf("still mounted: %v", got)
+	}
 }
 
 func TestManagerSecondInstanceRefused(t *testing.T) {

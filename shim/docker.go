@@ -20,6 +20,8 @@ package shim
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +47,10 @@ const (
 	LabelPool    = "io.ol-shim.pool"    // pool name
 	LabelSandbox = "io.ol-shim.sandbox" // sandbox ID (also its scratch directory's name)
 	LabelSpec    = "io.ol-shim.spec"    // PoolSpec.Hash of the pool it was made for
+	// LabelInstance is the ol-shim process that made it (a random ID per
+	// Docker connection): what an earlier process made and no pool adopted
+	// is an orphan.
+	LabelInstance = "io.ol-shim.instance"
 )
 
 // InitPath is where the idle init binary is mounted in containers of pools
@@ -97,9 +103,10 @@ type DockerConfig struct {
 
 // Docker is a connection to dockerd that makes sandbox containers.
 type Docker struct {
-	cli *client.Client
-	cfg DockerConfig
-	log *slog.Logger
+	cli      *client.Client
+	cfg      DockerConfig
+	log      *slog.Logger
+	instance string // LabelInstance of what it makes
 }
 
 // NewDocker connects to dockerd and negotiates the API version.
@@ -130,7 +137,7 @@ func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	d := &Docker{cli: cli, cfg: cfg, log: cfg.Logger}
+	d := &Docker{cli: cli, cfg: cfg, log: cfg.Logger, instance: newInstanceID()}
 	if d.log == nil {
 		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -270,11 +277,12 @@ func (b *Backend) containerConfig(spec sandboxset.Spec) (*container.Config, *con
 		WorkingDir: s.WorkingDir,
 		User:       s.User,
 		Labels: map[string]string{
-			LabelManaged: "true",
-			LabelRoot:    b.d.cfg.RootID,
-			LabelPool:    b.pool,
-			LabelSandbox: spec.ID,
-			LabelSpec:    b.hash,
+			LabelManaged:  "true",
+			LabelRoot:     b.d.cfg.RootID,
+			LabelPool:     b.pool,
+			LabelSandbox:  spec.ID,
+			LabelSpec:     b.hash,
+			LabelInstance: b.d.instance,
 		},
 	}
 	mounts := []mount.Mount{{Type: mount.TypeBind, Source: spec.ScratchDir, Target: ScratchTarget}}
@@ -475,6 +483,26 @@ func (d *Docker) VolumesInUse(ctx context.Context, driver string) (map[string]in
 	return out, nil
 }
 
+// VolumesReferenced returns the volumes of a driver that a container, in
+// any state, refers to.
+func (d *Docker) VolumesReferenced(ctx context.Context, driver string) (map[string]bool, error) {
+	ctx, cancel := d.callCtx(ctx)
+	defer cancel()
+	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := map[string]bool{}
+	for _, c := range res.Items {
+		for _, m := range c.Mounts {
+			if m.Type == mount.TypeVolume && m.Driver == driver {
+				out[m.Name] = true
+			}
+		}
+	}
+	return out, nil
+}
+
 // VolumeNames lists the volumes of a driver, by name.
 func (d *Docker) VolumeNames(ctx context.Context, driver string) ([]string, error) {
 	ctx, cancel := d.callCtx(ctx)
@@ -492,8 +520,9 @@ func (d *Docker) VolumeNames(ctx context.Context, driver string) ([]string, erro
 
 // ContainerState is what ContainerStates tells of one container.
 type ContainerState struct {
-	State   string // "running", "paused", "exited", ...
-	Sandbox string // its sandbox ID (label)
+	State    string // "running", "paused", "exited", ...
+	Sandbox  string // its sandbox ID (label)
+	Instance string // the ol-shim process that made it (label)
 }
 
 // ContainerStates returns every container of this state root, by ID.
@@ -507,7 +536,7 @@ func (d *Docker) ContainerStates(ctx context.Context) (map[string]ContainerState
 	}
 	out := make(map[string]ContainerState, len(res.Items))
 	for _, c := range res.Items {
-		out[c.ID] = ContainerState{State: string(c.State), Sandbox: c.Labels[LabelSandbox]}
+		out[c.ID] = ContainerState{State: string(c.State), Sandbox: c.Labels[LabelSandbox], Instance: c.Labels[LabelInstance]}
 	}
 	return out, nil
 }
@@ -552,4 +581,13 @@ func (d *Docker) WatchDeaths(ctx context.Context, resync func(context.Context) e
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// Instance returns the LabelInstance of what this connection makes.
+func (d *Docker) Instance() string { return d.instance }
+
+func newInstanceID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

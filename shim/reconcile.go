@@ -48,6 +48,8 @@ type ReconcilePool struct {
 type ReconcileReport struct {
 	Adopted map[string]int `json:"adopted"` // by pool
 	Removed map[string]int `json:"removed"` // by reason
+	// AdoptedSandboxes are the IDs of the sandboxes adopted.
+	AdoptedSandboxes []string `json:"-"`
 }
 
 // reconcileWorkers bounds the removals Reconcile runs at once.
@@ -106,6 +108,7 @@ func Reconcile(ctx context.Context, d *Docker, scratch ScratchLister, pools map[
 				reason = RemovedNoRoom
 			} else {
 				rep.Adopted[poolName]++
+				rep.AdoptedSandboxes = append(rep.AdoptedSandboxes, sbID)
 				keep[sbID] = true
 				continue
 			}

@@ -80,7 +80,8 @@ type Registry struct {
 	bg      sync.WaitGroup // destroys after runs; Close waits for them
 	stop    chan struct{}
 	done    chan struct{}
-	watched chan struct{} // closed when the Docker watch ends; nil without one
+	watched chan struct{}   // closed when the Docker watch ends; nil without one
+	adopted map[string]bool // guarded by mu: sandbox IDs adopted at Start (made by an earlier process)
 }
 
 // Pool is one pool of the registry.
@@ -253,6 +254,10 @@ func (r *Registry) Start(ctx context.Context, pools map[string]PoolConfig) (Reco
 		r.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed)
 	}
 	r.mu.Lock()
+	r.adopted = map[string]bool{}
+	for _, id := range rep.AdoptedSandboxes {
+		r.adopted[id] = true
+	}
 	maps.Copy(r.pools, made)
 	if d := r.cfg.Docker; d != nil && r.watched == nil && !r.closed {
 		r.watched = make(chan struct{})
@@ -630,7 +635,8 @@ func (r *Registry) evictOne() bool {
 // watch drops idle sandboxes whose containers die (dockerd's events) and,
 // each time dockerd's events come back after a loss (a dockerd restart kills
 // every container), those lost meanwhile; their pools refill to min_idle.
-// It runs until Close.
+// Soon after the start and then every orphanSweepEvery, it removes orphans
+// of an earlier process (see sweepOrphans). It runs until Close.
 func (r *Registry) watch(d *Docker) {
 	defer close(r.watched)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -639,6 +645,21 @@ func (r *Registry) watch(d *Docker) {
 		<-r.stop
 		cancel()
 	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		t := time.NewTimer(orphanSweepFirst)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				r.sweepOrphans(ctx, d)
+				t.Reset(orphanSweepEvery)
+			}
+		}
+	})
 	alive := func(state string) bool { return state == "running" || state == "paused" }
 	d.WatchDeaths(ctx, func(ctx context.Context) error {
 		listed := time.Now()
@@ -662,6 +683,60 @@ func (r *Registry) watch(d *Docker) {
 	})
 }
 
+// When watch sweeps orphans.
+const (
+	orphanSweepFirst = 5 * time.Second
+	orphanSweepEvery = 30 * time.Second
+)
+
+// sweepOrphans removes the containers and scratch volumes of this root that
+// an earlier ol-shim process made and no pool adopted. Reconcile at start
+// removes those it sees, but a process killed with creates in flight leaves
+// them to dockerd, which may finish them after the reconcile.
+func (r *Registry) sweepOrphans(ctx context.Context, d *Docker) {
+	r.mu.Lock()
+	adopted := maps.Clone(r.adopted)
+	r.mu.Unlock()
+	orphan := func(sandbox, instance string) bool { return instance != d.Instance() && !adopted[sandbox] }
+	states, err := d.ContainerStates(ctx)
+	if err != nil {
+		r.log.Debug("orphan sweep: list containers", "error", err)
+		return
+	}
+	for id, c := range states {
+		if !orphan(c.Sandbox, c.Instance) {
+			continue
+		}
+		r.removeContainer(ctx, d, id, c.Sandbox, "an orphan an earlier process made")
+	}
+	if m := r.cfg.Volumes; m != nil && d.cfg.VolumeDriver != "" {
+		if refs, err := d.VolumesReferenced(ctx, d.cfg.VolumeDriver); err == nil {
+			if released := m.DropAnonymous(func(name string) bool { return refs[name] }); len(released) > 0 {
+				r.log.Info("orphan sweep: released mounts of containers removed as the previous process died", "volumes", released)
+			}
+		}
+	}
+	vs, ok := r.scratchOf().(*VolumeScratch)
+	if !ok {
+		return
+	}
+	vols, err := vs.ListMade(ctx)
+	if err != nil {
+		r.log.Debug("orphan sweep: list volumes", "error", err)
+		return
+	}
+	for name, instance := range vols {
+		if !orphan(name, instance) {
+			continue
+		}
+		if err := vs.Remove(ctx, name); err != nil {
+			r.log.Warn("orphan sweep: remove a volume an earlier process made", "volume", name, "error", err)
+			continue
+		}
+		r.log.Info("orphan sweep: removed a volume an earlier process made", "volume", name)
+	}
+}
+
 // removeDead removes the stopped containers of this root that no lease
 // holds, with their scratch: sandboxes whose destroy failed because dockerd
 // was going away as they died. A leased one is left to its holder, whose
@@ -677,17 +752,22 @@ func (r *Registry) removeDead(ctx context.Context, d *Docker, states map[string]
 		if c.State != "exited" && c.State != "dead" || leased[id] {
 			continue
 		}
-		sb := d.Attach(c.Sandbox, id, "")
-		err := sb.Destroy(ctx, sandboxset.ReasonLost)
-		if err == nil && c.Sandbox != "" {
-			err = r.scratchOf().Remove(ctx, c.Sandbox)
-		}
-		if err != nil {
-			r.log.Warn("remove a dead sandbox", "sandbox", c.Sandbox, "container", id, "error", err)
-		} else {
-			r.log.Info("removed a dead sandbox no pool held", "sandbox", c.Sandbox, "container", id)
-		}
+		r.removeContainer(ctx, d, id, c.Sandbox, "dead, and no pool held it")
 	}
+}
+
+// removeContainer removes a container that no pool holds, and its
+// sandbox's scratch, and logs why.
+func (r *Registry) removeContainer(ctx context.Context, d *Docker, id, sandbox, why string) {
+	err := d.Attach(sandbox, id, "").Destroy(ctx, why)
+	if _, ok := scratchOfLabels(map[string]string{LabelSandbox: sandbox}); err == nil && ok {
+		err = r.scratchOf().Remove(ctx, sandbox)
+	}
+	if err != nil {
+		r.log.Warn("remove a container no pool holds", "container", id, "sandbox", sandbox, "why", why, "error", err)
+		return
+	}
+	r.log.Info("removed a container no pool holds", "container", id, "sandbox", sandbox, "why", why)
 }
 
 // scratchOf returns what removes a sandbox's scratch: its volume, or its

@@ -43,7 +43,7 @@ func (v *VolumeScratch) Make(ctx context.Context, id string) (string, error) {
 		Name:       id,
 		Driver:     v.d.cfg.VolumeDriver,
 		DriverOpts: v.Options,
-		Labels:     map[string]string{LabelManaged: "true", LabelRoot: v.d.cfg.RootID, LabelSandbox: id},
+		Labels:     map[string]string{LabelManaged: "true", LabelRoot: v.d.cfg.RootID, LabelSandbox: id, LabelInstance: v.d.instance},
 	})
 	if err != nil {
 		return "", fmt.Errorf("create scratch volume %s (driver %s): %w", id, v.d.cfg.VolumeDriver, err)
@@ -66,6 +66,17 @@ func (v *VolumeScratch) Remove(ctx context.Context, id string) error {
 
 // List returns the scratch volumes labelled with this instance's root.
 func (v *VolumeScratch) List(ctx context.Context) ([]string, error) {
+	vols, err := v.ListMade(ctx)
+	out := make([]string, 0, len(vols))
+	for name := range vols {
+		out = append(out, name)
+	}
+	return out, err
+}
+
+// ListMade returns the scratch volumes labelled with this root, with the
+// LabelInstance of the process that made each.
+func (v *VolumeScratch) ListMade(ctx context.Context) (map[string]string, error) {
 	ctx, cancel := v.d.callCtx(ctx)
 	defer cancel()
 	res, err := v.d.cli.VolumeList(ctx, client.VolumeListOptions{
@@ -74,9 +85,9 @@ func (v *VolumeScratch) List(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list scratch volumes: %w", err)
 	}
-	var out []string
+	out := map[string]string{}
 	for _, vol := range res.Items {
-		out = append(out, vol.Name)
+		out[vol.Name] = vol.Labels[LabelInstance]
 	}
 	return out, nil
 }

@@ -86,10 +86,20 @@ func (s *syncBuffer) String() string {
 
 func newDaemon(t testing.TB, config string) *testDaemon {
 	t.Helper()
+	return newDaemonWith(t, config, nil)
+}
+
+// newDaemonWith is newDaemon with prepare run before the daemon starts
+// (and its cleanups run after the daemon's sweep).
+func newDaemonWith(t testing.TB, config string, prepare func(d *testDaemon)) *testDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &testDaemon{t: t, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "api.sock"), config: filepath.Join(dir, "config.toml")}
 	if err := os.WriteFile(d.config, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(d)
 	}
 	d.c = shim.NewClient(d.socket)
 	t.Cleanup(func() {
