@@ -206,6 +206,7 @@ type poolStats struct {
 	Name  string `json:"name"`
 	Stats struct {
 		Idle    int `json:"idle"`
+		InUse   int `json:"in_use"`
 		Creates int `json:"creates"`
 	} `json:"stats"`
 }
@@ -251,6 +252,22 @@ func (h *host) warm(pool string, n int) []string {
 		return nil
 	})
 	return ids
+}
+
+// sample is the distinct lines of a list, for a log.
+func sample(lines []string) string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range lines {
+		if !seen[l] && len(out) < 5 {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, " | ")
 }
 
 func TestInstalledService(t *testing.T) {
@@ -310,10 +327,52 @@ func TestInstalledService(t *testing.T) {
 		t.Errorf("volume data after restart: %q", out)
 	}
 
-	t.Log("systemctl restart docker: the plugin is found again, ol-shim recovers by itself")
+	t.Log("systemctl restart docker under load: the plugin is found again, ol-shim recovers by itself")
 	pid := h.sh("systemctl show -p MainPID --value ol-shim")
+	// Four clients run in a loop through the restart; each logs its
+	// successes and the errors it saw.
+	h.sh("rm -rf /tmp/load && mkdir /tmp/load")
+	for w := range 4 {
+		if out, err := run("docker", "exec", "-d", h.id, "sh", "-c", fmt.Sprintf(
+			"while [ ! -e /tmp/load/stop ]; do if ol-shim run --pool shell --reuse true >/dev/null 2>>/tmp/load/err-%d; then echo ok >>/tmp/load/ok-%d; fi; done; touch /tmp/load/done-%d", w, w, w)); err != nil {
+			t.Fatalf("start a load client: %v\n%s", err, out)
+		}
+	}
+	countOK := func() int { return strings.Count(h.sh("cat /tmp/load/ok-* 2>/dev/null || true"), "ok") }
+	h.eventually("load running", time.Minute, func() error {
+		if n := countOK(); n < 20 {
+			return fmt.Errorf("%d runs", n)
+		}
+		return nil
+	})
 	h.sh("systemctl restart docker")
 	h.eventually("dockerd back", time.Minute, func() error { _, err := h.try("docker info"); return err })
+	atRestart := countOK()
+	h.eventually("runs succeed again after the dockerd restart", 2*time.Minute, func() error {
+		if n := countOK(); n < atRestart+20 {
+			return fmt.Errorf("%d runs since dockerd came back", n-atRestart)
+		}
+		return nil
+	})
+	h.sh("touch /tmp/load/stop")
+	h.eventually("load clients done", time.Minute, func() error {
+		if n := strings.Count(h.sh("ls /tmp/load"), "done-"); n < 4 {
+			return fmt.Errorf("%d of 4 done", n)
+		}
+		return nil
+	})
+	errs := strings.TrimSpace(h.sh("cat /tmp/load/err-* 2>/dev/null || true"))
+	var failed []string
+	for _, line := range strings.Split(errs, "\n") {
+		if line == "" {
+			continue
+		}
+		failed = append(failed, line)
+		if l := strings.ToLower(line); strings.Contains(l, "panic") || !(strings.Contains(l, "docker") || strings.Contains(l, "sandbox")) {
+			t.Errorf("a run failed during the dockerd restart with an unclear error: %s", line)
+		}
+	}
+	t.Logf("load through the dockerd restart: %d runs succeeded, %d failed; errors seen: %s", countOK(), len(failed), sample(failed))
 	if out := h.sh("docker volume ls --format '{{.Driver}} {{.Name}}'"); !strings.Contains(out, "ol-shim e2evol") {
 		t.Errorf("after a dockerd restart, docker volume ls: %s", out)
 	}
@@ -328,6 +387,23 @@ func TestInstalledService(t *testing.T) {
 	if now := h.sh("systemctl show -p MainPID --value ol-shim"); now != pid {
 		t.Errorf("ol-shim restarted (pid %s, now %s): it should reconnect by itself", strings.TrimSpace(pid), strings.TrimSpace(now))
 	}
+	// Nothing leaked through the restart: every container ol-shim made is
+	// held by a pool (the orphan sweep runs every 30s).
+	h.eventually("every sandbox container held by a pool", 2*time.Minute, func() error {
+		p, err := h.pools()
+		if err != nil {
+			return err
+		}
+		held := 0
+		for _, ps := range p {
+			held += ps.Stats.Idle + ps.Stats.InUse
+		}
+		n := len(strings.Fields(h.sh("docker ps -aq --filter label=io.ol-shim.managed")))
+		if n != held {
+			return fmt.Errorf("%d containers, the pools hold %d", n, held)
+		}
+		return nil
+	})
 
 	t.Log("uninstall leaves nothing behind")
 	h.sh("docker volume rm e2evol")
