@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell find . -name '*.go' -not -path './build/*')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-quick bench-go bench-docker lint install uninstall check clean
+.PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,6 +83,11 @@ bench-serve: ## ol-shim run vs docker run, and hot acquire+release over the API 
 
 plugin: ## build ol-shim as a managed Docker plugin in build/plugin (docker plugin create ol-shim build/plugin)
 	hack/plugin.sh build/plugin
+
+fuzz-save: ## keep what the fuzzers found (in Go's cache) in */testdata/fuzz, where go test replays it as regression inputs
+	@for pkg in scratch shim; do for d in $$($(GO) env GOCACHE)/fuzz/github.com/open-lambda/ol-shim/$$pkg/Fuzz*; do \
+		[ -d "$$d" ] || continue; mkdir -p $$pkg/testdata/fuzz/$$(basename $$d); cp -n $$d/* $$pkg/testdata/fuzz/$$(basename $$d)/; \
+		echo "$$pkg/testdata/fuzz/$$(basename $$d): $$(ls $$pkg/testdata/fuzz/$$(basename $$d) | wc -l) inputs"; done; done
 
 FUZZTIME ?= 15s
 fuzz: ## run each fuzz target for FUZZTIME (default 15s); crashers land in testdata/fuzz and become regression tests

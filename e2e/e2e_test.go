@@ -150,27 +150,33 @@ func boot(t *testing.T) *host {
 	return h
 }
 
-// load copies the test images into the host's dockerd (no registry).
-func (h *host) load(images ...string) {
+// pipe runs from | to and fails the test, with to's output, if either
+// fails.
+func (h *host) pipe(what string, from, to *exec.Cmd) {
 	h.t.Helper()
-	save := exec.Command("docker", append([]string{"save"}, images...)...)
-	load := exec.Command("docker", "exec", "-i", h.id, "docker", "load")
-	pipe, err := save.StdoutPipe()
+	out, err := from.StdoutPipe()
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	load.Stdin = pipe
-	var out bytes.Buffer
-	load.Stdout, load.Stderr = &out, &out
-	if err := save.Start(); err != nil {
-		h.t.Fatal(err)
+	to.Stdin = out
+	var log bytes.Buffer
+	to.Stdout, to.Stderr = &log, &log
+	if err := from.Start(); err != nil {
+		h.t.Fatalf("%s: %v", what, err)
 	}
-	if err := load.Run(); err != nil {
-		h.t.Fatalf("docker load in the host: %v\n%s", err, out.String())
+	if err := to.Run(); err != nil {
+		h.t.Fatalf("%s: %v\n%s", what, err, log.String())
 	}
-	if err := save.Wait(); err != nil {
-		h.t.Fatalf("docker save: %v", err)
+	if err := from.Wait(); err != nil {
+		h.t.Fatalf("%s: %v", what, err)
 	}
+}
+
+// load copies the test images into the host's dockerd (no registry).
+func (h *host) load(images ...string) {
+	h.t.Helper()
+	h.pipe("docker save | docker load in the host", exec.Command("docker", append([]string{"save"}, images...)...),
+		exec.Command("docker", "exec", "-i", h.id, "docker", "load"))
 }
 
 // copySource copies the repository's tracked files and the built binary
@@ -182,23 +188,7 @@ func (h *host) copySource(dir string) {
 	}
 	pack := exec.Command("sh", "-c", "(git ls-files; echo bin/ol-shim) | tar -c -T -")
 	pack.Dir = dir
-	unpack := exec.Command("docker", "exec", "-i", h.id, "sh", "-c", "mkdir -p /src && tar -x -C /src")
-	pipe, err := pack.StdoutPipe()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	unpack.Stdin = pipe
-	var out bytes.Buffer
-	unpack.Stdout, unpack.Stderr = &out, &out
-	if err := pack.Start(); err != nil {
-		h.t.Fatal(err)
-	}
-	if err := unpack.Run(); err != nil {
-		h.t.Fatalf("copy the source: %v\n%s", err, out.String())
-	}
-	if err := pack.Wait(); err != nil {
-		h.t.Fatalf("tar the source: %v", err)
-	}
+	h.pipe("copy the source into the host", pack, exec.Command("docker", "exec", "-i", h.id, "sh", "-c", "mkdir -p /src && tar -x -C /src"))
 }
 
 // poolStats is what the test reads of `ol-shim status --json`.

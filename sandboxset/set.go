@@ -631,14 +631,7 @@ func (s *Set) DropIdle(lost func(sb Sandbox, idleSince time.Time) bool) int {
 	}
 	clear(s.idle[len(kept):])
 	s.idle = kept
-	for _, e := range victims {
-		e.gen++
-		if e.timer != nil {
-			e.timer.Stop()
-			e.timer = nil
-		}
-		e.state = stateDestroying
-	}
+	markDestroyingLocked(victims)
 	s.mu.Unlock()
 	for _, e := range victims {
 		_ = s.destroy(e, ReasonLost)
@@ -732,6 +725,14 @@ func (s *Set) cutIdleLocked(k int) []*entry {
 	rest := copy(s.idle, s.idle[k:])
 	clear(s.idle[rest:])
 	s.idle = s.idle[:rest]
+	markDestroyingLocked(victims)
+	return victims
+}
+
+// markDestroyingLocked marks entries taken off the idle list for
+// destruction: their grace timers stop and stale ones see a new gen.
+// s.mu must be held.
+func markDestroyingLocked(victims []*entry) {
 	for _, e := range victims {
 		e.gen++
 		if e.timer != nil {
@@ -740,7 +741,6 @@ func (s *Set) cutIdleLocked(k int) []*entry {
 		}
 		e.state = stateDestroying
 	}
-	return victims
 }
 
 // janitor destroys idle sandboxes unused for longer than ttl until Close.

@@ -116,8 +116,13 @@ func TestConcurrentUse(t *testing.T) {
 					}
 				}
 			})
-			// Close while the workers are still busy.
-			time.Sleep(150 * time.Millisecond)
+			// Close while the workers are still busy, once they have made
+			// enough sandboxes (however loaded the machine is).
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if created, _, _ := f.mock.Counts(); created >= 30 {
+					break
+				}
+			}
 			if err := f.set.Close(context.Background()); err != nil {
 				t.Errorf("Close: %v", err)
 			}
