@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +28,10 @@ import (
 // so cleanup finds them.
 const benchLabel = "io.ol-shim.bench"
 
+// runtimeImage is the test image whose only program serves HTTP on
+// /host/ol.sock (hack/images.sh builds it).
+const runtimeImage = "ol-shim-test/runtime:latest"
+
 // Series names, used in the table and the plot.
 const (
 	sDockerRun   = "docker run --rm IMAGE true"
@@ -33,6 +41,7 @@ const (
 	sRawUnpause  = "raw API unpause"
 	sWarmAcquire = "ol-shim warm acquire (API)"
 	sHotAcquire  = "ol-shim hot acquire (API)"
+	sBurstFn     = "burst: acquire, call the sandbox's handler on /host/ol.sock, release (API)"
 	sBurstReuse  = "burst: ol-shim run --pool burst --reuse true"
 	sBurstFresh  = "burst: ol-shim run --pool burst-fresh true"
 	sBurstDocker = "burst: docker run --rm IMAGE true"
@@ -131,7 +140,8 @@ func (r *run) baseConfig() string {
 		r.poolConfig("hot", "min_idle = 8\npause_grace = \"1h\"") +
 		r.poolConfig("cold", "") +
 		r.poolConfig("burst", fmt.Sprintf("min_idle = %d\nmax_size = %d", r.sz.burstMinIdle, r.sz.burstMinIdle)) +
-		r.poolConfig("burst-fresh", fmt.Sprintf("min_idle = %d", r.sz.burstMinIdle))
+		r.poolConfig("burst-fresh", fmt.Sprintf("min_idle = %d", r.sz.burstMinIdle)) +
+		fmt.Sprintf("[pools.burst-fn]\nimage = %q\ncmd = [\"/runtime\"]\nmemory = \"32M\"\nready = { socket = \"ol.sock\" }\nmin_idle = %d\nmax_size = %d\n", runtimeImage, r.sz.burstMinIdle, r.sz.burstMinIdle)
 }
 
 func (r *run) all(ctx context.Context) error {
@@ -163,7 +173,7 @@ func (r *run) all(ctx context.Context) error {
 	for _, p := range []struct {
 		name string
 		n    int
-	}{{"warm", 1}, {"hot", 8}, {"burst", r.sz.burstMinIdle}, {"burst-fresh", r.sz.burstMinIdle}} {
+	}{{"warm", 1}, {"hot", 8}, {"burst", r.sz.burstMinIdle}, {"burst-fresh", r.sz.burstMinIdle}, {"burst-fn", r.sz.burstMinIdle}} {
 		if _, err := r.d.waitIdle(ctx, p.name, p.n, 5*time.Minute); err != nil {
 			return err
 		}
@@ -413,6 +423,7 @@ func (r *run) burst(ctx context.Context) error {
 		fn           func() error
 	}{
 		{sBurstDocker, "", func() error { return r.dockerRun(ctx) }},
+		{sBurstFn, "burst-fn", func() error { return r.callHandler(ctx, "burst-fn") }},
 		{sBurstReuse, "burst", func() error { return r.olRun(ctx, "--pool", "burst", "--reuse", "true") }},
 		{sBurstFresh, "burst-fresh", func() error { return r.olRun(ctx, "--pool", "burst-fresh", "true") }},
 	} {
@@ -429,11 +440,41 @@ func (r *run) burst(ctx context.Context) error {
 		step("  %s: %d requests in %v, p50 %v, p99 %v", side.series, n, wall.Round(100*time.Millisecond), ms(pct(lat, .5)), ms(pct(lat, .99)))
 	}
 	dk := pct(r.series[sBurstDocker], .99)
-	for _, s := range []string{sBurstReuse, sBurstFresh} {
+	for _, s := range []string{sBurstFn, sBurstReuse, sBurstFresh} {
 		ol := pct(r.series[s], .99)
 		r.addTarget(fmt.Sprintf("burst of %d from %d clients: docker run p99 / %s p99", n, c, strings.TrimPrefix(s, "burst: ")), "≥ 5×", float64(dk) >= 5*float64(ol), "%.1f×", float64(dk)/float64(ol))
 	}
 	return nil
+}
+
+// callHandler is one function call the way a FaaS front end makes it: a
+// sandbox from the pool, an HTTP request to the function's runtime on the
+// unix socket in its scratch directory (/host/ol.sock inside), the sandbox
+// back to the pool.
+func (r *run) callHandler(ctx context.Context, pool string) error {
+	l, err := r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: pool, Timeout: "5m"})
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(l.ScratchPath, "ol.sock")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := hc.Get("http://sandbox/")
+	if err == nil {
+		var body []byte
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && !strings.HasPrefix(string(body), "ok ") {
+			err = fmt.Errorf("the handler answered %q", body)
+		}
+	}
+	hc.CloseIdleConnections()
+	if err != nil {
+		r.d.c.Destroy(ctx, l.ID, "bench: handler failed")
+		return fmt.Errorf("sandbox %s: %w", l.SandboxID, err)
+	}
+	return r.d.c.Release(ctx, l.ID)
 }
 
 // burst runs n calls of fn from c goroutines and returns each call's
