@@ -156,8 +156,10 @@ func (r *run) all(ctx context.Context) error {
 	if r.machine, err = readMachine(ctx, r.cli); err != nil {
 		return err
 	}
-	if _, err := r.cli.ImageInspect(ctx, r.image); err != nil {
-		return fmt.Errorf("image %s: %w (build it with hack/images.sh)", r.image, err)
+	for _, img := range []string{r.image, runtimeImage} {
+		if _, err := r.cli.ImageInspect(ctx, img); err != nil {
+			return fmt.Errorf("image %s: %w (build it with hack/images.sh)", img, err)
+		}
 	}
 	r.tag = "ol-shim-bench/pool:latest"
 	if _, err := r.cli.ImageTag(ctx, client.ImageTagOptions{Source: r.image, Target: r.tag}); err != nil {
