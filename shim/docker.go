@@ -438,14 +438,24 @@ func (s *Sandbox) Destroy(ctx context.Context, reason string) error {
 	return s.remove(ctx)
 }
 
+// remove force-removes the container. A call that times out (a dockerd
+// swamped by hundreds of creates) is tried again while ctx has time left:
+// a container whose removal gave up would outlive its pool. Three tries at
+// most.
 func (s *Sandbox) remove(ctx context.Context) error {
-	ctx, cancel := s.d.callCtx(ctx)
-	defer cancel()
-	_, err := s.d.cli.ContainerRemove(ctx, s.container, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	for try := 1; ; try++ {
+		cctx, cancel := s.d.callCtx(ctx)
+		_, err := s.d.cli.ContainerRemove(cctx, s.container, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		cancel()
+		switch {
+		case err == nil || cerrdefs.IsNotFound(err):
+			return nil
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && try < 3:
+			s.d.log.Warn("removing a container timed out; trying again", "sandbox", s.id, "container", s.container)
+			continue
+		}
 		return fmt.Errorf("remove sandbox %s (container %.12s): %w", s.id, s.container, err)
 	}
-	return nil
 }
 
 func (s *Sandbox) running(ctx context.Context) (bool, string, error) {
