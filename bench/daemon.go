@@ -137,7 +137,7 @@ func (d *daemon) idle(ctx context.Context, prefix string) (idle, creates int, er
 // printing progress, and returns how long that took.
 func (d *daemon) waitIdle(ctx context.Context, prefix string, want int, limit time.Duration) (time.Duration, error) {
 	begin := time.Now()
-	last := -1
+	last := -50 // so that 0 is printed
 	for {
 		n, _, err := d.idle(ctx, prefix)
 		if err != nil {

@@ -29,6 +29,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -97,6 +98,10 @@ type DockerConfig struct {
 	VolumeDriver string
 	// CallTimeout bounds each Docker call; DefaultCallTimeout if 0.
 	CallTimeout time.Duration
+	// MaxCreates bounds the containers being created and started at once,
+	// across pools; DefaultMaxCreates if 0. Hundreds at once (20 pools
+	// warming 25 sandboxes each) swamp dockerd until its calls time out.
+	MaxCreates int
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -106,8 +111,13 @@ type Docker struct {
 	cli      *client.Client
 	cfg      DockerConfig
 	log      *slog.Logger
-	instance string // LabelInstance of what it makes
+	instance string        // LabelInstance of what it makes
+	creates  chan struct{} // a slot per create in flight (MaxCreates)
 }
+
+// DefaultMaxCreates is DockerConfig.MaxCreates if unset: twice the CPUs,
+// at least 4.
+var DefaultMaxCreates = max(4, 2*runtime.NumCPU())
 
 // NewDocker connects to dockerd and negotiates the API version.
 func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
@@ -137,7 +147,10 @@ func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	d := &Docker{cli: cli, cfg: cfg, log: cfg.Logger, instance: newInstanceID()}
+	if cfg.MaxCreates <= 0 {
+		cfg.MaxCreates = DefaultMaxCreates
+	}
+	d := &Docker{cli: cli, cfg: cfg, log: cfg.Logger, instance: newInstanceID(), creates: make(chan struct{}, cfg.MaxCreates)}
 	if d.log == nil {
 		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -212,6 +225,17 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 		return nil, err
 	}
 	cfg, hc := b.containerConfig(spec)
+	select {
+	case b.d.creates <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("create container for sandbox %s: waiting for one of %d create slots: %w", spec.ID, cap(b.d.creates), ctx.Err())
+	}
+	started := false
+	defer func() {
+		if !started {
+			<-b.d.creates
+		}
+	}()
 	cctx, cancel := b.d.callCtx(ctx)
 	res, err := b.d.cli.ContainerCreate(cctx, client.ContainerCreateOptions{
 		Name:       ContainerName(spec.ID),
@@ -220,6 +244,14 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 	})
 	cancel()
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			// dockerd may finish the create after giving up on it: remove
+			// it by name, or it outlives its pool.
+			late := &Sandbox{d: b.d, id: spec.ID, container: ContainerName(spec.ID)}
+			if rerr := late.remove(context.WithoutCancel(ctx)); rerr != nil {
+				b.d.log.Error("remove a container whose create timed out", "sandbox", spec.ID, "error", rerr)
+			}
+		}
 		return nil, fmt.Errorf("create container for sandbox %s (image %q): %w", spec.ID, b.spec.Image, err)
 	}
 	sb := &Sandbox{d: b.d, id: spec.ID, container: res.ID, scratch: spec.ScratchDir}
@@ -232,6 +264,8 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 	cctx, cancel = b.d.callCtx(ctx)
 	_, err = b.d.cli.ContainerStart(cctx, res.ID, client.ContainerStartOptions{})
 	cancel()
+	started = true
+	<-b.d.creates // readiness waits on the container, not on dockerd
 	if err != nil {
 		return fail(fmt.Errorf("start container %.12s for sandbox %s: %w", res.ID, spec.ID, err))
 	}

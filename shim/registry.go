@@ -656,6 +656,7 @@ func (r *Registry) watch(d *Docker) {
 				return
 			case <-t.C:
 				r.sweepOrphans(ctx, d)
+				r.topUp()
 				t.Reset(orphanSweepEvery)
 			}
 		}
@@ -683,7 +684,19 @@ func (r *Registry) watch(d *Docker) {
 	})
 }
 
-// When watch sweeps orphans.
+// topUp warms the pools below their min_idle with nothing being created:
+// a refill whose creates failed (dockerd swamped or away) is not retried by
+// the pool itself.
+func (r *Registry) topUp() {
+	for _, p := range r.Pools() {
+		if st := p.set.Stats(); !st.Closed && st.Idle+st.Creating < st.MinIdle {
+			r.log.Info("pool below min_idle with nothing being created; warming it again", "pool", p.Name, "idle", st.Idle, "min_idle", st.MinIdle)
+			r.warm(p)
+		}
+	}
+}
+
+// When watch sweeps orphans and tops the pools up.
 const (
 	orphanSweepFirst = 5 * time.Second
 	orphanSweepEvery = 30 * time.Second
