@@ -153,16 +153,17 @@ type Set struct {
 	fork Forker // non-nil iff cfg.Parent != nil
 
 	mu        sync.Mutex
-	idle      []*entry  // guarded by mu: ordered by lastUsed, most recent last
-	inUse     int       // guarded by mu
-	pausing   int       // guarded by mu
-	creating  int       // guarded by mu: creates in flight, refills included
-	refilling int       // guarded by mu: creates in flight that will become idle
-	live      int       // guarded by mu: sandboxes that exist or are being created or destroyed
-	waiters   []*waiter // guarded by mu: FIFO
-	minIdle   int       // guarded by mu
-	maxSize   int       // guarded by mu
-	closed    bool      // guarded by mu
+	idle      []*entry        // guarded by mu: ordered by lastUsed, most recent last
+	inUse     int             // guarded by mu
+	pausing   int             // guarded by mu
+	creating  int             // guarded by mu: creates in flight, refills included
+	refilling int             // guarded by mu: creates in flight that will become idle
+	live      int             // guarded by mu: sandboxes that exist or are being created or destroyed
+	ids       map[string]bool // guarded by mu: IDs of those sandboxes (see Knows)
+	waiters   []*waiter       // guarded by mu: FIFO
+	minIdle   int             // guarded by mu
+	maxSize   int             // guarded by mu
+	closed    bool            // guarded by mu
 
 	wg   sync.WaitGroup // background work; Add only with mu held and !closed
 	stop chan struct{}  // closed by Close; ends the idle-TTL janitor
@@ -197,7 +198,7 @@ func New(cfg Config) (*Set, error) {
 	case cfg.OpTimeout < 0:
 		return nil, bad("op timeout %v is negative", cfg.OpTimeout)
 	}
-	s := &Set{cfg: cfg, minIdle: cfg.MinIdle, maxSize: cfg.MaxSize, stop: make(chan struct{})}
+	s := &Set{cfg: cfg, minIdle: cfg.MinIdle, maxSize: cfg.MaxSize, stop: make(chan struct{}), ids: map[string]bool{}}
 	if cfg.Parent != nil {
 		f, ok := cfg.Backend.(Forker)
 		if !ok {
@@ -421,6 +422,9 @@ func (s *Set) refillLocked() {
 // a waiter or to idle.
 func (s *Set) create(ctx context.Context, refill bool) (*entry, error) {
 	id := fmt.Sprintf("%s-%016x", s.cfg.Name, rand.Uint64())
+	s.mu.Lock()
+	s.ids[id] = true
+	s.mu.Unlock()
 	sb, err := s.makeSandbox(ctx, id)
 	s.mu.Lock()
 	s.creating--
@@ -428,6 +432,7 @@ func (s *Set) create(ctx context.Context, refill bool) (*entry, error) {
 		s.refilling--
 	}
 	if err != nil {
+		delete(s.ids, id)
 		s.live--
 		s.freeSlotLocked()
 		s.mu.Unlock()
@@ -574,6 +579,7 @@ func (s *Set) destroy(e *entry, reason string) error {
 	}
 	s.stats.destroyed(reason)
 	s.mu.Lock()
+	delete(s.ids, e.id)
 	s.live--
 	s.freeSlotLocked()
 	s.refillLocked()
@@ -594,8 +600,19 @@ func (s *Set) Adopt(sb Sandbox) error {
 		return fmt.Errorf("pool %q: adopt sandbox %s: pool is at its max size %d", s.cfg.Name, sb.ID(), s.maxSize)
 	}
 	s.live++
+	s.ids[sb.ID()] = true
 	s.releaseLocked(&entry{sb: sb, id: sb.ID(), lastUsed: time.Now()})
 	return nil
+}
+
+// Knows reports whether sandbox id belongs to the Set: being created, idle,
+// in use, pausing or being destroyed. A sandbox of the Set's pool that it
+// does not know (a container left by a create that failed half-way) is an
+// orphan.
+func (s *Set) Knows(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ids[id]
 }
 
 // EvictIdle destroys the least recently used idle sandbox, even below

@@ -212,6 +212,9 @@ func TestDropIdle(t *testing.T) {
 	if slices.Contains(alive, dead) {
 		t.Errorf("lost sandbox %s is still there", dead)
 	}
+	if f.set.Knows(dead) || !f.set.Knows(ids[0]) || f.set.Knows("fn-nope") {
+		t.Errorf("Knows: dropped %v, idle %v, unknown %v; want false, true, false", f.set.Knows(dead), f.set.Knows(ids[0]), f.set.Knows("fn-nope"))
+	}
 	if n := f.set.DropIdle(func(Sandbox, time.Time) bool { return false }); n != 0 {
 		t.Errorf("DropIdle with nothing lost dropped %d", n)
 	}

@@ -77,11 +77,12 @@ type Registry struct {
 	adhoc    AdHocConfig          // guarded by mu
 	closed   bool                 // guarded by mu
 
-	bg      sync.WaitGroup // destroys after runs; Close waits for them
-	stop    chan struct{}
-	done    chan struct{}
-	watched chan struct{}   // closed when the Docker watch ends; nil without one
-	adopted map[string]bool // guarded by mu: sandbox IDs adopted at Start (made by an earlier process)
+	bg       sync.WaitGroup // destroys after runs; Close waits for them
+	stop     chan struct{}
+	done     chan struct{}
+	watched  chan struct{}   // closed when the Docker watch ends; nil without one
+	adopted  map[string]bool // guarded by mu: sandbox IDs adopted at Start (made by an earlier process)
+	draining map[*Pool]bool  // guarded by mu: pools taken out, still closing
 }
 
 // Pool is one pool of the registry.
@@ -127,6 +128,7 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 		leases:   map[string]*Lease{},
 		released: map[string]time.Time{},
 		adhoc:    cfg.AdHoc,
+		draining: map[*Pool]bool{},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -288,7 +290,7 @@ func (r *Registry) Apply(pools map[string]PoolConfig, adhoc AdHocConfig) error {
 	r.mu.Unlock()
 	for _, p := range gone {
 		r.log.Info("pool removed from config; draining", "pool", p.Name)
-		go p.set.Close(context.Background())
+		go r.drain(p)
 	}
 	for _, name := range slices.Sorted(maps.Keys(pools)) {
 		if _, err := r.PutPool(name, pools[name]); err != nil {
@@ -321,7 +323,7 @@ func (r *Registry) PutPool(name string, pc PoolConfig) (bool, error) {
 	r.mu.Unlock()
 	if cur != nil {
 		r.log.Info("pool changed; draining the old one", "pool", name)
-		go cur.set.Close(context.Background())
+		go r.drain(cur)
 	}
 	r.warm(p)
 	return true, nil
@@ -337,7 +339,48 @@ func (r *Registry) DeletePool(name string) error {
 	if !ok {
 		return fmt.Errorf("pool %q: %w", name, ErrNotFound)
 	}
-	return p.set.Close(context.Background())
+	return r.drain(p)
+}
+
+// drain closes a pool taken out of the registry: its idle sandboxes go now,
+// leased ones when released. Until then the orphan sweep still counts its
+// sandboxes as known.
+func (r *Registry) drain(p *Pool) error {
+	r.mu.Lock()
+	r.draining[p] = true
+	r.mu.Unlock()
+	err := p.set.Close(context.Background())
+	r.mu.Lock()
+	delete(r.draining, p)
+	r.mu.Unlock()
+	return err
+}
+
+// knows reports whether a pool, live or draining, or a lease holds sandbox
+// id.
+func (r *Registry) knows(id string) bool {
+	r.mu.Lock()
+	sets := make([]*sandboxset.Set, 0, len(r.pools)+len(r.draining))
+	for _, p := range r.pools {
+		sets = append(sets, p.set)
+	}
+	for p := range r.draining {
+		sets = append(sets, p.set)
+	}
+	leased := false
+	for _, l := range r.leases {
+		leased = leased || l.SandboxID == id
+	}
+	r.mu.Unlock()
+	if leased {
+		return true
+	}
+	for _, s := range sets {
+		if s.Knows(id) {
+			return true
+		}
+	}
+	return false
 }
 
 // Pool returns pool name.
@@ -703,14 +746,23 @@ const (
 )
 
 // sweepOrphans removes the containers and scratch volumes of this root that
-// an earlier ol-shim process made and no pool adopted. Reconcile at start
+// an earlier ol-shim process made and no pool adopted (reconcile at start
 // removes those it sees, but a process killed with creates in flight leaves
-// them to dockerd, which may finish them after the reconcile.
+// them to dockerd, which may finish them after the reconcile), and those
+// this process made for sandboxes no pool knows any more.
 func (r *Registry) sweepOrphans(ctx context.Context, d *Docker) {
 	r.mu.Lock()
 	adopted := maps.Clone(r.adopted)
 	r.mu.Unlock()
-	orphan := func(sandbox, instance string) bool { return instance != d.Instance() && !adopted[sandbox] }
+	// What an earlier process made is an orphan unless adopted; what this
+	// one made, once no pool knows its sandbox (a create that failed after
+	// dockerd made the container, as dockerd went away).
+	orphan := func(sandbox, instance string) bool {
+		if instance != d.Instance() {
+			return !adopted[sandbox]
+		}
+		return !r.knows(sandbox)
+	}
 	states, err := d.ContainerStates(ctx)
 	if err != nil {
 		r.log.Debug("orphan sweep: list containers", "error", err)
@@ -859,7 +911,7 @@ func (r *Registry) sweep(now time.Time) {
 	}
 	for _, p := range idle {
 		r.log.Info("ad-hoc pool idle past its ttl; removing", "pool", p.Name)
-		_ = p.set.Close(context.Background())
+		_ = r.drain(p)
 	}
 }
 
