@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ol-shim's build and tests need on a Debian host, if missing:
-# Go (checked, not installed), docker.io, fuse3, busybox-static.
+# Go (checked, not installed), docker.io, fuse3, busybox-static, and
+# debootstrap (for the end-to-end tests' systemd host image).
 set -euo pipefail
 
 if ! command -v go >/dev/null 2>&1; then
@@ -13,6 +14,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need root to install: ${missing[*]}" >&2
