@@ -118,7 +118,7 @@ func (r *run) write(out, plotPath, readme string) error {
 	fmt.Fprintf(&b, "\n## The bench daemon's configuration\n\n`ol-shim serve --memory-budget 90%% --destroy-on-exit`, scratch through its own volume plugin (`%s`), with:\n\n```toml\n%s```\n\nThe scale test adds %d pools `scale-NN` like `cold`, each with `min_idle = %d`.\n",
 		pluginName, r.baseConfig(), r.sz.scalePools, r.sz.scalePerPool)
 	if len(r.notes) > 0 {
-		b.WriteString("\n## Notes\n\n")
+		b.WriteString("\n## Where a target is missed, and why\n\n")
 		for _, n := range r.notes {
 			fmt.Fprintf(&b, "- %s\n", n)
 		}

@@ -199,7 +199,41 @@ func (r *run) all(ctx context.Context) error {
 		}
 		step("[%d/%d] done in %v", i+1, len(groups), time.Since(begin).Round(100*time.Millisecond))
 	}
+	r.explain()
 	return nil
+}
+
+// explain adds a note for each target missed: by how much, and why, from
+// what the same run measured.
+func (r *run) explain() {
+	p50 := func(s string) time.Duration { return pct(r.series[s], .5) }
+	note := func(format string, args ...any) { r.notes = append(r.notes, fmt.Sprintf(format, args...)) }
+	warm, unpause, hot := p50(sWarmAcquire), p50(sRawUnpause), p50(sHotAcquire)
+	cold, create := p50(sColdAcquire), p50(sRawCreate)
+	if warm > 0 && cold < 20*warm {
+		note("**Cold / warm is %.1f×, %.0f%% short of 20×.** Not because cold is slow (ol-shim's cold acquire is %.2f× a raw API create+start) but because warm cannot get cheaper than dockerd's unpause: a warm acquire is %.2f× a raw API unpause (%s against %s, so ol-shim adds %s). containerd runs `runc resume` as a new process for every unpause, and on this VM starting any process costs 10–25 ms. The hot path skips dockerd entirely: %s at p50, %.0f× faster than cold.",
+			float64(cold)/float64(warm), 100*(1-float64(cold)/float64(20*warm)), float64(cold)/float64(create),
+			float64(warm)/float64(unpause), ms(warm), ms(unpause), ms(max(0, warm-unpause)), ms(hot), float64(cold)/float64(max(hot, 1)))
+	}
+	for _, t := range r.targets {
+		if t.ok {
+			continue
+		}
+		switch {
+		case strings.Contains(t.what, "hot acquire+release"):
+			note("**Hot round trips: %s with 8 clients, against 5,000/s.** Each is two HTTP calls over the unix socket, and the client and the daemon share the machine's %d cores. A CPU profile of the same path in one process (`go test -run '^$' -bench APIHot -cpu 8 -cpuprofile cpu.out ./shim`) puts most of the time in net/http, syscalls and the Go scheduler, and about 4%% in ol-shim's registry and pool.", t.got, r.machine.cores)
+		case strings.Contains(t.what, "burst-fresh"):
+			note("**`ol-shim run` with a fresh sandbox per request is no faster than docker run in a burst (%s).** Like `docker run --rm`, each request gets a new sandbox and destroys it afterwards; once the burst has used up the %d warm ones, every request is a cold start plus a `docker exec`, and the pool's background refills compete with them. Reuse (`--reuse`, or calls to a function runtime in the sandbox) is what makes a burst cheap: see the other burst rows.", t.got, r.sz.burstMinIdle)
+		case strings.Contains(t.what, "--reuse"):
+			note("**`ol-shim run --reuse` in a burst: %s, against 5×.** Every request is a CLI process start and a `docker exec` in a warm sandbox; containerd starts `runc exec`, another process, so on %d cores the execs bound the throughput, and the queue of %d clients waiting for %d sandboxes is what the p99 measures. A function called over its socket (the `burst-fn` row) makes no exec.", t.got, r.machine.cores, r.sz.burstClients, r.sz.burstMinIdle)
+		case strings.Contains(t.what, "cold acquire / raw"):
+			note("**Cold acquire is %s a raw create+start.** On top of the create and start, ol-shim creates the scratch volume through its plugin (a round trip dockerd → plugin) before the container.", t.got)
+		case strings.Contains(t.what, "RSS"), strings.Contains(t.what, "status"), strings.Contains(t.what, "reconcile"):
+			note("**%s: %s, against %s.**", t.what, t.got, t.goal)
+		case strings.Contains(t.what, "docker run --rm / ol-shim run"):
+			note("**`ol-shim run` against `docker run --rm`: %s.** The ad-hoc pool of the image keeps one warm sandbox (`[adhoc] min_idle = 1`); a run that finds it still refilling is a cold start.", t.got)
+		}
+	}
 }
 
 // rawContainer creates and starts a container like a pool's sandbox (same
