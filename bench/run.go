@@ -268,7 +268,9 @@ func (r *run) olRun(ctx context.Context, args ...string) error {
 }
 
 func (r *run) dockerRun(ctx context.Context) error {
-	return r.cmd(ctx, "docker", "run", "--rm", "--network", "none", r.image, "true")
+	// Labelled: if the bench is stopped mid-run, cleanup finds what a
+	// killed docker CLI left.
+	return r.cmd(ctx, "docker", "run", "--rm", "--network", "none", "--label", benchLabel+"=docker-run", r.image, "true")
 }
 
 // cold: groups 1 and 3, interleaved round by round so drift hits all alike.
