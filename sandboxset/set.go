@@ -401,7 +401,7 @@ func (s *Set) refillLocked() {
 	if s.closed {
 		return
 	}
-	for need := s.minIdle - len(s.idle) - s.refilling; need > 0 && (s.maxSize == 0 || s.live < s.maxSize); need-- {
+	for need := s.minIdle - len(s.idle) - s.refilling - s.pausing; need > 0 && (s.maxSize == 0 || s.live < s.maxSize); need-- {
 		s.live++
 		s.creating++
 		s.refilling++
@@ -683,7 +683,9 @@ func (s *Set) Warm(ctx context.Context, n int) error {
 		return fmt.Errorf("pool %q: warm %d: more than max size %d", s.cfg.Name, n, s.maxSize)
 	}
 	s.minIdle = n
-	need := n - len(s.idle) - s.refilling
+	// Sandboxes being paused are on their way to idle: count them, or a
+	// Warm during a refill's pauses overshoots.
+	need := n - len(s.idle) - s.refilling - s.pausing
 	if s.maxSize > 0 {
 		need = min(need, s.maxSize-s.live)
 	}

@@ -221,6 +221,23 @@ func TestDropIdle(t *testing.T) {
 	f.closeAndCheckLeaks()
 }
 
+// Sandboxes being paused on their way to idle count toward MinIdle: a Warm
+// while a refill's pauses are in flight makes no extra ones.
+func TestWarmCountsPausing(t *testing.T) {
+	f := newFixture(t, nil)
+	f.mock.SetLatency(OpPause, 200*time.Millisecond)
+	go f.set.Warm(context.Background(), 3)
+	f.eventually("3 pausing", func(st Stats) bool { return st.Pausing == 3 })
+	if err := f.set.Warm(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	st := f.eventually("3 idle", func(st Stats) bool { return st.Idle == 3 && st.Pausing == 0 && st.Creating == 0 })
+	if st.Creates != 3 {
+		t.Errorf("%d creates for min_idle 3", st.Creates)
+	}
+	f.closeAndCheckLeaks()
+}
+
 func mustPanic(t *testing.T, what, want string, fn func()) {
 	t.Helper()
 	defer func() {
