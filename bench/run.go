@@ -228,10 +228,14 @@ func (r *run) explain() {
 			note("**`ol-shim run --reuse` in a burst: %s, against 5×.** Every request is a CLI process start and a `docker exec` in a warm sandbox; containerd starts `runc exec`, another process, so on %d cores the execs bound the throughput, and the queue of %d clients waiting for %d sandboxes is what the p99 measures. A function called over its socket (the `burst-fn` row) makes no exec.", t.got, r.machine.cores, r.sz.burstClients, r.sz.burstMinIdle)
 		case strings.Contains(t.what, "cold acquire / raw"):
 			note("**Cold acquire is %s a raw create+start.** On top of the create and start, ol-shim creates the scratch volume through its plugin (a round trip dockerd → plugin) before the container.", t.got)
-		case strings.Contains(t.what, "RSS"), strings.Contains(t.what, "status"), strings.Contains(t.what, "reconcile"):
+		case strings.Contains(t.what, "status"):
+			note("**%s: %s, against %s.** Over the API the same status takes %s at p50; the rest is the CLI's own process start and Go's init, on a VM where dockerd was holding %d paused containers. The API's answer includes a call to dockerd (its version, for the health line) and every volume's record.",
+				t.what, t.got, t.goal, ms(p50("status over the API")), r.sz.scalePools*r.sz.scalePerPool)
+		case strings.Contains(t.what, "RSS"), strings.Contains(t.what, "reconcile"):
 			note("**%s: %s, against %s.**", t.what, t.got, t.goal)
 		case strings.Contains(t.what, "docker run --rm / ol-shim run"):
-			note("**`ol-shim run` against `docker run --rm`: %s.** The ad-hoc pool of the image keeps one warm sandbox (`[adhoc] min_idle = 1`); a run that finds it still refilling is a cold start.", t.got)
+			note("**`ol-shim run` against `docker run --rm`: %s, against 5×.** A run is a CLI process start, a warm acquire (an unpause: %s here), a `docker exec` of the command (containerd starts `runc exec`, another process) and its release; the exec is most of the %s. A function that serves requests itself, called over its socket, makes no exec (the `burst-fn` row).",
+				t.got, ms(warm), ms(p50(sOlRun)))
 		}
 	}
 }
