@@ -628,6 +628,7 @@ func (r *run) cleanup() error {
 	if err := os.Remove(pluginSpec); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
+	os.Remove(filepath.Dir(pluginSocket)) // the socket's directory, if empty
 	err := errors.Join(errs...)
 	if r.dir != "" && err == nil {
 		os.RemoveAll(r.dir) // kept after a failure: it holds the daemon's log
