@@ -602,6 +602,19 @@ func (r *run) cleanup() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var errs []error
+	if r.d != nil && r.d.cmd != nil && r.cli != nil {
+		// Volumes of the bench's driver are removed while its plugin
+		// serves: a record left in dockerd makes its next start wait for
+		// a plugin that is gone.
+		if vols, err := r.cli.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("driver", pluginName)}); err == nil && len(vols.Items) > 0 {
+			step("removing %d volumes of %s left behind", len(vols.Items), pluginName)
+			for _, v := range vols.Items {
+				if _, err := r.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
 	if r.d != nil && r.d.cmd != nil {
 		step("stopping ol-shim serve (it removes its sandboxes)")
 		errs = append(errs, r.d.stop(syscall.SIGTERM, 8*time.Minute))

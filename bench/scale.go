@@ -121,15 +121,24 @@ func (r *run) scale(ctx context.Context) error {
 				left++
 			}
 		}
+		vols, err := r.cli.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("driver", pluginName)})
+		if err != nil {
+			return err
+		}
+		for _, v := range vols.Items {
+			if strings.HasPrefix(v.Name, "scale-") {
+				left++
+			}
+		}
 		if left == 0 {
 			break
 		}
 		if time.Since(begin) > 20*time.Minute {
-			return fmt.Errorf("%d scale sandboxes still there 20 minutes after their pools were removed", left)
+			return fmt.Errorf("%d scale sandboxes or their volumes still there 20 minutes after their pools were removed", left)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	r.addValue(g, "removing the pools (SIGHUP) until their containers are gone", time.Since(begin).Round(100*time.Millisecond).String())
+	r.addValue(g, "removing the pools (SIGHUP) until their containers and volumes are gone", time.Since(begin).Round(100*time.Millisecond).String())
 	return nil
 }
 

@@ -290,7 +290,7 @@ func (r *Registry) Apply(pools map[string]PoolConfig, adhoc AdHocConfig) error {
 	r.mu.Unlock()
 	for _, p := range gone {
 		r.log.Info("pool removed from config; draining", "pool", p.Name)
-		go r.drain(p)
+		r.drainInBackground(p)
 	}
 	for _, name := range slices.Sorted(maps.Keys(pools)) {
 		if _, err := r.PutPool(name, pools[name]); err != nil {
@@ -323,7 +323,7 @@ func (r *Registry) PutPool(name string, pc PoolConfig) (bool, error) {
 	r.mu.Unlock()
 	if cur != nil {
 		r.log.Info("pool changed; draining the old one", "pool", name)
-		go r.drain(cur)
+		r.drainInBackground(cur)
 	}
 	r.warm(p)
 	return true, nil
@@ -354,6 +354,16 @@ func (r *Registry) drain(p *Pool) error {
 	delete(r.draining, p)
 	r.mu.Unlock()
 	return err
+}
+
+// drainInBackground drains p off the caller's path; Close waits for it,
+// or a stop right after a reload would cut its destroys off half-way.
+func (r *Registry) drainInBackground(p *Pool) {
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		r.drain(p)
+	}()
 }
 
 // knows reports whether a pool, live or draining, or a lease holds sandbox
@@ -821,6 +831,32 @@ func (r *Registry) removeDead(ctx context.Context, d *Docker, states map[string]
 	}
 }
 
+// removeAll removes every container and scratch volume labelled with this
+// root that is left once the pools are closed (a destroy that failed): a
+// stop that destroys all leaves nothing.
+func (r *Registry) removeAll(ctx context.Context, d *Docker) error {
+	states, err := d.ContainerStates(ctx)
+	if err != nil {
+		return fmt.Errorf("destroy all: list containers: %w", err)
+	}
+	for id, c := range states {
+		r.removeContainer(ctx, d, id, c.Sandbox, "left after the pools closed")
+	}
+	vs, ok := r.scratchOf().(*VolumeScratch)
+	if !ok {
+		return nil
+	}
+	vols, err := vs.ListMade(ctx)
+	if err != nil {
+		return fmt.Errorf("destroy all: list volumes: %w", err)
+	}
+	var errs []error
+	for name := range vols {
+		errs = append(errs, vs.Remove(ctx, name))
+	}
+	return errors.Join(errs...)
+}
+
 // removeContainer removes a container that no pool holds, and its
 // sandbox's scratch, and logs why.
 func (r *Registry) removeContainer(ctx context.Context, d *Docker, id, sandbox, why string) {
@@ -943,6 +979,9 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 	if destroy {
 		for _, p := range pools {
 			errs = append(errs, p.set.Close(ctx))
+		}
+		if d := r.cfg.Docker; d != nil {
+			errs = append(errs, r.removeAll(ctx, d))
 		}
 	}
 	return errors.Join(errs...)
