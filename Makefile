@@ -10,9 +10,9 @@ GOFILES  = $(shell find . -name '*.go' -not -path './build/*')
 .PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## install what is missing on a Debian host (docker.io, fuse3); needs root
+setup: ## install what is missing on a Debian host (docker.io, fuse3, busybox-static, debootstrap); needs root
 	hack/setup.sh
 
 build: $(BIN) ## static binary (CGO_ENABLED=0) into bin/ol-shim; runs in images FROM scratch
@@ -45,7 +45,7 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 e2e: build ## install and run ol-shim as a user would, on a systemd Docker-in-Docker host (debootstrap image, built once and cached); needs root
 	hack/with-docker.sh sh -c "hack/images.sh && hack/e2e-image.sh && $(GO) test -tags e2e -count=1 -v -timeout 20m ./e2e"
 
-bench: build ## measure ol-shim against plain Docker on this host (about 15 min) and write BENCHMARKS.md, docs/bench-acquire.png and the README's headline; needs root
+bench: build ## measure ol-shim against plain Docker on this host (about 20 min on 2 cores) and write BENCHMARKS.md, docs/bench-acquire.png and the README's headline; needs root
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) run ./bench -readme README.md'
 
 bench-quick: build ## the same table with fewer repetitions (under 2 min): BENCHMARKS-quick.md, docs/bench-acquire-quick.png

@@ -2,7 +2,7 @@
 // run against one dockerd, and writes BENCHMARKS.md with a plot of the
 // acquire latency distributions.
 //
-//	make bench          # the full run (about 15 minutes on 2 cores)
+//	make bench          # the full run (about 20 minutes on 2 cores)
 //	make bench-quick    # the same table with fewer repetitions (under 2 minutes)
 //
 // It needs root, a dockerd answering on /var/run/docker.sock (the Makefile
