@@ -607,9 +607,11 @@ func (r *run) cleanup() error {
 		// serves: a record left in dockerd makes its next start wait for
 		// a plugin that is gone.
 		if vols, err := r.cli.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("driver", pluginName)}); err == nil && len(vols.Items) > 0 {
-			step("removing %d volumes of %s left behind", len(vols.Items), pluginName)
+			step("removing the volumes of %s that no sandbox uses", pluginName)
 			for _, v := range vols.Items {
-				if _, err := r.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil {
+				// One in use is a live sandbox's: the daemon removes it as it
+				// stops (--destroy-on-exit).
+				if _, err := r.cli.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{Force: true}); err != nil && !strings.Contains(err.Error(), "in use") {
 					errs = append(errs, err)
 				}
 			}
