@@ -39,7 +39,7 @@ integration: ## tests against a real dockerd, started (and stopped) if none answ
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -p 1 -race -count=1 -tags integration ./...'
 
 bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+start (real dockerd)
-	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Docker -benchtime 1x -count=1 -timeout 30m -tags integration ./shim'
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Docker -benchtime 1x -count=1 -timeout 30m -tags integration ./shim/docker'
 
 
 e2e: build ## install and run ol-shim as a user would, on a systemd Docker-in-Docker host (debootstrap image, built once and cached); needs root
@@ -55,10 +55,17 @@ bench-go: ## Go benchmarks alone: the pool (mock backend); FUSE quota'd volume v
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sandboxset
 	$(GO) test -run '^$$' -bench QuotaFS -benchtime 3x -count=1 ./scratch
 
-lint: ## gofmt -s and go vet
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.7.0
+
+lint: ## gofmt -s, go vet, staticcheck (all build tags), go mod tidy -diff, and the API package's dependencies (no Docker client, FUSE, bbolt or Prometheus)
 	@out=$$(gofmt -s -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt -s would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
+	$(GO) vet -tags e2e ./e2e
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags integration ./...
+	$(GO) mod tidy -diff
+	@if $(GO) list -deps ./shim/api | grep -E 'moby/moby|go-fuse|bbolt|prometheus'; then echo "shim/api must stay a leaf: it imports the above"; exit 1; fi
 
 install: $(BIN) ## install the binary, the systemd unit, the plugin spec for dockerd, and a config if none exists
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ol-shim
@@ -85,7 +92,7 @@ plugin: ## build ol-shim as a managed Docker plugin in build/plugin (docker plug
 	hack/plugin.sh build/plugin
 
 fuzz-save: ## keep what the fuzzers found (in Go's cache) in */testdata/fuzz, where go test replays it as regression inputs
-	@for pkg in scratch shim; do for d in $$($(GO) env GOCACHE)/fuzz/github.com/open-lambda/ol-shim/$$pkg/Fuzz*; do \
+	@for pkg in scratch shim/config shim/server shim/docker; do for d in $$($(GO) env GOCACHE)/fuzz/github.com/open-lambda/ol-shim/$$pkg/Fuzz*; do \
 		[ -d "$$d" ] || continue; mkdir -p $$pkg/testdata/fuzz/$$(basename $$d); cp -n $$d/* $$pkg/testdata/fuzz/$$(basename $$d)/; \
 		echo "$$pkg/testdata/fuzz/$$(basename $$d): $$(ls $$pkg/testdata/fuzz/$$(basename $$d) | wc -l) inputs"; done; done
 
@@ -93,10 +100,10 @@ FUZZTIME ?= 15s
 fuzz: ## run each fuzz target for FUZZTIME (default 15s); crashers land in testdata/fuzz and become regression tests
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateName$$' -fuzztime $(FUZZTIME) ./scratch
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME) ./scratch
-	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./shim
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIPoolBody$$' -fuzztime $(FUZZTIME) ./shim
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIAcquireAndLeases$$' -fuzztime $(FUZZTIME) ./shim
-	$(GO) test -run '^$$' -fuzz '^FuzzReconcileLabels$$' -fuzztime $(FUZZTIME) ./shim
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./shim/config
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIPoolBody$$' -fuzztime $(FUZZTIME) ./shim/server
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIAcquireAndLeases$$' -fuzztime $(FUZZTIME) ./shim/server
+	$(GO) test -run '^$$' -fuzz '^FuzzReconcileLabels$$' -fuzztime $(FUZZTIME) ./shim/docker
 
 check: setup lint test fuzz integration e2e ## the whole test suite: what CI runs (needs root)
 

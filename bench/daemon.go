@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // The bench daemon's volume driver and plugin socket: its own, so that an
@@ -28,13 +28,13 @@ type daemon struct {
 	cmd                            *exec.Cmd
 	exited                         chan struct{}
 	logFile                        *os.File
-	c                              *shim.Client
+	c                              *api.Client
 }
 
 func newDaemon(bin, dir, config string) (*daemon, error) {
 	d := &daemon{bin: bin, dir: dir, root: filepath.Join(dir, "root"), socket: filepath.Join(dir, "api.sock"),
 		config: filepath.Join(dir, "config.toml")}
-	d.c = shim.NewClient(d.socket)
+	d.c = api.NewClient(d.socket)
 	if err := d.setConfig(config); err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ import (
 
 // sizes are the repetitions of one run: full or quick.
 type sizes struct {
-	rawRounds, coldRounds, runRounds int
+	rawRounds, coldRounds int
 	hotFor                           time.Duration
 	burstRequests, burstClients      int
 	burstMinIdle                     int

@@ -21,7 +21,7 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // benchLabel marks the containers the bench makes itself (the baselines),
@@ -302,9 +302,9 @@ func (r *run) cold(ctx context.Context) error {
 		if err := r.remove(ctx, id); err != nil {
 			return err
 		}
-		var l shim.Lease
+		var l api.Lease
 		if err := r.timed(sColdAcquire, func() (err error) {
-			l, err = r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: "cold"})
+			l, err = r.d.c.Acquire(ctx, api.AcquireRequest{Pool: "cold"})
 			return err
 		}); err != nil {
 			return err
@@ -387,9 +387,9 @@ func (r *run) warm(ctx context.Context) error {
 			return err
 		}
 		for _, p := range []struct{ pool, series string }{{"warm", sWarmAcquire}, {"hot", sHotAcquire}} {
-			var l shim.Lease
+			var l api.Lease
 			if err := r.timed(p.series, func() (err error) {
-				l, err = r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: p.pool})
+				l, err = r.d.c.Acquire(ctx, api.AcquireRequest{Pool: p.pool})
 				return err
 			}); err != nil {
 				return err
@@ -436,7 +436,7 @@ func (r *run) hotRate(ctx context.Context, clients int) (float64, error) {
 	for range clients {
 		wg.Go(func() {
 			for time.Now().Before(stop) {
-				l, err := r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: "hot"})
+				l, err := r.d.c.Acquire(ctx, api.AcquireRequest{Pool: "hot"})
 				if err == nil {
 					err = r.d.c.Release(ctx, l.ID)
 				}
@@ -494,7 +494,7 @@ func (r *run) burst(ctx context.Context) error {
 // unix socket in its scratch directory (/host/ol.sock inside), the sandbox
 // back to the pool.
 func (r *run) callHandler(ctx context.Context, pool string) error {
-	l, err := r.d.c.Acquire(ctx, shim.AcquireRequest{Pool: pool, Timeout: "5m"})
+	l, err := r.d.c.Acquire(ctx, api.AcquireRequest{Pool: pool, Timeout: "5m"})
 	if err != nil {
 		return err
 	}

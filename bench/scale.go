@@ -10,7 +10,7 @@ import (
 
 	"github.com/moby/moby/client"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // scale: group 7. Pools scale-00.. with min_idle sandboxes each, added to the
@@ -111,13 +111,13 @@ func (r *run) scale(ctx context.Context) error {
 		return err
 	}
 	for {
-		list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", shim.LabelPool)})
+		list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", api.LabelPool)})
 		if err != nil {
 			return err
 		}
 		left := 0
 		for _, c := range list.Items {
-			if strings.HasPrefix(c.Labels[shim.LabelPool], "scale-") {
+			if strings.HasPrefix(c.Labels[api.LabelPool], "scale-") {
 				left++
 			}
 		}

@@ -44,7 +44,8 @@ package sandboxset
 
 import (
 	"context"
-	"errors"
+
+	"github.com/containerd/errdefs"
 )
 
 // Sandbox is one isolated environment (a container, or a mock) that can be
@@ -105,10 +106,13 @@ type ScratchMaker interface {
 
 var (
 	// ErrClosed is returned by a Set that has been closed.
-	ErrClosed = errors.New("sandbox set is closed")
+	// It is of class errdefs.ErrUnavailable.
+	ErrClosed = errdefs.ErrUnavailable.WithMessage("sandbox set is closed")
 	// ErrForkUnsupported is returned when Config.Parent is set but the
 	// backend cannot fork sandboxes.
-	ErrForkUnsupported = errors.New("backend cannot fork sandboxes")
+	// It is of class errdefs.ErrNotImplemented.
+	ErrForkUnsupported = errdefs.ErrNotImplemented.WithMessage("backend cannot fork sandboxes")
 	// ErrInvalidConfig is returned by New for a configuration it cannot use.
-	ErrInvalidConfig = errors.New("invalid sandbox set config")
+	// It is of class errdefs.ErrInvalidArgument.
+	ErrInvalidConfig = errdefs.ErrInvalidArgument.WithMessage("invalid sandbox set config")
 )

@@ -57,6 +57,21 @@ func ValidateName(name string) error {
 	return nil
 }
 
+var sandboxIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}-[0-9a-f]{16}$`)
+
+// ValidateSandboxID reports whether id is a sandbox ID a Set makes: its
+// pool's name (see ValidateName), '-' and 16 hex digits; so at most 117
+// characters, always one path element, never "." or "..".
+func ValidateSandboxID(id string) error {
+	if !sandboxIDRE.MatchString(id) {
+		if len(id) > 130 {
+			id = id[:130] + "..."
+		}
+		return fmt.Errorf("sandbox ID %q: want a pool name, '-' and 16 hex digits", id)
+	}
+	return nil
+}
+
 // Config configures a Set.
 type Config struct {
 	// Name names the pool in sandbox IDs, errors and logs; see ValidateName.

@@ -754,3 +754,28 @@ func TestEvictIdleAndBackground(t *testing.T) {
 	}
 	f.closeAndCheckLeaks()
 }
+
+func TestValidateSandboxID(t *testing.T) {
+	long := strings.Repeat("p", 100)
+	for id, ok := range map[string]bool{
+		"fn-0123456789abcdef":       true,
+		long + "-0123456789abcdef":  true, // a 117-character ID of a 100-character pool
+		long + "p-0123456789abcdef": false,
+		"fn":                        false,
+		"../x-0123456789abcdef":     false,
+		"fn-0123456789ABCDEF":       false,
+		"fn-0123456789abcdef/..":    false,
+		"-0123456789abcdef":         false,
+		"fn-0123456789abcdef0":      false,
+	} {
+		if err := ValidateSandboxID(id); (err == nil) != ok {
+			t.Errorf("ValidateSandboxID(%q) = %v; want ok=%v", id, err, ok)
+		}
+	}
+	f := newFixture(t, func(c *Config) { c.Name = long })
+	ref := f.get()
+	if err := ValidateSandboxID(ref.Sandbox().ID()); err != nil {
+		t.Errorf("an ID the set made: %v", err)
+	}
+	ref.Put()
+}

@@ -16,11 +16,12 @@ import (
 // make, grow, shrink or free an inode is checked against it beforehand and
 // accounted afterwards from what the backing filesystem reports.
 type quotaNode struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	q *Quota
 }
 
 var (
+	_ fs.NodeWrapChilder    = (*quotaNode)(nil)
 	_ fs.NodeCreater        = (*quotaNode)(nil)
 	_ fs.NodeOpener         = (*quotaNode)(nil)
 	_ fs.NodeMkdirer        = (*quotaNode)(nil)
@@ -41,16 +42,16 @@ func newQuotaRoot(dir string, q *Quota) (fs.InodeEmbedder, error) {
 	if err := syscall.Stat(dir, &st); err != nil {
 		return nil, err
 	}
-	root := &fs.LoopbackRoot{
-		Path: dir,
-		Dev:  uint64(st.Dev),
-		NewNode: func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-			return &quotaNode{LoopbackNode: fs.LoopbackNode{RootData: r}, q: q}
-		},
-	}
-	n := root.NewNode(root, nil, "", &st)
+	root := &fs.LoopbackRoot{Path: dir, Dev: uint64(st.Dev)}
+	n := &quotaNode{LoopbackNode: &fs.LoopbackNode{RootData: root}, q: q}
 	root.RootNode = n
 	return n, nil
+}
+
+// WrapChild makes every node the loopback creates under n a quotaNode of
+// the same quota.
+func (n *quotaNode) WrapChild(_ context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &quotaNode{LoopbackNode: ops.(*fs.LoopbackNode), q: n.q}
 }
 
 // backing returns the backing path of the child name (or of n if name is "").

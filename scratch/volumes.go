@@ -15,16 +15,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
-// Error classes of the Manager; messages name the volume and the cause.
+// Errors of the Manager, each of an errdefs class; messages name the
+// volume and the cause.
 var (
-	ErrNotFound = errors.New("no such volume")
-	ErrExists   = errors.New("volume exists with other options")
-	ErrInUse    = errors.New("volume in use")
+	ErrNotFound = errdefs.ErrNotFound.WithMessage("no such volume")
+	ErrExists   = errdefs.ErrConflict.WithMessage("volume exists with other options")
+	ErrInUse    = errdefs.ErrFailedPrecondition.WithMessage("volume in use")
 )
 
 // DefaultRoot is the default state root.

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -15,7 +15,7 @@ func newApp() *cli.App {
 		Usage:   "warm pools of paused containers for serverless functions",
 		Version: version,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "socket", Value: shim.DefaultSocket, EnvVars: []string{"OL_SHIM_SOCKET"}, Usage: "the daemon's API socket"},
+			&cli.StringFlag{Name: "socket", Value: api.DefaultSocket, EnvVars: []string{"OL_SHIM_SOCKET"}, Usage: "the daemon's API socket"},
 		},
 		Commands: []*cli.Command{
 			serveCommand,
@@ -32,6 +32,6 @@ func newApp() *cli.App {
 }
 
 // apiClient is the client of the daemon every client command uses.
-func apiClient(c *cli.Context) *shim.Client {
-	return shim.NewClient(c.String("socket"))
+func apiClient(c *cli.Context) *api.Client {
+	return api.NewClient(c.String("socket"))
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // BenchmarkServe measures, in one run against one dockerd:
@@ -57,7 +57,7 @@ memory = "32M"
 				return exec.Command(bin, "--socket", d.socket, "run", "--pool", "runs", "true").Run()
 			})
 			timeIt(&apiRun, func() error {
-				_, err := d.c.Run(ctx, shim.APIRunRequest{RunRequest: shim.RunRequest{Pool: "runs", Cmd: []string{"true"}}})
+				_, err := d.c.Run(ctx, api.RunCall{RunRequest: api.RunRequest{Pool: "runs", Cmd: []string{"true"}}})
 				return err
 			})
 			timeIt(&dockerRun, func() error {
@@ -92,7 +92,7 @@ memory = "32M"
 		for range clients {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
-					l, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "hot"})
+					l, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "hot"})
 					if err != nil {
 						b.Error(err)
 						return

@@ -10,7 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/open-lambda/ol-shim/sandboxset"
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/docker"
+	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
 var demoCommand = &cli.Command{
@@ -46,12 +47,12 @@ binary must be the static one from make build).`,
 			if err != nil {
 				return fmt.Errorf("find own binary for the idle init: %w", err)
 			}
-			d, err := shim.NewDocker(c.Context, shim.DockerConfig{RootID: fmt.Sprintf("demo-%d", os.Getpid()), InitBinary: self})
+			d, err := docker.NewDocker(c.Context, docker.DockerConfig{RootID: fmt.Sprintf("demo-%d", os.Getpid()), InitBinary: self})
 			if err != nil {
 				return err
 			}
 			defer d.Close()
-			if backend, err = d.Backend("demo", shim.PoolSpec{Image: c.String("image")}); err != nil {
+			if backend, err = d.Backend("demo", spec.PoolSpec{Image: c.String("image")}); err != nil {
 				return err
 			}
 		default:

@@ -18,7 +18,7 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // Fault injection against the built binary and a real dockerd: what users
@@ -43,9 +43,9 @@ func eventually(t *testing.T, what string, limit time.Duration, cond func() erro
 
 // settled waits until no pool is creating or pausing and every pool holds
 // its min_idle, and returns the pools.
-func (d *testDaemon) settled(t *testing.T) []shim.PoolStatus {
+func (d *testDaemon) settled(t *testing.T) []api.PoolStatus {
 	t.Helper()
-	var pools []shim.PoolStatus
+	var pools []api.PoolStatus
 	eventually(t, "pools settled", 2*time.Minute, func() (err error) {
 		if pools, err = d.c.Pools(context.Background()); err != nil {
 			return err
@@ -62,7 +62,7 @@ func (d *testDaemon) settled(t *testing.T) []shim.PoolStatus {
 
 // volumes lists the Docker volumes labelled with this daemon's root.
 func (d *testDaemon) volumes(t *testing.T) []string {
-	out, err := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+shim.LabelRoot+"="+rootID(d.root)).Output()
+	out, err := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+api.LabelRoot+"="+rootID(d.root)).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,17 +131,17 @@ scratch_size = "8M"
 				var err error
 				switch i % 3 {
 				case 0:
-					var l shim.Lease
-					if l, err = d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb", Timeout: "60s"}); err == nil {
+					var l api.Lease
+					if l, err = d.c.Acquire(ctx, api.AcquireRequest{Pool: "bb", Timeout: "60s"}); err == nil {
 						err = d.c.Release(ctx, l.ID)
 					}
 				case 1:
-					var l shim.Lease
-					if l, err = d.c.Acquire(ctx, shim.AcquireRequest{Pool: "q", Timeout: "60s"}); err == nil {
+					var l api.Lease
+					if l, err = d.c.Acquire(ctx, api.AcquireRequest{Pool: "q", Timeout: "60s"}); err == nil {
 						err = d.c.Destroy(ctx, l.ID, "load")
 					}
 				case 2:
-					_, err = d.c.Run(ctx, shim.APIRunRequest{RunRequest: shim.RunRequest{Pool: "bb", Cmd: []string{"true"}, Reuse: true}, Timeout: "60s"})
+					_, err = d.c.Run(ctx, api.RunCall{RunRequest: api.RunRequest{Pool: "bb", Cmd: []string{"true"}, Reuse: true}, Timeout: "60s"})
 				}
 				mu.Lock()
 				switch {
@@ -207,7 +207,7 @@ scratch_size = "8M"
 			for _, m := range mounts {
 				mnts = append(mnts, filepath.Base(m.Mountpoint))
 			}
-			all, _ := exec.Command("docker", "ps", "-a", "--format", "{{.ID}} {{.Status}} {{.Mounts}}", "--filter", "label="+shim.LabelRoot+"="+rootID(d.root)).CombinedOutput()
+			all, _ := exec.Command("docker", "ps", "-a", "--format", "{{.ID}} {{.Status}} {{.Mounts}}", "--filter", "label="+api.LabelRoot+"="+rootID(d.root)).CombinedOutput()
 			var logged []string
 			for _, line := range strings.Split(d.log.String(), "\n") {
 				for _, n := range names {
@@ -269,13 +269,13 @@ memory = "32M"
 		t.Errorf("an acquire happened: %+v", p.Stats)
 	}
 
-	l, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"})
+	l, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "bb"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustRun(t, "docker", "kill", l.ContainerID)
 	err = d.c.Release(ctx, l.ID)
-	var ae *shim.APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) || !strings.Contains(ae.Message, l.SandboxID) {
 		t.Errorf("release of a sandbox killed in use: %v; want an error that names it", err)
 	} else {
@@ -287,7 +287,7 @@ memory = "32M"
 		}
 		return nil
 	})
-	l2, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"})
+	l2, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "bb"})
 	if err != nil {
 		t.Fatalf("acquire after a sandbox died in use: %v", err)
 	}
@@ -344,9 +344,9 @@ scratch_size = "64M"
 		t.Errorf("status after freeing space: %+v, %v", st.StateRoot, err)
 	}
 	// And makes sandboxes again.
-	l, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "q"})
+	l, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "q"})
 	if err == nil {
-		_, err = d.c.Acquire(ctx, shim.AcquireRequest{Pool: "q"})
+		_, err = d.c.Acquire(ctx, api.AcquireRequest{Pool: "q"})
 		d.c.Release(ctx, l.ID)
 	}
 	if err != nil {

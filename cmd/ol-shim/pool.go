@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
 var poolCommand = &cli.Command{
@@ -61,7 +61,7 @@ var poolCreateCommand = &cli.Command{
 		&cli.StringFlag{Name: "file", Usage: "read the pool from this JSON file (- for stdin) instead of flags"},
 	},
 	Action: func(c *cli.Context) error {
-		var pc shim.PoolConfig
+		var pc spec.PoolConfig
 		args := c.Args().Slice()
 		if f := c.String("file"); f != "" {
 			if len(args) != 1 {
@@ -84,12 +84,12 @@ var poolCreateCommand = &cli.Command{
 			if len(args) < 2 {
 				return fmt.Errorf("pool create: want NAME IMAGE [CMD...]")
 			}
-			pc = shim.PoolConfig{
+			pc = spec.PoolConfig{
 				Image: args[1], Cmd: args[2:], Env: c.StringSlice("env"), CPUs: c.Float64("cpus"), Pids: c.Int64("pids"),
 				MinIdle: c.Int("min-idle"), MaxSize: c.Int("max-size"),
-				IdleTTL: shim.Duration(c.Duration("idle-ttl")), PauseGrace: shim.Duration(c.Duration("pause-grace")),
+				IdleTTL: spec.Duration(c.Duration("idle-ttl")), PauseGrace: spec.Duration(c.Duration("pause-grace")),
 			}
-			for flag, dst := range map[string]*shim.Size{"memory": &pc.Memory, "scratch-size": &pc.ScratchSize} {
+			for flag, dst := range map[string]*spec.Size{"memory": &pc.Memory, "scratch-size": &pc.ScratchSize} {
 				if v := c.String(flag); v != "" {
 					if err := dst.UnmarshalText([]byte(v)); err != nil {
 						return fmt.Errorf("--%s: %w", flag, err)
@@ -97,7 +97,7 @@ var poolCreateCommand = &cli.Command{
 				}
 			}
 			if s := c.String("ready-socket"); s != "" {
-				pc.Ready = &shim.ReadyConfig{Socket: s}
+				pc.Ready = &spec.ReadyConfig{Socket: s}
 			}
 		}
 		p, err := apiClient(c).PutPool(c.Context, args[0], pc)

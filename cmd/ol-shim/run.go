@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 var runCommand = &cli.Command{
@@ -28,7 +28,7 @@ sandbox is destroyed afterwards and the pool refills in the background;
 	},
 	Action: func(c *cli.Context) error {
 		args := c.Args().Slice()
-		req := shim.APIRunRequest{RunRequest: shim.RunRequest{
+		req := api.RunCall{RunRequest: api.RunRequest{
 			Pool: c.String("pool"), Env: c.StringSlice("env"), WorkingDir: c.String("workdir"), Reuse: c.Bool("reuse"),
 		}}
 		if req.Pool == "" {
@@ -45,7 +45,7 @@ sandbox is destroyed afterwards and the pool refills in the background;
 			req.Timeout = d.String()
 		}
 		if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {
-			in, err := io.ReadAll(io.LimitReader(os.Stdin, shim.MaxBody/2))
+			in, err := io.ReadAll(io.LimitReader(os.Stdin, api.MaxBody/2))
 			if err != nil {
 				return fmt.Errorf("run: read stdin: %w", err)
 			}
@@ -61,7 +61,7 @@ sandbox is destroyed afterwards and the pool refills in the background;
 		c.App.Writer.Write(res.Stdout)
 		c.App.ErrWriter.Write(res.Stderr)
 		if res.Truncated {
-			fmt.Fprintf(c.App.ErrWriter, "ol-shim: output truncated at %d bytes\n", shim.MaxOutput)
+			fmt.Fprintf(c.App.ErrWriter, "ol-shim: output truncated at %d bytes\n", api.MaxOutput)
 		}
 		if res.ExitCode != 0 {
 			return cli.Exit("", res.ExitCode)

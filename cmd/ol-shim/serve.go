@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,11 +15,13 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
-	"github.com/coreos/go-systemd/v22/daemon"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
-	"github.com/open-lambda/ol-shim/scratch"
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/config"
+	"github.com/open-lambda/ol-shim/shim/daemon"
+	"github.com/open-lambda/ol-shim/shim/registry"
 )
 
 var serveCommand = &cli.Command{
@@ -42,17 +41,17 @@ and leaves idle ones paused for the next start (or destroys them all with
 Settings come from flags, then OL_SHIM_* variables, then the config file
 ([daemon] table), then defaults.`,
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "config", Value: shim.DefaultConfigPath, EnvVars: []string{"OL_SHIM_CONFIG"}, Usage: "config file (pools, [daemon], [adhoc]); may be absent at the default path"},
-		&cli.StringFlag{Name: "root", Value: scratch.DefaultRoot, EnvVars: []string{"OL_SHIM_ROOT"}, Usage: "state root"},
-		&cli.StringFlag{Name: "socket", Value: shim.DefaultSocket, EnvVars: []string{"OL_SHIM_SOCKET"}, Usage: "API socket"},
-		&cli.StringFlag{Name: "plugin-socket", Value: shim.DefaultPluginSocket, EnvVars: []string{"OL_SHIM_PLUGIN_SOCKET"}, Usage: "volume plugin socket dockerd connects to"},
-		&cli.StringFlag{Name: "plugin-name", Value: shim.DefaultPluginName, EnvVars: []string{"OL_SHIM_PLUGIN_NAME"}, Usage: "the volume driver name dockerd knows the plugin by"},
+		&cli.StringFlag{Name: "config", Value: config.DefaultConfigPath, EnvVars: []string{"OL_SHIM_CONFIG"}, Usage: "config file (pools, [daemon], [adhoc]); may be absent at the default path"},
+		&cli.StringFlag{Name: "root", Value: daemon.DefaultRoot, EnvVars: []string{"OL_SHIM_ROOT"}, Usage: "state root"},
+		&cli.StringFlag{Name: "socket", Value: api.DefaultSocket, EnvVars: []string{"OL_SHIM_SOCKET"}, Usage: "API socket"},
+		&cli.StringFlag{Name: "plugin-socket", Value: api.DefaultPluginSocket, EnvVars: []string{"OL_SHIM_PLUGIN_SOCKET"}, Usage: "volume plugin socket dockerd connects to"},
+		&cli.StringFlag{Name: "plugin-name", Value: api.DefaultPluginName, EnvVars: []string{"OL_SHIM_PLUGIN_NAME"}, Usage: "the volume driver name dockerd knows the plugin by"},
 		&cli.StringFlag{Name: "plugin-spec-dir", Value: "/etc/docker/plugins", EnvVars: []string{"OL_SHIM_PLUGIN_SPEC_DIR"}, Usage: "where dockerd looks for plugin specs; serve writes <plugin-name>.json there if missing"},
 		&cli.StringFlag{Name: "socket-group", Value: "docker", EnvVars: []string{"OL_SHIM_SOCKET_GROUP"}, Usage: "group owning both sockets (mode 0660); empty: root"},
 		&cli.StringFlag{Name: "backend", Value: "docker", EnvVars: []string{"OL_SHIM_BACKEND"}, Usage: "sandbox backend: docker or mock"},
 		&cli.StringFlag{Name: "scratch", Value: "volume", EnvVars: []string{"OL_SHIM_SCRATCH"}, Usage: "sandbox scratch at /host: volume (through the volume plugin, quotas work) or bind (plain directories)"},
 		&cli.StringFlag{Name: "memory-budget", Value: "80%", EnvVars: []string{"OL_SHIM_MEMORY_BUDGET"}, Usage: "cap on the summed memory limits of live sandboxes: a size (16G) or a share of RAM (80%)"},
-		&cli.DurationFlag{Name: "lease", Value: shim.DefaultLease, EnvVars: []string{"OL_SHIM_LEASE"}, Usage: "how long an acquired sandbox lives unless renewed"},
+		&cli.DurationFlag{Name: "lease", Value: registry.DefaultLease, EnvVars: []string{"OL_SHIM_LEASE"}, Usage: "how long an acquired sandbox lives unless renewed"},
 		&cli.BoolFlag{Name: "destroy-on-exit", EnvVars: []string{"OL_SHIM_DESTROY_ON_EXIT"}, Usage: "destroy every sandbox at exit instead of leaving idle ones paused for the next start"},
 		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "dockerd address (default unix:///var/run/docker.sock)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -72,7 +71,7 @@ type settings struct {
 }
 
 // resolve applies flag > env > file > default.
-func resolve(c *cli.Context, file shim.DaemonConfig) settings {
+func resolve(c *cli.Context, file config.DaemonConfig) settings {
 	str := func(flag, fromFile string) string {
 		if c.IsSet(flag) || fromFile == "" {
 			return c.String(flag)
@@ -104,26 +103,16 @@ func resolve(c *cli.Context, file shim.DaemonConfig) settings {
 }
 
 func serve(c *cli.Context) error {
-	cfg, err := shim.LoadConfig(c.String("config"), c.IsSet("config"))
+	file, err := config.LoadConfig(c.String("config"), c.IsSet("config"))
 	if err != nil {
 		return err
 	}
-	s := resolve(c, cfg.Daemon)
+	s := resolve(c, file.Daemon)
 	log, err := newLogger(s.logLevel)
 	if err != nil {
 		return err
 	}
-	switch s.backend {
-	case "docker", "mock":
-	default:
-		return fmt.Errorf("backend %q: want docker or mock", s.backend)
-	}
-	switch s.scratchMode {
-	case "volume", "bind":
-	default:
-		return fmt.Errorf("scratch %q: want volume or bind", s.scratchMode)
-	}
-	budget, err := shim.ParseBudget(s.budget, totalRAM())
+	budget, err := config.ParseBudget(s.budget, totalRAM())
 	if err != nil {
 		return err
 	}
@@ -131,46 +120,43 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("root %q: %w", s.root, err)
 	}
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if c.Bool("plugin-only") {
-		return servePluginOnly(ctx, root, s, log)
-	}
 	purge := c.Bool("purge")
-	if purge && s.backend != "docker" {
+	if purge && s.backend != daemon.BackendDocker {
 		return fmt.Errorf("--purge: backend %q keeps nothing to purge", s.backend)
 	}
-	var metrics *shim.Metrics
-	if addr := c.String("metrics-addr"); addr != "" && !purge {
-		metrics = shim.NewMetrics()
-		if err := serveMetrics(ctx, addr, metrics, log); err != nil {
-			return err
-		}
-	}
-
-	// The volume plugin comes first: dockerd may be starting and waiting
-	// for it to restore containers with ol-shim volumes. Mount counts come
-	// from Docker if it answers now; if it does not, no container runs.
-	var inUse func(context.Context) (map[string]int, error)
-	if s.backend == "docker" {
-		inUse = func(ctx context.Context) (map[string]int, error) {
-			d, err := shim.NewDocker(ctx, shim.DockerConfig{Host: s.dockerHost, RootID: rootID(root), CallTimeout: 3 * time.Second})
-			if err != nil {
-				return nil, err
-			}
-			defer d.Close()
-			return d.VolumesInUse(ctx, s.pluginName)
-		}
-	}
-	vols, err := scratch.Open(ctx, scratch.Config{Root: root, InUse: inUse, Logger: log})
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := daemon.New(ctx, daemon.Config{
+		Root: root, Backend: s.backend, Scratch: s.scratchMode, PluginName: s.pluginName, DockerHost: s.dockerHost,
+		Budget: budget, Lease: s.lease, DestroyOnExit: s.destroyOnExit, File: file, Version: version, Logger: log,
+		Metrics: c.String("metrics-addr") != "" && !purge, PluginOnly: c.Bool("plugin-only"),
+		Notify: func(status string) { notify(status) },
+	})
 	if err != nil {
 		return err
 	}
+	stopped := false
 	defer func() {
-		if err := vols.Close(); err != nil {
-			log.Error("close volumes", "error", err)
+		if !stopped {
+			if err := d.Stop(context.Background()); err != nil {
+				log.Error("stop", "error", err)
+			}
 		}
 	}()
+	if c.Bool("plugin-only") {
+		return servePluginOnly(ctx, d, s, log)
+	}
+	if addr := c.String("metrics-addr"); addr != "" && !purge {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("metrics address %q: %w", addr, err)
+		}
+		go d.ServeMetrics(l)
+		log.Info("serving metrics", "addr", l.Addr().String())
+	}
+
+	// The volume plugin comes first: dockerd may be starting and waiting
+	// for it to restore containers with ol-shim volumes.
 	activated, err := activation.ListenersWithNames()
 	if err != nil {
 		return fmt.Errorf("systemd socket activation: %w", err)
@@ -180,7 +166,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	defer pl.Close()
-	go scratch.NewDriver(vols, log).Handler().Serve(pl)
+	go d.ServePlugin(pl)
 	if len(activated) == 0 {
 		wrote, err := ensurePluginSpec(s.specDir, s.pluginName, s.pluginSocket, log)
 		if err != nil {
@@ -192,62 +178,22 @@ func serve(c *cli.Context) error {
 			defer os.Remove(filepath.Join(s.specDir, s.pluginName+".json"))
 		}
 	}
-	if !purge {
-		notify(daemon.SdNotifyReady, "STATUS=volume plugin serving; starting pools")
-	}
-
-	var d *shim.Docker
-	if s.backend == "docker" {
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find own binary for the idle init: %w", err)
-		}
-		dc := shim.DockerConfig{Host: s.dockerHost, RootID: rootID(root), InitBinary: self, Logger: log}
-		if s.scratchMode == "volume" {
-			dc.VolumeDriver = s.pluginName
-		}
-		wctx := ctx
-		if purge {
-			var cancel context.CancelFunc
-			wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-		}
-		if d, err = waitDocker(wctx, dc, log); err != nil {
-			return err
-		}
-		defer d.Close()
-	}
-
-	rc := shim.RegistryConfig{Docker: d, Root: root, Budget: budget, Lease: s.lease, AdHoc: cfg.AdHoc, Logger: log, Metrics: metrics}
-	if d != nil && s.scratchMode == "volume" {
-		rc.Volumes = vols
-	}
-	reg, err := shim.NewRegistry(rc)
-	if err != nil {
-		return err
-	}
-	if metrics != nil {
-		metrics.Watch(reg, vols)
-	}
 	if purge {
-		return purgeAll(ctx, reg, d, s.pluginName, log)
+		return d.Purge(ctx)
 	}
-	if _, err := reg.Start(ctx, cfg.Pools); err != nil {
-		reg.Close(context.Background(), false)
+	notify(sddaemon.SdNotifyReady, "STATUS=volume plugin serving; starting pools")
+	if err := d.Start(ctx); err != nil {
 		return err
 	}
 	al, err := listener(activated, s.socket, s.group)
 	if err != nil {
-		reg.Close(context.Background(), false)
 		return err
 	}
-	api := &shim.API{Registry: reg, Docker: d, Volumes: vols, Version: version, Backend: s.backend}
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(al) }()
+	go func() { errc <- d.ServeAPI(al) }()
 	log.Info("serving", "socket", s.socket, "plugin_socket", s.pluginSocket, "root", root, "backend", s.backend,
-		"pools", len(cfg.Pools), "memory_budget", budget, "socket_activated", len(activated) > 0)
-	notify(fmt.Sprintf("STATUS=serving %d pools", len(cfg.Pools)))
+		"pools", d.Pools(), "memory_budget", budget, "socket_activated", len(activated) > 0)
+	notify(fmt.Sprintf("STATUS=serving %d pools", d.Pools()))
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -255,75 +201,31 @@ func serve(c *cli.Context) error {
 	for {
 		select {
 		case <-hup:
-			notify(daemon.SdNotifyReloading)
-			next, err := shim.LoadConfig(c.String("config"), c.IsSet("config"))
+			notify(sddaemon.SdNotifyReloading)
+			next, err := config.LoadConfig(c.String("config"), c.IsSet("config"))
 			if err != nil {
 				log.Error("reload: config refused; keeping the running one", "error", err)
-			} else if err := reg.Apply(next.Pools, next.AdHoc); err != nil {
+			} else if err := d.Reload(next); err != nil {
 				log.Error("reload", "error", err)
 			} else {
 				log.Info("reloaded", "pools", len(next.Pools))
 			}
-			notify(daemon.SdNotifyReady)
+			notify(sddaemon.SdNotifyReady)
 		case err := <-errc:
-			reg.Close(context.Background(), s.destroyOnExit)
 			return fmt.Errorf("api socket: %w", err)
 		case <-ctx.Done():
-			notify(daemon.SdNotifyStopping)
+			notify(sddaemon.SdNotifyStopping)
 			log.Info("stopping: finishing requests in flight")
 			sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Warn("requests still in flight at exit", "error", err)
-			}
-			cancel()
-			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			if err := reg.Close(cctx, s.destroyOnExit); err != nil {
-				log.Error("close pools", "error", err)
+			stopped = true
+			if err := d.Stop(sctx); err != nil {
+				log.Error("stop", "error", err)
 			}
 			log.Info("stopped", "destroyed_all", s.destroyOnExit)
 			return nil
 		}
 	}
-}
-
-// purgeAll starts the registry with no pools, so that its reconcile removes
-// every sandbox and scratch volume of this state root, and reports the
-// volumes users made with the driver: they hold users' data, so they are
-// left for the user to remove (while ol-shim serves them).
-func purgeAll(ctx context.Context, reg *shim.Registry, d *shim.Docker, driver string, log *slog.Logger) error {
-	rep, err := reg.Start(ctx, nil)
-	if cerr := reg.Close(context.Background(), true); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("purge: %w", err)
-	}
-	log.Info("purged", "sandboxes_removed", rep.Removed)
-	left, err := d.VolumeNames(ctx, driver)
-	if err != nil {
-		return fmt.Errorf("purge: list volumes: %w", err)
-	}
-	if len(left) > 0 {
-		return fmt.Errorf("purge: sandboxes removed, but %d volumes of driver %s remain, holding users' data: %s; remove them with `docker volume rm` while ol-shim serves, then purge again",
-			len(left), driver, strings.Join(left, ", "))
-	}
-	return nil
-}
-
-// serveMetrics serves m at addr/metrics until ctx ends.
-func serveMetrics(ctx context.Context, addr string, m *shim.Metrics, log *slog.Logger) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics address %q: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", m.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(l)
-	context.AfterFunc(ctx, func() { srv.Close() })
-	log.Info("serving metrics", "addr", l.Addr().String())
-	return nil
 }
 
 // newLogger logs JSON under systemd (which sets JOURNAL_STREAM) and text
@@ -343,7 +245,7 @@ func newLogger(level string) (*slog.Logger, error) {
 // notify tells systemd (Type=notify) about the daemon's state; outside
 // systemd it does nothing.
 func notify(states ...string) {
-	_, _ = daemon.SdNotify(false, strings.Join(states, "\n"))
+	_, _ = sddaemon.SdNotify(false, strings.Join(states, "\n"))
 }
 
 // listener returns the socket systemd passed for path (ol-shim.socket
@@ -356,7 +258,7 @@ func listener(activated map[string][]net.Listener, path, group string) (net.List
 			}
 		}
 	}
-	l, err := scratch.Listen(path, group)
+	l, err := daemon.Listen(path, group)
 	if err != nil {
 		return nil, err
 	}
@@ -375,41 +277,16 @@ func (l *removeOnClose) Close() error {
 	return err
 }
 
-// waitDocker connects to dockerd, waiting for it to answer until ctx ends:
-// under systemd ol-shim starts before docker.service.
-func waitDocker(ctx context.Context, dc shim.DockerConfig, log *slog.Logger) (*shim.Docker, error) {
-	for i := 0; ; i++ {
-		d, err := shim.NewDocker(ctx, dc)
-		if err == nil {
-			return d, nil
-		}
-		if i == 0 {
-			log.Warn("waiting for dockerd", "error", err)
-			notify("STATUS=volume plugin serving; waiting for dockerd")
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (start dockerd, or try ol-shim with --backend mock)", err)
-		case <-time.After(time.Second):
-		}
-	}
-}
-
 // servePluginOnly serves the volume plugin and nothing else.
-func servePluginOnly(ctx context.Context, root string, s settings, log *slog.Logger) error {
-	vols, err := scratch.Open(ctx, scratch.Config{Root: root, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer vols.Close()
-	pl, err := scratch.Listen(s.pluginSocket, s.group)
+func servePluginOnly(ctx context.Context, d *daemon.Daemon, s settings, log *slog.Logger) error {
+	pl, err := daemon.Listen(s.pluginSocket, s.group)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(s.pluginSocket)
 	errc := make(chan error, 1)
-	go func() { errc <- scratch.NewDriver(vols, log).Handler().Serve(pl) }()
-	log.Info("serving the volume plugin only", "plugin_socket", s.pluginSocket, "root", root, "volumes", len(vols.List()))
+	go func() { errc <- d.ServePlugin(pl) }()
+	log.Info("serving the volume plugin only", "plugin_socket", s.pluginSocket, "volumes", d.VolumeCount())
 	select {
 	case <-ctx.Done():
 		pl.Close()
@@ -418,12 +295,6 @@ func servePluginOnly(ctx context.Context, root string, s settings, log *slog.Log
 	case err := <-errc:
 		return fmt.Errorf("plugin socket: %w", err)
 	}
-}
-
-// rootID names this instance's state root in container labels.
-func rootID(root string) string {
-	sum := sha256.Sum256([]byte(root))
-	return "r" + hex.EncodeToString(sum[:6])
 }
 
 // ensurePluginSpec writes dir/name.json pointing at socket unless it
@@ -444,11 +315,36 @@ func ensurePluginSpec(dir, name, socket string, log *slog.Logger) (bool, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return false, err
 	}
-	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+	if err := writeFileAtomic(p, append(b, '\n'), 0o644); err != nil {
 		return false, err
 	}
 	log.Info("wrote plugin spec for dockerd", "path", p)
 	return true, nil
+}
+
+// writeFileAtomic writes path whole or not at all: a temporary file in the
+// same directory, synced, then renamed over path. A reader (dockerd) never
+// sees a half-written spec, even if the process dies mid-write.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename, there is nothing there
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // totalRAM returns the host's memory in bytes.

@@ -18,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/daemon"
 )
 
 // These tests run the built binary against the real dockerd, as a user
@@ -63,7 +64,7 @@ type testDaemon struct {
 	config string
 	cmd    *exec.Cmd
 	log    syncBuffer
-	c      *shim.Client
+	c      *api.Client
 }
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes to it.
@@ -101,7 +102,7 @@ func newDaemonWith(t testing.TB, config string, prepare func(d *testDaemon)) *te
 	if prepare != nil {
 		prepare(d)
 	}
-	d.c = shim.NewClient(d.socket)
+	d.c = api.NewClient(d.socket)
 	t.Cleanup(func() {
 		// Nothing labelled with this root may outlive the test. A daemon
 		// with no pools reconciles everything away (containers, scratch
@@ -116,7 +117,7 @@ func newDaemonWith(t testing.TB, config string, prepare func(d *testDaemon)) *te
 			t.Errorf("%d containers of this daemon left after a sweep", len(left))
 			exec.Command("docker", append([]string{"rm", "-f"}, left...)...).Run()
 		}
-		out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+shim.LabelRoot+"="+rootID(d.root)).Output()
+		out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+api.LabelRoot+"="+rootID(d.root)).Output()
 		if vols := strings.Fields(string(out)); len(vols) > 0 {
 			t.Errorf("scratch volumes left after a sweep: %v", vols)
 		}
@@ -169,7 +170,7 @@ func (d *testDaemon) stop(sig syscall.Signal) {
 // containers lists the containers labelled with this daemon's root (all,
 // or only paused ones).
 func (d *testDaemon) containers(pausedOnly bool) []string {
-	args := []string{"ps", "-aq", "--filter", "label=" + shim.LabelRoot + "=" + rootID(d.root)}
+	args := []string{"ps", "-aq", "--filter", "label=" + api.LabelRoot + "=" + rootID(d.root)}
 	if pausedOnly {
 		args = append(args, "--filter", "status=paused")
 	}
@@ -265,7 +266,7 @@ func TestServeRun(t *testing.T) {
 		t.Errorf("status (exit %d):\n%s", code, table)
 	}
 	js, _, _ := d.cli("", "status", "--json")
-	var parsed shim.StatusResponse
+	var parsed api.StatusResponse
 	if err := json.Unmarshal([]byte(js), &parsed); err != nil || parsed.Backend != "docker" {
 		t.Errorf("status --json: %v\n%s", err, js)
 	}
@@ -290,7 +291,7 @@ memory = "32M"
 	d.waitIdle("bb", 3)
 	ctx := context.Background()
 	// One sandbox leased when the daemon stops.
-	if _, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"}); err != nil {
+	if _, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "bb"}); err != nil {
 		t.Fatal(err)
 	}
 	d.waitIdle("bb", 3) // refilled
@@ -303,7 +304,7 @@ memory = "32M"
 	if st.Stats.Idle < 3 {
 		t.Errorf("after restart the pool holds %d idle, want the 3 adopted", st.Stats.Idle)
 	}
-	l, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"})
+	l, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "bb"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,9 +394,9 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatalf("systemd-socket-activate (Debian's systemd package): %v", err)
 	}
 	dir := t.TempDir()
-	api, plugin := filepath.Join(dir, "api.sock"), filepath.Join(dir, "plugin.sock")
-	cmd := exec.Command(sa, "-l", api, "-l", plugin, bin, "serve", "--backend", "mock", "--config", "/dev/null",
-		"--root", filepath.Join(dir, "root"), "--socket", api, "--plugin-socket", plugin, "--plugin-spec-dir", filepath.Join(dir, "specs"))
+	apiSock, plugin := filepath.Join(dir, "api.sock"), filepath.Join(dir, "plugin.sock")
+	cmd := exec.Command(sa, "-l", apiSock, "-l", plugin, bin, "serve", "--backend", "mock", "--config", "/dev/null",
+		"--root", filepath.Join(dir, "root"), "--socket", apiSock, "--plugin-socket", plugin, "--plugin-spec-dir", filepath.Join(dir, "specs"))
 	var log syncBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -405,8 +406,8 @@ func TestSocketActivation(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	c := shim.NewClient(api)
-	var st shim.StatusResponse
+	c := api.NewClient(apiSock)
+	var st api.StatusResponse
 	for i := 0; ; i++ {
 		if st, err = c.Status(context.Background()); err == nil {
 			break
@@ -449,7 +450,7 @@ memory = "32M"
 `)
 	ctx := context.Background()
 	d.waitIdle("a", 2)
-	l1, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "b"})
+	l1, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +458,7 @@ memory = "32M"
 		t.Errorf("lease %+v", l1)
 	}
 	// 96M are now spoken for: a second sandbox of b evicts an idle one of a.
-	l2, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "b", Timeout: "30s"})
+	l2, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "b", Timeout: "30s"})
 	if err != nil {
 		t.Fatalf("acquire past the budget with idle sandboxes to evict: %v", err)
 	}
@@ -483,12 +484,12 @@ memory = "32M"
 	if err := exec.Command("docker", "inspect", l2.ContainerID).Run(); err == nil {
 		t.Error("destroyed sandbox's container still exists")
 	}
-	var ae *shim.APIError
+	var ae *api.APIError
 	if err := d.c.Release(ctx, l2.ID); !errors.As(err, &ae) || ae.Status != 409 {
 		t.Errorf("release after destroy: %v, want 409", err)
 	}
 	// A holder that hangs: after the 2s lease the container is destroyed.
-	l3, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "b"})
+	l3, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +529,7 @@ func TestServeSecurity(t *testing.T) {
 		t.Errorf("status as nobody: %v\n%s", err, out)
 	}
 	ctx := context.Background()
-	l, err := d.c.Acquire(ctx, shim.AcquireRequest{Pool: "bb"})
+	l, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "bb"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -552,3 +553,6 @@ func TestServeSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// rootID names a state root in container labels, as the daemon does.
+func rootID(root string) string { return daemon.RootID(root) }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/open-lambda/ol-shim/shim"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 var statusCommand = &cli.Command{
@@ -34,7 +34,7 @@ var statusCommand = &cli.Command{
 	},
 }
 
-func printStatus(out io.Writer, st shim.StatusResponse) {
+func printStatus(out io.Writer, st api.StatusResponse) {
 	docker := "no docker (mock backend)"
 	if h := st.Docker; h != nil {
 		if h.OK {

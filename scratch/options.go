@@ -1,0 +1,165 @@
+package scratch
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/open-lambda/ol-shim/internal/units"
+)
+
+// ErrInvalid marks a bad volume name or option. Nothing was created. It is
+// of class errdefs.ErrInvalidArgument.
+var ErrInvalid = errdefs.ErrInvalidArgument.WithMessage("invalid")
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// ValidateName reports whether name can name a volume: 1 to 128 characters
+// of letters, digits, '_', '.' and '-', starting with a letter or digit — so
+// it is always one path element, never "." or "..".
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		shown := name
+		if len(shown) > 40 {
+			shown = shown[:40] + "..."
+		}
+		return fmt.Errorf("volume name %q: %w: want 1-128 characters of [A-Za-z0-9_.-] starting with a letter or digit", shown, ErrInvalid)
+	}
+	return nil
+}
+
+// Options are a volume's settings, from `docker volume create --opt`.
+type Options struct {
+	// Size limits the bytes of disk the volume's files may use; 0: no limit.
+	Size int64 `json:"size,omitempty"`
+	// Inodes limits the files, directories and links; 0: no limit.
+	Inodes int64 `json:"inodes,omitempty"`
+	// UID and GID own the volume's root directory; default 0 (root).
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+	// Mode is the permission bits of the volume's root directory.
+	Mode uint32 `json:"mode"`
+}
+
+// DefaultMode is the mode of a volume's root unless the mode option says
+// otherwise: not world-writable.
+const DefaultMode = 0o750
+
+// Limited reports whether the volume has a quota, and so is served through
+// FUSE.
+func (o Options) Limited() bool { return o.Size > 0 || o.Inodes > 0 }
+
+// Option keys of `docker volume create --opt`.
+const (
+	OptSize   = "size"
+	OptInodes = "inodes"
+	OptUID    = "uid"
+	OptGID    = "gid"
+	OptMode   = "mode"
+)
+
+// QuotaOptions returns the volume options that give a volume these quotas;
+// a zero limit is left out (no limit).
+func QuotaOptions(size, inodes int64) map[string]string {
+	o := map[string]string{}
+	if size > 0 {
+		o[OptSize] = strconv.FormatInt(size, 10)
+	}
+	if inodes > 0 {
+		o[OptInodes] = strconv.FormatInt(inodes, 10)
+	}
+	return o
+}
+
+// optionKeys are the options Create accepts, with what each takes.
+var optionKeys = map[string]string{
+	OptSize:   "bytes, with an optional K, M, G or T suffix (powers of 1024), e.g. 64M",
+	OptInodes: "a positive count of files and directories",
+	OptUID:    "owner of the volume's root, 0-4294967294",
+	OptGID:    "group of the volume's root, 0-4294967294",
+	OptMode:   "octal permissions of the volume's root, e.g. 0750",
+}
+
+// ValidOptions describes the options Create accepts, for error messages.
+func ValidOptions() string {
+	var b strings.Builder
+	for i, k := range slices.Sorted(maps.Keys(optionKeys)) {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s (%s)", k, optionKeys[k])
+	}
+	return b.String()
+}
+
+// ParseOptions parses `--opt` key/value pairs. An unknown or malformed
+// option is an error that names it and lists the valid ones.
+func ParseOptions(opts map[string]string) (Options, error) {
+	o := Options{UID: 0, GID: 0, Mode: DefaultMode}
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		v := opts[k]
+		bad := func(err error) (Options, error) {
+			return Options{}, fmt.Errorf("option %s=%q: %w: %v (valid options: %s)", k, v, ErrInvalid, err, ValidOptions())
+		}
+		var err error
+		switch k {
+		case OptSize:
+			o.Size, err = units.ParseSize(v)
+		case OptInodes:
+			o.Inodes, err = strconv.ParseInt(v, 10, 64)
+			if err == nil && o.Inodes <= 0 {
+				err = errors.New("must be positive")
+			}
+		case OptUID, OptGID:
+			var n uint64
+			n, err = strconv.ParseUint(v, 10, 32)
+			if err == nil && n == math.MaxUint32 {
+				err = errors.New("out of range")
+			}
+			if k == OptUID {
+				o.UID = int(n)
+			} else {
+				o.GID = int(n)
+			}
+		case OptMode:
+			var n uint64
+			n, err = strconv.ParseUint(v, 8, 32)
+			if err == nil && n&^0o7777 != 0 {
+				err = errors.New("more than permission bits")
+			}
+			if err == nil && n&0o002 != 0 {
+				err = errors.New("world-writable volumes are not allowed")
+			}
+			if err == nil && n&0o6000 != 0 {
+				err = errors.New("setuid and setgid bits are not allowed")
+			}
+			o.Mode = uint32(n)
+		default:
+			return Options{}, fmt.Errorf("option %q: %w: unknown (valid options: %s)", k, ErrInvalid, ValidOptions())
+		}
+		if err != nil {
+			return bad(err)
+		}
+	}
+	return o, nil
+}
+
+// String renders options as the key=value pairs ParseOptions reads.
+func (o Options) String() string {
+	var parts []string
+	if o.Size > 0 {
+		parts = append(parts, "size="+strconv.FormatInt(o.Size, 10))
+	}
+	if o.Inodes > 0 {
+		parts = append(parts, "inodes="+strconv.FormatInt(o.Inodes, 10))
+	}
+	parts = append(parts, fmt.Sprintf("uid=%d", o.UID), fmt.Sprintf("gid=%d", o.GID), fmt.Sprintf("mode=%04o", o.Mode))
+	return strings.Join(parts, ",")
+}

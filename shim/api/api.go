@@ -1,0 +1,200 @@
+// Package api is the vocabulary of ol-shim's HTTP API: the wire types
+// every endpoint reads and writes, the error classes and their HTTP status
+// codes, and a Client. It is a leaf, as moby keeps moby/api apart from its
+// daemon: a program that talks to ol-shim (a FaaS worker, bench, a script)
+// imports no Docker client, FUSE, bbolt or Prometheus code.
+//
+// # Endpoints
+//
+// Every path is under /v1, JSON in and out, served on a unix socket
+// (DefaultSocket):
+//
+//	GET    /v1/status                 StatusResponse
+//	GET    /v1/pools                  []PoolStatus
+//	GET    /v1/pools/{name}           PoolStatus
+//	PUT    /v1/pools/{name}           spec.PoolConfig -> PoolStatus (201 if new)
+//	DELETE /v1/pools/{name}           204
+//	POST   /v1/pools/{name}/warm      CountRequest -> PoolStatus
+//	POST   /v1/pools/{name}/shrink    CountRequest -> PoolStatus
+//	POST   /v1/acquire                AcquireRequest -> Lease
+//	POST   /v1/leases/{id}/release    204
+//	POST   /v1/leases/{id}/destroy    DestroyRequest -> 204
+//	POST   /v1/leases/{id}/renew      RenewRequest -> Lease
+//	POST   /v1/run                    RunCall -> RunResult
+//
+// # Errors
+//
+// An error is {"message": "..."} with a status code that follows its class
+// (github.com/containerd/errdefs): see HTTPStatus. The Client turns the code
+// back into the class, so errdefs.IsNotFound(err) works on both sides.
+package api
+
+import (
+	"time"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// Where the daemon listens unless told otherwise.
+const (
+	DefaultSocket       = "/run/ol-shim/ol-shim.sock"
+	DefaultPluginSocket = "/run/ol-shim/plugin.sock"
+	DefaultPluginName   = "ol-shim"
+)
+
+// Labels on every container and scratch volume ol-shim creates: filter
+// `docker ps` and `docker volume ls` with them.
+const (
+	LabelManaged = "io.ol-shim.managed" // "true"
+	LabelRoot    = "io.ol-shim.root"    // the state root's ID: one ol-shim instance
+	LabelPool    = "io.ol-shim.pool"    // pool name
+	LabelSandbox = "io.ol-shim.sandbox" // sandbox ID (also its scratch directory's name)
+	LabelSpec    = "io.ol-shim.spec"    // spec.PoolSpec.Hash of the pool it was made for
+	// LabelInstance is the ol-shim process that made it (a random ID per
+	// Docker connection): what an earlier process made and no pool adopted
+	// is an orphan.
+	LabelInstance = "io.ol-shim.instance"
+)
+
+// MaxBody bounds an API request body.
+const MaxBody = 8 << 20
+
+// MaxOutput bounds what a run keeps of each of stdout and stderr.
+const MaxOutput = 16 << 20
+
+// DefaultAcquireTimeout bounds an acquire or run that names no timeout.
+const DefaultAcquireTimeout = 2 * time.Minute
+
+// Lease is an acquired sandbox and how long it may be held.
+type Lease struct {
+	ID          string    `json:"id"`
+	Pool        string    `json:"pool"`
+	SandboxID   string    `json:"sandbox"`
+	ContainerID string    `json:"container,omitempty"`
+	ScratchPath string    `json:"scratch,omitempty"`
+	Outcome     string    `json:"outcome"`
+	Expires     time.Time `json:"expires"`
+}
+
+// PoolStatus is one pool's state.
+type PoolStatus struct {
+	Name   string           `json:"name"`
+	Image  string           `json:"image"`
+	AdHoc  bool             `json:"adhoc,omitempty"`
+	Config spec.PoolConfig  `json:"config"`
+	Stats  sandboxset.Stats `json:"stats"`
+}
+
+// Status is the registry's state: its pools, leases and memory budget.
+type Status struct {
+	Pools       []PoolStatus `json:"pools"`
+	Leases      []Lease      `json:"leases"`
+	MemoryUsed  int64        `json:"memory_used"`
+	MemoryTotal int64        `json:"memory_budget"`
+}
+
+// StatusResponse is GET /v1/status.
+type StatusResponse struct {
+	Version   string         `json:"version"`
+	Backend   string         `json:"backend"`
+	Docker    *DockerHealth  `json:"docker,omitempty"`
+	StateRoot *DiskHealth    `json:"state_root,omitempty"`
+	Volumes   []VolumeStatus `json:"volumes"`
+	Status
+}
+
+// DockerHealth is what the daemon knows of dockerd.
+type DockerHealth struct {
+	OK         bool   `json:"ok"`
+	Version    string `json:"version,omitempty"`
+	APIVersion string `json:"api_version,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// DiskHealth is the state root's filesystem, where sandboxes' scratch data
+// and the volume records live.
+type DiskHealth struct {
+	Path       string `json:"path"`
+	Size       int64  `json:"size"`
+	Free       int64  `json:"free"`
+	Inodes     int64  `json:"inodes,omitempty"`
+	FreeInodes int64  `json:"free_inodes,omitempty"`
+	// Warning is set when the filesystem is full or nearly so.
+	Warning string `json:"warning,omitempty"`
+}
+
+// VolumeStatus is one volume of the volume plugin.
+type VolumeStatus struct {
+	Name       string        `json:"name"`
+	Mountpoint string        `json:"mountpoint"`
+	CreatedAt  time.Time     `json:"created_at"`
+	Options    VolumeOptions `json:"options"`
+	Mounts     int           `json:"mounts"`
+	BytesUsed  int64         `json:"bytes_used"`
+	InodesUsed int64         `json:"inodes_used"`
+}
+
+// VolumeOptions are a volume's settings (`docker volume create --opt`).
+type VolumeOptions struct {
+	Size   int64  `json:"size,omitempty"`
+	Inodes int64  `json:"inodes,omitempty"`
+	UID    int    `json:"uid"`
+	GID    int    `json:"gid"`
+	Mode   uint32 `json:"mode"`
+}
+
+// Limited reports whether the volume has a quota.
+func (o VolumeOptions) Limited() bool { return o.Size > 0 || o.Inodes > 0 }
+
+// CountRequest is the body of warm and shrink.
+type CountRequest struct {
+	N       *int   `json:"n"`
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// AcquireRequest is the body of POST /v1/acquire: a pool, or an image
+// (served from its pool, made on demand).
+type AcquireRequest struct {
+	Pool    string `json:"pool,omitempty"`
+	Image   string `json:"image,omitempty"`
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// DestroyRequest is the body of POST /v1/leases/{id}/destroy.
+type DestroyRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// RenewRequest is the body of POST /v1/leases/{id}/renew.
+type RenewRequest struct {
+	Lease string `json:"lease,omitempty"` // from now; the default lease if empty
+}
+
+// RunRequest is a docker-run-like call served from a pool.
+type RunRequest struct {
+	Pool       string   `json:"pool,omitempty"`
+	Image      string   `json:"image,omitempty"`
+	Cmd        []string `json:"cmd"`
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	Stdin      []byte   `json:"stdin,omitempty"`
+	Reuse      bool     `json:"reuse,omitempty"`
+}
+
+// RunCall is the body of POST /v1/run: a run and how long it may take.
+type RunCall struct {
+	RunRequest
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// RunResult is what a run printed and how it ended.
+type RunResult struct {
+	Pool      string `json:"pool"`
+	Sandbox   string `json:"sandbox"`
+	Outcome   string `json:"outcome"`
+	Stdout    []byte `json:"stdout"`
+	Stderr    []byte `json:"stderr"`
+	ExitCode  int    `json:"exit_code"`
+	Truncated bool   `json:"truncated,omitempty"`
+}

@@ -1,0 +1,170 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// ErrUnreachable is returned by a Client that cannot reach the daemon. It
+// is of class errdefs.ErrUnavailable.
+var ErrUnreachable = errdefs.ErrUnavailable.WithMessage("ol-shim daemon unreachable")
+
+// Client talks to the daemon's API over its unix socket.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client of the daemon listening on socket.
+func NewClient(socket string) *Client {
+	return &Client{socket: socket, hc: &http.Client{Transport: &http.Transport{
+		// One daemon: keep a connection per concurrent caller (the default
+		// keeps 2, so a third concurrent caller dials anew every call).
+		MaxIdleConnsPerHost: 64,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		},
+	}}}
+}
+
+// APIError is an error the daemon answered with. It is of the class its
+// status code maps to (see HTTPStatus): errdefs.IsNotFound(err) and
+// errors.Is(err, errdefs.ErrConflict) work on it.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Unwrap returns the error class of the status code.
+func (e *APIError) Unwrap() error { return classOf(e.Status) }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://ol-shim"+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) && ctx.Err() == nil {
+			return fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, c.socket, ue.Err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		var eb ErrorBody
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(b, &eb) != nil || eb.Message == "" {
+			eb.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
+		}
+		return &APIError{Status: resp.StatusCode, Message: eb.Message}
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (StatusResponse, error) {
+	var st StatusResponse
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+// Pools lists the pools.
+func (c *Client) Pools(ctx context.Context) ([]PoolStatus, error) {
+	var out []PoolStatus
+	err := c.do(ctx, http.MethodGet, "/v1/pools", nil, &out)
+	return out, err
+}
+
+// Pool returns one pool.
+func (c *Client) Pool(ctx context.Context, name string) (PoolStatus, error) {
+	var out PoolStatus
+	err := c.do(ctx, http.MethodGet, "/v1/pools/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
+// PutPool creates or replaces a pool.
+func (c *Client) PutPool(ctx context.Context, name string, pc spec.PoolConfig) (PoolStatus, error) {
+	var out PoolStatus
+	err := c.do(ctx, http.MethodPut, "/v1/pools/"+url.PathEscape(name), pc, &out)
+	return out, err
+}
+
+// DeletePool removes a pool.
+func (c *Client) DeletePool(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/pools/"+url.PathEscape(name), nil, nil)
+}
+
+// Warm sets a pool's MinIdle to n and fills it.
+func (c *Client) Warm(ctx context.Context, name string, n int) (PoolStatus, error) {
+	var out PoolStatus
+	err := c.do(ctx, http.MethodPost, "/v1/pools/"+url.PathEscape(name)+"/warm", CountRequest{N: &n}, &out)
+	return out, err
+}
+
+// Shrink destroys a pool's idle sandboxes down to n.
+func (c *Client) Shrink(ctx context.Context, name string, n int) (PoolStatus, error) {
+	var out PoolStatus
+	err := c.do(ctx, http.MethodPost, "/v1/pools/"+url.PathEscape(name)+"/shrink", CountRequest{N: &n}, &out)
+	return out, err
+}
+
+// Acquire takes a sandbox under a lease.
+func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
+	var out Lease
+	err := c.do(ctx, http.MethodPost, "/v1/acquire", req, &out)
+	return out, err
+}
+
+// Release returns a leased sandbox.
+func (c *Client) Release(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/release", nil, nil)
+}
+
+// Destroy destroys a leased sandbox.
+func (c *Client) Destroy(ctx context.Context, id, reason string) error {
+	return c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/destroy", DestroyRequest{Reason: reason}, nil)
+}
+
+// Renew extends a lease.
+func (c *Client) Renew(ctx context.Context, id, lease string) (Lease, error) {
+	var out Lease
+	err := c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/renew", RenewRequest{Lease: lease}, &out)
+	return out, err
+}
+
+// Run runs a command in a pooled sandbox.
+func (c *Client) Run(ctx context.Context, req RunCall) (RunResult, error) {
+	var out RunResult
+	err := c.do(ctx, http.MethodPost, "/v1/run", req, &out)
+	return out, err
+}

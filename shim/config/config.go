@@ -1,0 +1,184 @@
+// Package config reads ol-shim's configuration file: the [daemon] table
+// (what serve's flags can also set), the defaults of pools made on demand
+// ([adhoc]) and the configured pools ([pools.NAME], spec.PoolConfig). It
+// validates everything once, at load, and names the key and the line of
+// each problem.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/containerd/errdefs"
+
+	"github.com/open-lambda/ol-shim/internal/units"
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// ErrInvalidConfig marks a configuration that cannot be used. It is of
+// class errdefs.ErrInvalidArgument.
+var ErrInvalidConfig = errdefs.ErrInvalidArgument.WithMessage("invalid config")
+
+// DefaultConfigPath is where serve looks for its configuration.
+const DefaultConfigPath = "/etc/ol-shim/config.toml"
+
+// Config is the daemon's configuration: the [daemon] table, the defaults
+// of pools made on demand ([adhoc]), and the configured pools.
+type Config struct {
+	Daemon DaemonConfig               `toml:"daemon"`
+	AdHoc  AdHocConfig                `toml:"adhoc"`
+	Pools  map[string]spec.PoolConfig `toml:"pools"`
+}
+
+// DaemonConfig holds what the serve flags can also set; flags and
+// OL_SHIM_* variables win over it.
+type DaemonConfig struct {
+	Root          string        `toml:"root"`
+	Socket        string        `toml:"socket"`
+	PluginSocket  string        `toml:"plugin_socket"`
+	PluginName    string        `toml:"plugin_name"`
+	SocketGroup   *string       `toml:"socket_group"`
+	Backend       string        `toml:"backend"`
+	Scratch       string        `toml:"scratch"`
+	MemoryBudget  string        `toml:"memory_budget"`
+	Lease         spec.Duration `toml:"lease"`
+	DestroyOnExit bool          `toml:"destroy_on_exit"`
+	LogLevel      string        `toml:"log_level"`
+}
+
+// AdHocConfig is how a pool made on demand (a run or acquire for an image
+// with no configured pool) is sized, and when it goes away.
+type AdHocConfig struct {
+	MinIdle    int           `toml:"min_idle"`
+	MaxSize    int           `toml:"max_size"`
+	Memory     spec.Size     `toml:"memory"`
+	CPUs       float64       `toml:"cpus"`
+	Pids       int64         `toml:"pids"`
+	PauseGrace spec.Duration `toml:"pause_grace"`
+	IdleTTL    spec.Duration `toml:"idle_ttl"` // an ad-hoc pool unused this long is removed
+}
+
+// Pool returns the config of an ad-hoc pool for image.
+func (a AdHocConfig) Pool(image string) spec.PoolConfig {
+	return spec.PoolConfig{Image: image, Memory: a.Memory, CPUs: a.CPUs, Pids: a.Pids, MinIdle: a.MinIdle, MaxSize: a.MaxSize, PauseGrace: a.PauseGrace}
+}
+
+// Defaults applied where the configuration is silent.
+const (
+	DefaultAdHocTTL = 10 * time.Minute
+)
+
+// LoadConfig reads a config file. A missing file at the default path is an
+// empty config; any other problem is an error naming the file, the line or
+// key, and the reason.
+func LoadConfig(path string, mustExist bool) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !mustExist {
+		c.setDefaults()
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	c, err = ParseConfig(string(b))
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses and validates a config file's text.
+func ParseConfig(text string) (Config, error) {
+	var c Config
+	md, err := toml.Decode(text, &c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return c, fmt.Errorf("%w: line %d: %s", ErrInvalidConfig, pe.Position.Line, pe.Message)
+		}
+		return c, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("%w: unknown key %s", ErrInvalidConfig, strings.Join(keys, ", "))
+	}
+	c.setDefaults()
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for k := range c.Pools {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		if err := spec.ValidatePoolName(name); err != nil {
+			return c, fmt.Errorf("%w: [pools.%s]: %w", ErrInvalidConfig, name, err)
+		}
+		if err := c.Pools[name].Validate(); err != nil {
+			return c, fmt.Errorf("%w: [pools.%s]: %w", ErrInvalidConfig, name, err)
+		}
+	}
+	if c.AdHoc.MinIdle < 0 || c.AdHoc.MaxSize < 0 || (c.AdHoc.MaxSize > 0 && c.AdHoc.MinIdle > c.AdHoc.MaxSize) {
+		return c, fmt.Errorf("%w: [adhoc]: min_idle %d, max_size %d: want 0 <= min_idle <= max_size (0: no limit)", ErrInvalidConfig, c.AdHoc.MinIdle, c.AdHoc.MaxSize)
+	}
+	switch c.Daemon.Backend {
+	case "", "docker", "mock":
+	default:
+		return c, fmt.Errorf("%w: [daemon] backend %q: want docker or mock", ErrInvalidConfig, c.Daemon.Backend)
+	}
+	switch c.Daemon.Scratch {
+	case "", "volume", "bind":
+	default:
+		return c, fmt.Errorf("%w: [daemon] scratch %q: want volume or bind", ErrInvalidConfig, c.Daemon.Scratch)
+	}
+	if c.Daemon.MemoryBudget != "" {
+		if _, err := ParseBudget(c.Daemon.MemoryBudget, 1<<30); err != nil {
+			return c, fmt.Errorf("%w: [daemon] memory_budget: %v", ErrInvalidConfig, err)
+		}
+	}
+	return c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Pools == nil {
+		c.Pools = map[string]spec.PoolConfig{}
+	}
+	for name, p := range c.Pools {
+		if p.Memory == 0 {
+			p.Memory = spec.DefaultPoolMemory
+		}
+		c.Pools[name] = p
+	}
+	if c.AdHoc.Memory == 0 {
+		c.AdHoc.Memory = spec.DefaultPoolMemory
+	}
+	if c.AdHoc.IdleTTL == 0 {
+		c.AdHoc.IdleTTL = spec.Duration(DefaultAdHocTTL)
+	}
+}
+
+// ParseBudget parses a memory budget: a size ("16G") or a percentage of
+// total ("80%").
+func ParseBudget(s string, total int64) (int64, error) {
+	if pct, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
+		v, err := strconv.ParseFloat(pct, 64)
+		if err != nil || v <= 0 || v > 100 {
+			return 0, fmt.Errorf("memory budget %q: want a percentage in (0, 100] or a size like 16G", s)
+		}
+		return int64(float64(total) * v / 100), nil
+	}
+	v, err := units.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("memory budget: %w", err)
+	}
+	return v, nil
+}

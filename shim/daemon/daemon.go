@@ -1,0 +1,404 @@
+// Package daemon is the ol-shim daemon as a library: New builds it from its
+// settings, ServePlugin, ServeAPI and ServeMetrics serve it on listeners
+// the caller opened, Reload applies a new config file, Stop ends it. The
+// serve command only parses flags and opens listeners, so tests and other
+// programs start the same daemon in-process.
+//
+// # Start order
+//
+// New opens the state root's volumes first (detaching FUSE mounts a crash
+// left, rebuilding mount counts from Docker if it answers): dockerd may be
+// starting and waiting for the volume plugin to restore containers with
+// ol-shim volumes, so the plugin must serve before anything waits for
+// dockerd. Start then waits for dockerd, builds the registry on the Docker
+// provider and reconciles; only then does the API serve.
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/open-lambda/ol-shim/scratch"
+	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/config"
+	"github.com/open-lambda/ol-shim/shim/docker"
+	"github.com/open-lambda/ol-shim/shim/metrics"
+	"github.com/open-lambda/ol-shim/shim/registry"
+	"github.com/open-lambda/ol-shim/shim/server"
+)
+
+// Backends a daemon can run on.
+const (
+	BackendDocker = "docker"
+	BackendMock   = "mock"
+)
+
+// Scratch modes: where a sandbox's /host comes from.
+const (
+	ScratchVolume = "volume" // a volume of ol-shim's own volume plugin (quotas work)
+	ScratchBind   = "bind"   // a plain directory under the state root
+)
+
+// Config is what a daemon is made from: serve's resolved settings and the
+// config file.
+type Config struct {
+	// Root is the state root.
+	Root string
+	// Backend is BackendDocker or BackendMock.
+	Backend string
+	// Scratch is ScratchVolume or ScratchBind.
+	Scratch string
+	// PluginName is the volume driver name dockerd knows the plugin by.
+	PluginName string
+	// DockerHost is dockerd's address; empty: DOCKER_HOST or the default.
+	DockerHost string
+	// InitBinary is the static ol-shim binary mounted into sandboxes as
+	// their init; empty: this process's own executable.
+	InitBinary string
+	// Budget is the memory budget in bytes; 0: none.
+	Budget int64
+	// Lease is how long an acquired sandbox lives unless renewed.
+	Lease time.Duration
+	// DestroyOnExit destroys every sandbox at Stop instead of leaving idle
+	// ones paused for the next start.
+	DestroyOnExit bool
+	// File is the config file's content: pools and [adhoc].
+	File config.Config
+	// Metrics enables ServeMetrics.
+	Metrics bool
+	// PluginOnly serves the volume plugin and nothing else: no Docker
+	// connection, no pools, no API.
+	PluginOnly bool
+	// Version is reported by the status.
+	Version string
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Notify, if set, is told the daemon's state as it changes (systemd's
+	// STATUS=...).
+	Notify func(status string)
+}
+
+// Daemon is a running ol-shim daemon.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	vols    *scratch.Manager
+	metrics *metrics.Metrics
+
+	docker *docker.Docker     // set by Start with the Docker backend
+	reg    *registry.Registry // set by Start
+
+	mu      sync.Mutex
+	servers []*http.Server // guarded by mu: API and metrics servers
+	plugin  []net.Listener // guarded by mu
+	stopped bool           // guarded by mu
+}
+
+// New validates cfg and opens the state root's volumes. Nothing serves
+// until the Serve methods are called.
+func New(ctx context.Context, cfg Config) (*Daemon, error) {
+	switch cfg.Backend {
+	case BackendDocker, BackendMock:
+	default:
+		return nil, fmt.Errorf("%w: backend %q: want docker or mock", config.ErrInvalidConfig, cfg.Backend)
+	}
+	switch cfg.Scratch {
+	case ScratchVolume, ScratchBind:
+	default:
+		return nil, fmt.Errorf("%w: scratch %q: want volume or bind", config.ErrInvalidConfig, cfg.Scratch)
+	}
+	if cfg.PluginName == "" {
+		cfg.PluginName = api.DefaultPluginName
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger}
+	if d.log == nil {
+		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Metrics {
+		d.metrics = metrics.NewMetrics()
+	}
+	// Mount counts come from Docker if it answers now; if it does not, no
+	// container runs.
+	var inUse func(context.Context) (map[string]int, error)
+	if cfg.Backend == BackendDocker && !cfg.PluginOnly {
+		inUse = func(ctx context.Context) (map[string]int, error) {
+			dk, err := docker.NewDocker(ctx, docker.DockerConfig{Host: cfg.DockerHost, RootID: RootID(cfg.Root), CallTimeout: 3 * time.Second})
+			if err != nil {
+				return nil, err
+			}
+			defer dk.Close()
+			return dk.VolumesInUse(ctx, cfg.PluginName)
+		}
+	}
+	vols, err := scratch.Open(ctx, scratch.Config{Root: cfg.Root, InUse: inUse, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
+	d.vols = vols
+	return d, nil
+}
+
+// RootID names a state root in container and volume labels
+// (api.LabelRoot).
+func RootID(root string) string {
+	sum := sha256.Sum256([]byte(root))
+	return "r" + hex.EncodeToString(sum[:6])
+}
+
+// DefaultRoot is the state root unless told otherwise.
+const DefaultRoot = scratch.DefaultRoot
+
+// Listen makes the unix socket at path, owned by root and group, mode
+// 0660, replacing a stale socket.
+func Listen(path, group string) (net.Listener, error) { return scratch.Listen(path, group) }
+
+// ServePlugin serves the volume plugin on l until Stop; it returns the
+// listener's error.
+func (d *Daemon) ServePlugin(l net.Listener) error {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return errors.New("daemon stopped")
+	}
+	d.plugin = append(d.plugin, l)
+	d.mu.Unlock()
+	return scratch.NewDriver(d.vols, d.log).Handler().Serve(l)
+}
+
+// Start connects to dockerd (waiting for it until ctx ends: under systemd
+// ol-shim starts before docker.service), builds the registry and makes the
+// configured pools, reconciling Docker with them.
+func (d *Daemon) Start(ctx context.Context) error {
+	reg, err := d.newRegistry(ctx)
+	if err != nil {
+		return err
+	}
+	d.reg = reg
+	if _, err := reg.Start(ctx, d.cfg.File.Pools); err != nil {
+		reg.Close(context.Background(), false)
+		return err
+	}
+	return nil
+}
+
+// newRegistry connects to the backend and builds the registry on it.
+func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
+	rc := registry.Config{Root: d.cfg.Root, Budget: d.cfg.Budget, Lease: d.cfg.Lease, AdHoc: d.cfg.File.AdHoc, Logger: d.log}
+	if d.metrics != nil {
+		rc.Observe = d.metrics.Observe
+	}
+	if d.cfg.Backend == BackendDocker {
+		init := d.cfg.InitBinary
+		if init == "" {
+			self, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("find own binary for the sandboxes' init: %w", err)
+			}
+			init = self
+		}
+		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, Logger: d.log}
+		var vols *scratch.Manager
+		if d.cfg.Scratch == ScratchVolume {
+			dc.VolumeDriver, vols = d.cfg.PluginName, d.vols
+		}
+		dk, err := d.waitDocker(ctx, dc)
+		if err != nil {
+			return nil, err
+		}
+		p, err := docker.NewProvider(dk, d.cfg.Root, vols)
+		if err != nil {
+			dk.Close()
+			return nil, err
+		}
+		d.docker = dk
+		rc.Provider, rc.Janitor = p, p
+	}
+	reg, err := registry.New(rc)
+	if err != nil {
+		return nil, err
+	}
+	if d.metrics != nil {
+		d.metrics.Watch(reg.Status, d.volumes)
+	}
+	return reg, nil
+}
+
+// waitDocker connects to dockerd, waiting for it to answer until ctx ends.
+func (d *Daemon) waitDocker(ctx context.Context, dc docker.DockerConfig) (*docker.Docker, error) {
+	for i := 0; ; i++ {
+		dk, err := docker.NewDocker(ctx, dc)
+		if err == nil {
+			return dk, nil
+		}
+		if i == 0 {
+			d.log.Warn("waiting for dockerd", "error", err)
+			d.notify("STATUS=volume plugin serving; waiting for dockerd")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (start dockerd, or try ol-shim with --backend mock)", err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (d *Daemon) notify(status string) {
+	if d.cfg.Notify != nil {
+		d.cfg.Notify(status)
+	}
+}
+
+// Handler returns the API's HTTP handler; Start must have returned.
+func (d *Daemon) Handler() http.Handler {
+	s := &server.Server{Registry: d.reg, Volumes: d.volumes, Version: d.cfg.Version, Backend: d.cfg.Backend}
+	if d.docker != nil {
+		s.Docker = d.docker.Health
+	}
+	return s.Handler()
+}
+
+// ServeAPI serves the API on l until Stop; Start must have returned. It
+// returns http.ErrServerClosed after Stop.
+func (d *Daemon) ServeAPI(l net.Listener) error {
+	return d.serve(l, d.Handler())
+}
+
+// ServeMetrics serves Prometheus metrics at /metrics on l until Stop
+// (Config.Metrics must be set).
+func (d *Daemon) ServeMetrics(l net.Listener) error {
+	if d.metrics == nil {
+		return errors.New("metrics: not enabled in the daemon's config")
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", d.metrics.Handler())
+	return d.serve(l, mux)
+}
+
+func (d *Daemon) serve(l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	d.servers = append(d.servers, srv)
+	d.mu.Unlock()
+	return srv.Serve(l)
+}
+
+// Reload makes the configured pools those of file (SIGHUP): new pools are
+// made, changed ones replaced, removed ones drained; ad-hoc pools stay.
+func (d *Daemon) Reload(file config.Config) error {
+	if d.reg == nil {
+		return errors.New("reload: the daemon has not started")
+	}
+	if err := d.reg.Apply(file.Pools, file.AdHoc); err != nil {
+		return err
+	}
+	d.cfg.File = file
+	return nil
+}
+
+// Pools returns how many pools the config file configures.
+func (d *Daemon) Pools() int { return len(d.cfg.File.Pools) }
+
+// Stop ends the daemon: the API stops accepting and finishes requests in
+// flight (until ctx ends), leased sandboxes are destroyed, idle ones left
+// paused for the next start (or destroyed, with DestroyOnExit), then the
+// volume plugin stops.
+func (d *Daemon) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	d.stopped = true
+	servers, plugin := d.servers, d.plugin
+	d.mu.Unlock()
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("requests still in flight at exit: %w", err))
+			s.Close()
+		}
+	}
+	if d.reg != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		if err := d.reg.Close(cctx, d.cfg.DestroyOnExit); err != nil {
+			errs = append(errs, fmt.Errorf("close pools: %w", err))
+		}
+		cancel()
+	}
+	if d.docker != nil {
+		d.docker.Close()
+	}
+	for _, l := range plugin {
+		l.Close()
+	}
+	if err := d.vols.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close volumes: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Purge removes every sandbox and scratch volume this state root made (its
+// reconcile with no pools), then reports the volumes users made with the
+// driver: they hold users' data, so they are left for the user to remove
+// (while ol-shim serves them). The volume plugin must serve meanwhile.
+func (d *Daemon) Purge(ctx context.Context) error {
+	if d.cfg.Backend != BackendDocker {
+		return fmt.Errorf("purge: backend %q keeps nothing to purge", d.cfg.Backend)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	reg, err := d.newRegistry(wctx)
+	if err != nil {
+		return err
+	}
+	rep, err := reg.Start(ctx, nil)
+	if cerr := reg.Close(context.Background(), true); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("purge: %w", err)
+	}
+	d.log.Info("purged", "sandboxes_removed", rep.Removed)
+	left, err := d.docker.VolumeNames(ctx, d.cfg.PluginName)
+	if err != nil {
+		return fmt.Errorf("purge: list volumes: %w", err)
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("purge: sandboxes removed, but %d volumes of driver %s remain, holding users' data: %s; remove them with `docker volume rm` while ol-shim serves, then purge again",
+			len(left), d.cfg.PluginName, strings.Join(left, ", "))
+	}
+	return nil
+}
+
+// VolumeCount returns the number of the volume plugin's volumes.
+func (d *Daemon) VolumeCount() int { return len(d.vols.List()) }
+
+// volumes lists the plugin's volumes as the API shows them, with the
+// usage of mounted volumes that have a quota.
+func (d *Daemon) volumes() []api.VolumeStatus {
+	list := d.vols.List()
+	out := make([]api.VolumeStatus, 0, len(list))
+	for _, v := range list {
+		if v.Options.Limited() && v.Mounts > 0 {
+			if st, err := d.vols.Get(v.Name); err == nil {
+				v = st
+			}
+		}
+		o := v.Options
+		out = append(out, api.VolumeStatus{Name: v.Name, Mountpoint: v.Mountpoint, CreatedAt: v.CreatedAt, Mounts: v.Mounts,
+			BytesUsed: v.BytesUsed, InodesUsed: v.InodesUsed,
+			Options: api.VolumeOptions{Size: o.Size, Inodes: o.Inodes, UID: o.UID, GID: o.GID, Mode: o.Mode}})
+	}
+	return out
+}

@@ -1,0 +1,257 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// Pool is one pool of the registry.
+type Pool struct {
+	Name   string
+	Config spec.PoolConfig
+	AdHoc  bool
+
+	set      *sandboxset.Set
+	backend  sandboxset.Backend                          // the provider's, unwrapped
+	wrap     func(sandboxset.Sandbox) sandboxset.Sandbox // budget charge of adopted sandboxes
+	lastUsed atomic.Int64                                // unix nanoseconds
+}
+
+// Stats returns the pool's counters.
+func (p *Pool) Stats() sandboxset.Stats { return p.set.Stats() }
+
+// Status returns the pool's state as the API shows it.
+func (p *Pool) Status() api.PoolStatus {
+	return api.PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Config: p.Config, Stats: p.set.Stats()}
+}
+
+// newPool makes a pool with MinIdle 0; the caller warms it.
+func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, error) {
+	if err := spec.ValidatePoolName(name); err != nil {
+		return nil, err
+	}
+	if err := pc.Validate(); err != nil {
+		return nil, fmt.Errorf("pool %q: %w", name, err)
+	}
+	backend, scratch, err := r.cfg.Provider.Pool(name, pc)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pool{Name: name, Config: pc, AdHoc: adhoc, backend: backend}
+	bb := r.budget.wrap(backend, name, int64(pc.Memory))
+	p.wrap = bb.adopt
+	set, err := sandboxset.New(sandboxset.Config{
+		Name:       name,
+		Backend:    bb,
+		Scratch:    scratch,
+		MaxSize:    pc.MaxSize,
+		IdleTTL:    time.Duration(pc.IdleTTL),
+		PauseGrace: time.Duration(pc.PauseGrace),
+		Logger:     r.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pool %q: %w", name, err)
+	}
+	p.set = set
+	p.lastUsed.Store(time.Now().UnixNano())
+	return p, nil
+}
+
+// warm fills p to its MinIdle in the background.
+func (r *Registry) warm(p *Pool) {
+	if p.Config.MinIdle == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		if err := p.set.Warm(ctx, p.Config.MinIdle); err != nil && !errors.Is(err, sandboxset.ErrClosed) {
+			r.log.Warn("warm pool", "pool", p.Name, "error", err)
+		}
+	}()
+}
+
+// PutPool creates pool name or, if its config changed, replaces it. It
+// reports whether anything changed.
+func (r *Registry) PutPool(name string, pc spec.PoolConfig) (bool, error) {
+	r.mu.Lock()
+	old, ok := r.pools[name]
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return false, fmt.Errorf("pool %q: %w", name, sandboxset.ErrClosed)
+	}
+	if ok && !old.AdHoc && reflect.DeepEqual(old.Config, pc) {
+		return false, nil
+	}
+	p, err := r.newPool(name, pc, false)
+	if err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	cur := r.pools[name]
+	r.pools[name] = p
+	r.mu.Unlock()
+	if cur != nil {
+		r.log.Info("pool changed; draining the old one", "pool", name)
+		r.drainInBackground(cur)
+	}
+	r.warm(p)
+	return true, nil
+}
+
+// DeletePool removes a pool; its idle sandboxes go at once, leased ones
+// when released.
+func (r *Registry) DeletePool(name string) error {
+	r.mu.Lock()
+	p, ok := r.pools[name]
+	delete(r.pools, name)
+	r.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("pool %q: %w", name, errdefs.ErrNotFound)
+	}
+	return r.drain(p)
+}
+
+// drain closes a pool taken out of the registry: its idle sandboxes go now,
+// leased ones when released. Until then the janitor still counts its
+// sandboxes as known.
+func (r *Registry) drain(p *Pool) error {
+	r.mu.Lock()
+	r.draining[p] = true
+	r.mu.Unlock()
+	err := p.set.Close(context.Background())
+	r.mu.Lock()
+	delete(r.draining, p)
+	r.mu.Unlock()
+	return err
+}
+
+// drainInBackground drains p off the caller's path; Close waits for it,
+// or a stop right after a reload would cut its destroys off half-way.
+func (r *Registry) drainInBackground(p *Pool) {
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		r.drain(p)
+	}()
+}
+
+// Pool returns pool name.
+func (r *Registry) Pool(name string) (*Pool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.pools[name]
+	if !ok {
+		return nil, fmt.Errorf("pool %q: %w", name, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// Pools returns every pool, sorted by name.
+func (r *Registry) Pools() []*Pool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Collect(maps.Values(r.pools))
+	slices.SortFunc(out, func(a, b *Pool) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Warm sets a pool's MinIdle and creates sandboxes until it holds that many.
+func (r *Registry) Warm(ctx context.Context, name string, n int) error {
+	p, err := r.Pool(name)
+	if err != nil {
+		return err
+	}
+	return p.set.Warm(ctx, n)
+}
+
+// Shrink destroys a pool's idle sandboxes down to n.
+func (r *Registry) Shrink(name string, n int) error {
+	p, err := r.Pool(name)
+	if err != nil {
+		return err
+	}
+	return p.set.Shrink(n)
+}
+
+var adhocRE = regexp.MustCompile(`[^a-z0-9_.-]+`)
+
+// adhocName is the pool an image with no configured pool is served from.
+func adhocName(image string) string {
+	sum := sha256.Sum256([]byte(image))
+	base := strings.Trim(adhocRE.ReplaceAllString(strings.ToLower(image), "-"), "-._")
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return "adhoc-" + base + "-" + hex.EncodeToString(sum[:4])
+}
+
+// poolFor returns the named pool or, with no name, the one for image: a
+// configured pool of that image with no command, else an ad-hoc pool made
+// now with the [adhoc] defaults.
+func (r *Registry) poolFor(name, image string) (*Pool, error) {
+	if name != "" {
+		return r.Pool(name)
+	}
+	if image == "" {
+		return nil, fmt.Errorf("%w: name a pool or an image", spec.ErrInvalidSpec)
+	}
+	r.mu.Lock()
+	for _, n := range slices.Sorted(maps.Keys(r.pools)) { // the first by name, if several
+		if p := r.pools[n]; !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 {
+			r.mu.Unlock()
+			return p, nil
+		}
+	}
+	name = adhocName(image)
+	if p, ok := r.pools[name]; ok {
+		r.mu.Unlock()
+		return p, nil
+	}
+	a := r.adhoc
+	r.mu.Unlock()
+	p, err := r.newPool(name, a.Pool(image), true)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if cur, ok := r.pools[name]; ok { // made meanwhile by another request
+		r.mu.Unlock()
+		p.set.Close(context.Background())
+		return cur, nil
+	}
+	r.pools[name] = p
+	r.mu.Unlock()
+	r.log.Info("made ad-hoc pool", "pool", name, "image", image)
+	r.warm(p)
+	return p, nil
+}
+
+// evictOne destroys the least recently used idle sandbox across pools.
+func (r *Registry) evictOne() bool {
+	var victim *Pool
+	var when time.Time
+	for _, p := range r.Pools() {
+		if t, ok := p.set.OldestIdle(); ok && (victim == nil || t.Before(when)) {
+			victim, when = p, t
+		}
+	}
+	return victim != nil && victim.set.EvictIdle()
+}

@@ -1,0 +1,247 @@
+// Package registry is the daemon's pools: one sandboxset.Set per pool
+// (configured, or made on demand for an image), the leases of acquired
+// sandboxes, runs, and the host memory budget shared by every pool.
+//
+// It knows no concrete backend: a Provider makes each pool's backend and
+// scratch (the Docker backend in shim/docker, or MockProvider), and an
+// optional Janitor reconciles at start and keeps the backend's world in
+// line with the pools (sandboxes that die, orphans).
+//
+// # Locking
+//
+// Registry.mu guards the maps of pools and leases and nothing else; it is
+// never held across a call into a pool, the provider or the janitor
+// (creating a container makes dockerd call ol-shim's own volume plugin).
+// Helpers named …Locked expect mu held; every other method takes it
+// itself.
+package registry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/config"
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// Destroy reasons the registry gives.
+const (
+	ReasonLeaseExpired = "lease expired"
+	ReasonRunDone      = "run done"
+	ReasonPoolGone     = "pool removed"
+)
+
+// DefaultLease is how long an acquired sandbox lives unless renewed, if
+// Config.Lease is 0.
+const DefaultLease = 10 * time.Minute
+
+// Config configures a Registry.
+type Config struct {
+	// Provider makes the pools' backends and scratch; nil: a MockProvider
+	// under Root.
+	Provider Provider
+	// Janitor, if set, reconciles at Start and watches the backend.
+	Janitor Janitor
+	// Root is the state root.
+	Root string
+	// Budget is the host memory budget in bytes; 0: none.
+	Budget int64
+	// Lease is how long an acquired sandbox lives unless renewed.
+	Lease time.Duration
+	// AdHoc sizes pools made on demand.
+	AdHoc config.AdHocConfig
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Observe, if set, is told the latency of every acquisition.
+	Observe func(pool, outcome string, d time.Duration)
+}
+
+// Registry is the daemon's pools, leases and memory budget. It is safe for
+// concurrent use.
+type Registry struct {
+	cfg    Config
+	log    *slog.Logger
+	budget *Budget
+
+	mu       sync.Mutex
+	pools    map[string]*Pool     // guarded by mu
+	leases   map[string]*lease    // guarded by mu
+	released map[string]time.Time // guarded by mu: lease IDs released lately, for 409s
+	adhoc    config.AdHocConfig   // guarded by mu
+	closed   bool                 // guarded by mu
+	draining map[*Pool]bool       // guarded by mu: pools taken out, still closing
+	watching bool                 // guarded by mu: the janitor's Watch runs
+
+	bg      sync.WaitGroup // destroys after runs, drains, the janitor's Watch; Close waits for them
+	stop    chan struct{}
+	stopCtx context.Context // ends at Close
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// New returns an empty registry and starts its lease and ad-hoc pool
+// expiry.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Provider == nil {
+		mp, err := NewMockProvider(cfg.Root)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Provider = mp
+	}
+	r := &Registry{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		budget:   NewBudget(cfg.Budget),
+		pools:    map[string]*Pool{},
+		leases:   map[string]*lease{},
+		released: map[string]time.Time{},
+		adhoc:    cfg.AdHoc,
+		draining: map[*Pool]bool{},
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	r.stopCtx, r.cancel = context.WithCancel(context.Background())
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	r.budget.Evict = r.evictOne
+	go r.expire()
+	return r, nil
+}
+
+// Root returns the state root.
+func (r *Registry) Root() string { return r.cfg.Root }
+
+// Budget returns the memory budget.
+func (r *Registry) Budget() *Budget { return r.budget }
+
+// Start makes the configured pools, lets the janitor reconcile the backend
+// with them (adopting what fits, removing the rest), then warms them and
+// starts the janitor's watch.
+func (r *Registry) Start(ctx context.Context, pools map[string]spec.PoolConfig) (ReconcileReport, error) {
+	made := map[string]*Pool{}
+	for _, name := range slices.Sorted(maps.Keys(pools)) {
+		p, err := r.newPool(name, pools[name], false)
+		if err != nil {
+			for _, q := range made {
+				q.set.Close(ctx)
+			}
+			return ReconcileReport{}, err
+		}
+		made[name] = p
+	}
+	var rep ReconcileReport
+	if j := r.cfg.Janitor; j != nil {
+		ap := map[string]AdoptPool{}
+		for name, p := range made {
+			ap[name] = AdoptPool{Set: p.set, Backend: p.backend, Config: p.Config, Wrap: p.wrap}
+		}
+		var err error
+		if rep, err = j.Reconcile(ctx, ap); err != nil {
+			r.log.Error("reconcile", "error", err)
+		}
+		r.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed)
+	}
+	r.mu.Lock()
+	maps.Copy(r.pools, made)
+	watch := r.cfg.Janitor != nil && !r.watching && !r.closed
+	r.watching = r.watching || watch
+	if watch {
+		r.bg.Add(1)
+	}
+	r.mu.Unlock()
+	if watch {
+		go func() {
+			defer r.bg.Done()
+			r.cfg.Janitor.Watch(r.stopCtx, host{r})
+		}()
+	}
+	for _, p := range made {
+		r.warm(p)
+	}
+	return rep, nil
+}
+
+// Apply makes the registry's configured pools those given (SIGHUP):
+// new pools are made, changed ones replaced (the old one drains: idle
+// sandboxes go at once, leased ones when released), removed ones drained.
+// Ad-hoc pools are left alone.
+func (r *Registry) Apply(pools map[string]spec.PoolConfig, adhoc config.AdHocConfig) error {
+	var errs []error
+	r.mu.Lock()
+	r.adhoc = adhoc
+	var gone []*Pool
+	for name, p := range r.pools {
+		if _, ok := pools[name]; !ok && !p.AdHoc {
+			gone = append(gone, p)
+			delete(r.pools, name)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range gone {
+		r.log.Info("pool removed from config; draining", "pool", p.Name)
+		r.drainInBackground(p)
+	}
+	for _, name := range slices.Sorted(maps.Keys(pools)) {
+		if _, err := r.PutPool(name, pools[name]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the registry. Leased sandboxes are destroyed. With destroy,
+// every pool is closed and its sandboxes destroyed, and the janitor removes
+// whatever is left; without, idle sandboxes are left paused for the next
+// start to adopt.
+func (r *Registry) Close(ctx context.Context, destroy bool) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	leases := slices.Collect(maps.Values(r.leases))
+	clear(r.leases)
+	pools := slices.Collect(maps.Values(r.pools))
+	r.mu.Unlock()
+	close(r.stop)
+	r.cancel()
+	<-r.done
+	r.bg.Wait()
+	var errs []error
+	for _, l := range leases {
+		errs = append(errs, l.ref.Destroy("daemon stopped"))
+	}
+	if destroy {
+		for _, p := range pools {
+			errs = append(errs, p.set.Close(ctx))
+		}
+		if j := r.cfg.Janitor; j != nil {
+			errs = append(errs, j.RemoveAll(ctx))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Status returns the pools, leases and memory budget.
+func (r *Registry) Status() api.Status {
+	st := api.Status{Pools: []api.PoolStatus{}}
+	for _, p := range r.Pools() {
+		st.Pools = append(st.Pools, p.Status())
+	}
+	st.Leases = r.Leases()
+	st.MemoryUsed, st.MemoryTotal = r.budget.Usage()
+	return st
+}

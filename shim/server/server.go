@@ -1,0 +1,350 @@
+// Package server serves a registry.Registry as ol-shim's HTTP API (see
+// package api for the endpoints and wire types). Every body is read
+// strictly and bounded; every error answer carries the status of its class
+// (api.HTTPStatus).
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/registry"
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// Server serves the registry as JSON over HTTP (on a unix socket).
+type Server struct {
+	Registry *registry.Registry
+	// Docker, if set, reports dockerd's health for the status.
+	Docker func(ctx context.Context) *api.DockerHealth
+	// Volumes, if set, lists the volume plugin's volumes for the status.
+	Volumes func() []api.VolumeStatus
+	Version string
+	Backend string
+}
+
+// Handler returns the API's routes.
+func (a *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", a.status)
+	mux.HandleFunc("GET /v1/pools", a.listPools)
+	mux.HandleFunc("GET /v1/pools/{name}", a.getPool)
+	mux.HandleFunc("PUT /v1/pools/{name}", a.putPool)
+	mux.HandleFunc("DELETE /v1/pools/{name}", a.deletePool)
+	mux.HandleFunc("POST /v1/pools/{name}/warm", a.warm)
+	mux.HandleFunc("POST /v1/pools/{name}/shrink", a.shrink)
+	mux.HandleFunc("POST /v1/acquire", a.acquire)
+	mux.HandleFunc("POST /v1/leases/{id}/release", a.release)
+	mux.HandleFunc("POST /v1/leases/{id}/destroy", a.destroy)
+	mux.HandleFunc("POST /v1/leases/{id}/renew", a.renew)
+	mux.HandleFunc("POST /v1/run", a.run)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%s %s: %w: no such endpoint (the API is under /v1)", r.Method, r.URL.Path, errdefs.ErrNotFound))
+	})
+	return mux
+}
+
+// errBadRequest marks a request the API could not read.
+var errBadRequest = errdefs.ErrInvalidArgument.WithMessage("bad request")
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, api.HTTPStatus(err), api.ErrorBody{Message: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body strictly: bounded, known fields only, one value.
+// An empty body leaves v as it is.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, api.MaxBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: body larger than %d bytes", errBadRequest, api.MaxBody)
+		}
+		return fmt.Errorf("%w: body: %v", errBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: body: more than one JSON value", errBadRequest)
+	}
+	return nil
+}
+
+// timeoutCtx bounds a request by the timeout it names, or the default.
+func timeoutCtx(r *http.Request, timeout string) (context.Context, context.CancelFunc, error) {
+	d := api.DefaultAcquireTimeout
+	if timeout != "" {
+		v, err := time.ParseDuration(timeout)
+		if err != nil || v <= 0 {
+			return nil, nil, fmt.Errorf("%w: timeout %q: want a positive duration like 30s", errBadRequest, timeout)
+		}
+		d = v
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return ctx, cancel, nil
+}
+
+// Thresholds of DiskHealth.Warning.
+const (
+	diskFullBytes  = 1 << 20 // under this, the state root counts as full
+	diskLowPercent = 5       // under this share free, as low
+)
+
+// StateRootHealth reads the state root's filesystem.
+func StateRootHealth(path string) *api.DiskHealth {
+	h := &api.DiskHealth{Path: path}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		h.Warning = fmt.Sprintf("cannot read its filesystem: %v", err)
+		return h
+	}
+	bs := int64(st.Bsize)
+	h.Size, h.Free = int64(st.Blocks)*bs, int64(st.Bavail)*bs
+	h.Inodes, h.FreeInodes = int64(st.Files), int64(st.Ffree)
+	switch {
+	case h.Free < diskFullBytes || (h.Inodes > 0 && h.FreeInodes == 0):
+		h.Warning = "full: sandboxes' writes to their scratch fail with ENOSPC, and new volumes and sandboxes cannot be made"
+	case h.Free*100 < h.Size*diskLowPercent:
+		h.Warning = fmt.Sprintf("low on space: under %d%% free", diskLowPercent)
+	case h.Inodes > 0 && h.FreeInodes*100 < h.Inodes*diskLowPercent:
+		h.Warning = fmt.Sprintf("low on inodes: under %d%% free", diskLowPercent)
+	}
+	return h
+}
+
+func (a *Server) status(w http.ResponseWriter, r *http.Request) {
+	resp := api.StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []api.VolumeStatus{},
+		StateRoot: StateRootHealth(a.Registry.Root())}
+	if a.Docker != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		resp.Docker = a.Docker(ctx)
+		cancel()
+	}
+	if a.Volumes != nil {
+		resp.Volumes = append(resp.Volumes, a.Volumes()...)
+	}
+	if resp.Leases == nil {
+		resp.Leases = []api.Lease{}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (a *Server) listPools(w http.ResponseWriter, r *http.Request) {
+	out := []api.PoolStatus{}
+	for _, p := range a.Registry.Pools() {
+		out = append(out, p.Status())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *Server) getPool(w http.ResponseWriter, r *http.Request) {
+	p, err := a.Registry.Pool(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p.Status())
+}
+
+func (a *Server) putPool(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var pc spec.PoolConfig
+	if err := decode(w, r, &pc); err != nil {
+		writeError(w, err)
+		return
+	}
+	if pc.Memory == 0 {
+		pc.Memory = spec.DefaultPoolMemory
+	}
+	_, lookupErr := a.Registry.Pool(name)
+	if _, err := a.Registry.PutPool(name, pc); err != nil {
+		writeError(w, err)
+		return
+	}
+	code := http.StatusOK
+	if lookupErr != nil {
+		code = http.StatusCreated
+	}
+	p, err := a.Registry.Pool(name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, code, p.Status())
+}
+
+func (a *Server) deletePool(w http.ResponseWriter, r *http.Request) {
+	if err := a.Registry.DeletePool(r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Server) count(w http.ResponseWriter, r *http.Request) (api.CountRequest, bool) {
+	var req api.CountRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return req, false
+	}
+	if req.N == nil || *req.N < 0 {
+		writeError(w, fmt.Errorf("%w: want {\"n\": a count >= 0}", errBadRequest))
+		return req, false
+	}
+	return req, true
+}
+
+func (a *Server) warm(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.count(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel, err := timeoutCtx(r, req.Timeout)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	if err := a.Registry.Warm(ctx, r.PathValue("name"), *req.N); err != nil {
+		writeError(w, err)
+		return
+	}
+	a.getPool(w, r)
+}
+
+func (a *Server) shrink(w http.ResponseWriter, r *http.Request) {
+	req, ok := a.count(w, r)
+	if !ok {
+		return
+	}
+	if err := a.Registry.Shrink(r.PathValue("name"), *req.N); err != nil {
+		writeError(w, err)
+		return
+	}
+	a.getPool(w, r)
+}
+
+func (a *Server) acquire(w http.ResponseWriter, r *http.Request) {
+	var req api.AcquireRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if (req.Pool == "") == (req.Image == "") {
+		writeError(w, fmt.Errorf("%w: name exactly one of pool and image", errBadRequest))
+		return
+	}
+	ctx, cancel, err := timeoutCtx(r, req.Timeout)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	l, err := a.Registry.Acquire(ctx, req.Pool, req.Image)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (a *Server) release(w http.ResponseWriter, r *http.Request) {
+	if err := a.Registry.Release(r.PathValue("id")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Server) destroy(w http.ResponseWriter, r *http.Request) {
+	var req api.DestroyRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(req.Reason) > 200 {
+		writeError(w, fmt.Errorf("%w: reason longer than 200 bytes", errBadRequest))
+		return
+	}
+	if err := a.Registry.Destroy(r.PathValue("id"), req.Reason); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *Server) renew(w http.ResponseWriter, r *http.Request) {
+	var req api.RenewRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	var d time.Duration
+	if req.Lease != "" {
+		v, err := time.ParseDuration(req.Lease)
+		if err != nil || v <= 0 || v > 24*time.Hour {
+			writeError(w, fmt.Errorf("%w: lease %q: want a duration in (0, 24h]", errBadRequest, req.Lease))
+			return
+		}
+		d = v
+	}
+	l, err := a.Registry.Renew(r.PathValue("id"), d)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (a *Server) run(w http.ResponseWriter, r *http.Request) {
+	var req api.RunCall
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if (req.Pool == "") == (req.Image == "") {
+		writeError(w, fmt.Errorf("%w: name exactly one of pool and image", errBadRequest))
+		return
+	}
+	if req.Image != "" {
+		if err := spec.ValidateImage(req.Image); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if req.WorkingDir != "" && !strings.HasPrefix(req.WorkingDir, "/") {
+		writeError(w, fmt.Errorf("%w: working_dir %q: must be absolute", errBadRequest, req.WorkingDir))
+		return
+	}
+	ctx, cancel, err := timeoutCtx(r, req.Timeout)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer cancel()
+	res, err := a.Registry.Run(ctx, req.RunRequest)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}

@@ -1,0 +1,192 @@
+// Package spec is ol-shim's vocabulary for a pool: what its sandboxes are
+// made from (PoolSpec, the container) and how the pool is sized
+// (PoolConfig, what the config file's [pools.NAME] tables and the API's
+// pool bodies hold), with the one validation of each and of pool names
+// and images. It is a leaf: the API's wire types, the config file, the
+// registry and the Docker backend all use it.
+package spec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+)
+
+// ErrInvalidSpec marks a pool spec that cannot be used. Nothing is created
+// for it. It is of class errdefs.ErrInvalidArgument.
+var ErrInvalidSpec = errdefs.ErrInvalidArgument.WithMessage("invalid pool spec")
+
+// MinMemoryBytes is the smallest memory limit Docker accepts.
+const MinMemoryBytes = 6 << 20
+
+// DefaultReadyTimeout bounds the wait for a readiness file or socket.
+const DefaultReadyTimeout = 10 * time.Second
+
+// Pull policies.
+const (
+	PullNever   = "never"   // the image must be present locally (default)
+	PullMissing = "missing" // pull the image when it is not present
+)
+
+// PoolSpec is the function a pool runs: what every one of its sandbox
+// containers is made from. Its Hash labels the containers, so a restart
+// adopts only sandboxes made from the same spec.
+type PoolSpec struct {
+	// Image is a local image reference. Required.
+	Image string `json:"image"`
+	// Cmd is the command to run. Empty: ol-shim's idle init, which reaps
+	// children and waits; work then comes through exec.
+	Cmd []string `json:"cmd,omitempty"`
+	// Env is a list of KEY=VALUE.
+	Env []string `json:"env,omitempty"`
+	// WorkingDir is the working directory in the container.
+	WorkingDir string `json:"working_dir,omitempty"`
+	// User is the user (name, uid or uid:gid) processes run as.
+	User string `json:"user,omitempty"`
+	// MemoryBytes limits memory; swap is off (memory+swap = memory). 0: no limit.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	// CPUs limits CPU time, in CPUs (0.5 = half of one). 0: no limit.
+	CPUs float64 `json:"cpus,omitempty"`
+	// PidsLimit limits the number of processes. 0: no limit.
+	PidsLimit int64 `json:"pids_limit,omitempty"`
+	// ReadOnlyRootfs mounts the image read-only; /host stays writable.
+	ReadOnlyRootfs bool `json:"read_only_rootfs,omitempty"`
+	// Network is "none" (default) or the name of a user-defined or bridge
+	// network. "host" and "container:..." are refused.
+	Network string `json:"network,omitempty"`
+	// Pull is PullNever (default) or PullMissing.
+	Pull string `json:"pull,omitempty"`
+	// Ready, if set, says when a new sandbox is ready.
+	Ready *Readiness `json:"ready,omitempty"`
+}
+
+// Readiness says when a new sandbox is ready to serve: when a file appears in
+// its scratch directory, or when a unix socket there accepts a connection.
+type Readiness struct {
+	// File is a path relative to the scratch directory (/host inside).
+	File string `json:"file,omitempty"`
+	// Socket is a unix socket path relative to the scratch directory, e.g.
+	// "ol.sock" for /host/ol.sock.
+	Socket string `json:"socket,omitempty"`
+	// Timeout bounds the wait; DefaultReadyTimeout if 0.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+var (
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+	userRE   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)
+	netRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	// imageIDRE matches an image ID, which names a local image too.
+	imageIDRE = regexp.MustCompile(`^(sha256:)?[a-f0-9]{64}$`)
+)
+
+// Validate reports the first problem with the spec, naming the field.
+func (p PoolSpec) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, args...))
+	}
+	if err := ValidateImage(p.Image); err != nil {
+		return err
+	}
+	for i, a := range p.Cmd {
+		if strings.ContainsRune(a, 0) {
+			return bad("cmd[%d]: contains a NUL byte", i)
+		}
+	}
+	if len(p.Cmd) > 0 && p.Cmd[0] == "" {
+		return bad("cmd[0]: empty program name")
+	}
+	if err := ValidateEnv(p.Env); err != nil {
+		return err
+	}
+	if p.WorkingDir != "" && (!path.IsAbs(p.WorkingDir) || strings.ContainsRune(p.WorkingDir, 0)) {
+		return bad("working_dir %q: must be an absolute path", p.WorkingDir)
+	}
+	if p.User != "" && !userRE.MatchString(p.User) {
+		return bad("user %q: want a name, uid, or uid:gid", p.User)
+	}
+	switch {
+	case p.MemoryBytes < 0:
+		return bad("memory %d: must not be negative", p.MemoryBytes)
+	case p.MemoryBytes > 0 && p.MemoryBytes < MinMemoryBytes:
+		return bad("memory %d bytes: below Docker's minimum of %d (6 MiB)", p.MemoryBytes, MinMemoryBytes)
+	case !finite(p.CPUs):
+		return bad("cpus %g: not a number", p.CPUs)
+	case p.CPUs < 0:
+		return bad("cpus %g: must not be negative", p.CPUs)
+	case p.CPUs > 0 && p.CPUs < 0.01:
+		return bad("cpus %g: below the minimum of 0.01", p.CPUs)
+	case p.CPUs > float64(runtime.NumCPU()):
+		return bad("cpus %g: more than the %d CPUs of this host", p.CPUs, runtime.NumCPU())
+	case p.PidsLimit < 0:
+		return bad("pids_limit %d: must not be negative", p.PidsLimit)
+	}
+	switch n := p.Network; {
+	case n == "" || n == "none":
+	case n == "host" || strings.HasPrefix(n, "container:") || !netRE.MatchString(n):
+		return bad("network %q: not allowed (want none, bridge or a network name)", n)
+	}
+	switch p.Pull {
+	case "", PullNever, PullMissing:
+	default:
+		return bad("pull %q: want %q or %q", p.Pull, PullNever, PullMissing)
+	}
+	if r := p.Ready; r != nil {
+		if (r.File == "") == (r.Socket == "") {
+			return bad("ready: set exactly one of file and socket")
+		}
+		for _, rel := range []string{r.File, r.Socket} {
+			if rel == "" {
+				continue
+			}
+			if path.IsAbs(rel) || path.Clean(rel) != rel || rel == "." || strings.HasPrefix(rel, "../") || rel == ".." {
+				return bad("ready path %q: must be a clean path relative to the scratch directory (/host)", rel)
+			}
+		}
+		if r.Timeout < 0 {
+			return bad("ready timeout %v: must not be negative", r.Timeout)
+		}
+	}
+	return nil
+}
+
+// ValidateImage reports whether image names a local image: a reference
+// (name, name:tag, name@digest) or an image ID. Errors are ErrInvalidSpec.
+func ValidateImage(image string) error {
+	if image == "" {
+		return fmt.Errorf("%w: image: required", ErrInvalidSpec)
+	}
+	if _, err := reference.ParseNormalizedNamed(image); err != nil && !imageIDRE.MatchString(image) {
+		return fmt.Errorf("%w: image %q: %v", ErrInvalidSpec, image, err)
+	}
+	return nil
+}
+
+// Hash is a short digest of the spec, stable across restarts and releases
+// as long as the spec's fields keep their meaning.
+func (p PoolSpec) Hash() string {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(fmt.Sprintf("spec: marshal pool spec: %v", err)) // plain data: cannot fail
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// NetworkMode is the Docker network mode of the spec: "none" unless it
+// names a network.
+func (p PoolSpec) NetworkMode() string {
+	if p.Network == "" {
+		return "none"
+	}
+	return p.Network
+}
