@@ -27,16 +27,16 @@ import (
 
 // sizes are the repetitions of one run: full or quick.
 type sizes struct {
-	rawRounds, coldRounds int
-	hotFor                           time.Duration
-	burstRequests, burstClients      int
-	burstMinIdle                     int
-	volumeRounds                     int
-	ioBytes                          int64
-	ioFiles                          int
-	microTime                        time.Duration
-	scalePools, scalePerPool         int
-	statusCalls                      int
+	rawRounds, coldRounds       int
+	hotFor                      time.Duration
+	burstRequests, burstClients int
+	burstMinIdle                int
+	volumeRounds                int
+	ioBytes                     int64
+	ioFiles                     int
+	microTime                   time.Duration
+	scalePools, scalePerPool    int
+	statusCalls                 int
 }
 
 var full = sizes{
