@@ -1,0 +1,78 @@
+package sandboxset
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Ref is a sandbox held by one caller, from GetOrCreateUnpaused until Put or
+// Destroy. Calling any method after Put or Destroy panics.
+type Ref struct {
+	set      *Set
+	e        *entry
+	outcome  Outcome
+	released atomic.Bool
+}
+
+func (s *Set) newRef(e *entry, o Outcome, start time.Time) *Ref {
+	s.stats.got(o, time.Since(start))
+	return &Ref{set: s, e: e, outcome: o}
+}
+
+// Sandbox returns the held sandbox, unpaused.
+func (r *Ref) Sandbox() Sandbox {
+	if r.released.Load() {
+		panic(fmt.Sprintf("sandboxset: Sandbox called on a released Ref (sandbox %s)", r.e.id))
+	}
+	return r.e.sb
+}
+
+// Outcome says whether the sandbox was hot, warm or cold.
+func (r *Ref) Outcome() Outcome { return r.outcome }
+
+func (r *Ref) release(method string) {
+	if !r.released.CompareAndSwap(false, true) {
+		panic(fmt.Sprintf("sandboxset: %s called on a Ref already released (sandbox %s, pool %q)", method, r.e.id, r.set.cfg.Name))
+	}
+}
+
+// Put returns the sandbox to the pool: to a waiting Get at once, else
+// paused (after Config.PauseGrace, off the caller's path, if set). A sandbox
+// that fails to pause is destroyed and the error says so; after Close it is
+// destroyed. Put does not take a context: a pause cut short would leave the
+// sandbox in an unknown state, so the Sandbox bounds its own call.
+func (r *Ref) Put() error {
+	r.release("Put")
+	s, e := r.set, r.e
+	s.mu.Lock()
+	s.inUse--
+	e.lastUsed = time.Now()
+	if s.closed {
+		e.state = stateDestroying
+		s.mu.Unlock()
+		return s.destroy(e, ReasonClosed)
+	}
+	if len(s.waiters) > 0 || s.cfg.PauseGrace > 0 {
+		e.hot = true
+		s.releaseLocked(e)
+		s.mu.Unlock()
+		return nil
+	}
+	e.state = statePausing
+	s.pausing++
+	s.mu.Unlock()
+	return s.pauseAndRelease(e)
+}
+
+// Destroy destroys the sandbox and removes its scratch directory. The
+// sandbox is freed even when the backend reports an error, which is returned.
+func (r *Ref) Destroy(reason string) error {
+	r.release("Destroy")
+	s, e := r.set, r.e
+	s.mu.Lock()
+	s.inUse--
+	e.state = stateDestroying
+	s.mu.Unlock()
+	return s.destroy(e, reason)
+}

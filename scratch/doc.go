@@ -1,0 +1,50 @@
+// Package scratch is ol-shim's Docker volume plugin: the volumes that hold
+// every sandbox's scratch directory (its /host), and any volume a user makes
+// with `docker volume create -d ol-shim`.
+//
+// # What a volume is
+//
+// A volume is a record in the state store (bbolt, Root/volumes.db: name,
+// options, creation time) and a data directory, Root/volumes/NAME. Its
+// options (Options, parsed from `--opt` by ParseOptions) set the owner and
+// mode of its root and, optionally, quotas: size (bytes) and inodes. A volume
+// without quotas is handed to dockerd as its data directory. A volume with a
+// quota is served through FUSE: a loopback file system over the data
+// directory, mounted at Root/mnt/NAME, that checks every operation that can
+// make or grow an inode against its Quota and answers ENOSPC (bytes) or
+// EDQUOT-style ENOSPC (inodes) beforehand.
+//
+// # Lifecycle
+//
+// Create writes the record (creating a volume that exists succeeds if its
+// options are the same); Mount counts a caller (dockerd's mount ID) and, at
+// the first mount of a quota'd volume, starts its FUSE server; Unmount drops
+// a caller and, at the last, stops the server; Remove deletes record and
+// data, refused while mounted (ErrInUse). Open rebuilds the mount counts
+// after a restart from the running containers (Config.InUse) and detaches
+// FUSE mounts a crash left; DropAnonymous forgets counts whose containers
+// are gone. Driver adapts the Manager to dockerd's volume plugin protocol
+// (go-plugins-helpers), on a socket made by Listen.
+//
+// # What the quota counts
+//
+// Bytes are what the backing filesystem allocated (st_blocks × 512) for every
+// file, symlink and special file; directories count as inodes only. A file
+// with several hard links counts once; an unlinked file still open counts
+// until its last close. Usage is found by walking the data directory once at
+// mount, then kept up to date by the operations themselves.
+//
+// # Locking
+//
+// Manager.mu guards the map of volumes and is taken before a volume's own mu,
+// never after; a volume's mu is held across its FUSE mount and unmount, so
+// two callers of one volume never start two servers. Quota.mu guards the
+// counts of one volume and is never held across a file system call.
+//
+// # Errors
+//
+// Every error names the volume and the cause, and is of an errdefs class
+// (ErrNotFound, ErrExists, ErrInUse, ErrInvalid): errors cross the plugin
+// wire to dockerd as plain strings, and the daemon's API maps the classes to
+// HTTP statuses.
+package scratch
