@@ -11,8 +11,8 @@
 // without quotas is handed to dockerd as its data directory. A volume with a
 // quota is served through FUSE: a loopback file system over the data
 // directory, mounted at Root/mnt/NAME, that checks every operation that can
-// make or grow an inode against its Quota and answers ENOSPC (bytes) or
-// EDQUOT-style ENOSPC (inodes) beforehand.
+// make or grow an inode against its Quota and answers ENOSPC, beforehand,
+// when either limit would be passed.
 //
 // # Lifecycle
 //
