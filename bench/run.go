@@ -1,3 +1,6 @@
+// This file is longer than most: it is the one table of runs bench measures,
+// each a short function, kept together so their order and sizes read as one.
+
 package main
 
 import (

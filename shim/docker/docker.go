@@ -1,6 +1,14 @@
-// Package shim is the ol-shim daemon: the Docker backend for sandbox sets,
-// the reconcile that runs at start, and (in time) the pool registry, the HTTP
-// API and the volume plugin wiring.
+// Package docker is ol-shim's Docker backend: the sandboxes of every pool
+// are containers of one dockerd, and their scratch directories volumes of
+// ol-shim's own volume plugin (or plain directories). It is also the one
+// place that removes what no pool holds: Reconcile at start, the Provider's
+// Watch (sandboxes that die, orphans of an earlier process) while serving,
+// RemoveAll at a stop that destroys all.
+//
+// Files: docker.go (the connection and a pool's Backend), sandbox.go (one
+// container), exec.go (docker exec), reconcile.go, world.go (listing
+// containers and volumes, dockerd's events), volumescratch.go (scratch as
+// volumes), provider.go (the registry's Provider and Janitor).
 //
 // # Docker backend
 //
@@ -40,7 +48,6 @@ import (
 
 	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/api"
-	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -392,219 +399,6 @@ func (b *Backend) waitReady(ctx context.Context, sb *Sandbox, r spec.Readiness) 
 		wait = min(2*wait, 20*time.Millisecond)
 	}
 	return nil
-}
-
-// Attach returns the Sandbox of an existing container, for Reconcile to hand
-// to a Set.
-func (d *Docker) Attach(sandboxID, containerID, scratchDir string) *Sandbox {
-	return &Sandbox{d: d, id: sandboxID, container: containerID, scratch: scratchDir}
-}
-
-// AsDocker returns the Docker sandbox inside sb, or false if sb is not one.
-func AsDocker(sb sandboxset.Sandbox) (*Sandbox, bool) {
-	s, ok := registry.Innermost(sb).(*Sandbox)
-	return s, ok
-}
-
-// Sandbox is a sandbox container.
-type Sandbox struct {
-	d         *Docker
-	id        string
-	container string
-	scratch   string
-}
-
-// ID returns the sandbox ID.
-func (s *Sandbox) ID() string { return s.id }
-
-// ContainerID returns the Docker container ID.
-func (s *Sandbox) ContainerID() string { return s.container }
-
-// ScratchDir returns the host path mounted at /host.
-func (s *Sandbox) ScratchDir() string { return s.scratch }
-
-// Pause freezes the container.
-func (s *Sandbox) Pause(ctx context.Context) error {
-	ctx, cancel := s.d.callCtx(ctx)
-	defer cancel()
-	if _, err := s.d.cli.ContainerPause(ctx, s.container, client.ContainerPauseOptions{}); err != nil {
-		return fmt.Errorf("pause sandbox %s (container %.12s): %w", s.id, s.container, err)
-	}
-	return nil
-}
-
-// Unpause resumes the container; it fails if the container died while
-// paused.
-func (s *Sandbox) Unpause(ctx context.Context) error {
-	cctx, cancel := s.d.callCtx(ctx)
-	defer cancel()
-	if _, err := s.d.cli.ContainerUnpause(cctx, s.container, client.ContainerUnpauseOptions{}); err != nil {
-		return fmt.Errorf("unpause sandbox %s (container %.12s): %w", s.id, s.container, err)
-	}
-	return nil
-}
-
-// Destroy force-removes the container, paused or not. A container that is
-// already gone counts as removed. The scratch directory (or volume) belongs
-// to the Set's ScratchMaker, which removes it next.
-func (s *Sandbox) Destroy(ctx context.Context, reason string) error {
-	s.d.log.Debug("destroy sandbox", "sandbox", s.id, "container", s.container, "reason", reason)
-	return s.remove(ctx)
-}
-
-// remove force-removes the container. A call that times out (a dockerd
-// swamped by hundreds of creates) is tried again while ctx has time left:
-// a container whose removal gave up would outlive its pool. Three tries at
-// most.
-func (s *Sandbox) remove(ctx context.Context) error {
-	for try := 1; ; try++ {
-		cctx, cancel := s.d.callCtx(ctx)
-		_, err := s.d.cli.ContainerRemove(cctx, s.container, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
-		cancel()
-		switch {
-		case err == nil || cerrdefs.IsNotFound(err):
-			return nil
-		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && try < 3:
-			s.d.log.Warn("removing a container timed out; trying again", "sandbox", s.id, "container", s.container)
-			continue
-		}
-		return fmt.Errorf("remove sandbox %s (container %.12s): %w", s.id, s.container, err)
-	}
-}
-
-func (s *Sandbox) running(ctx context.Context) (bool, string, error) {
-	ctx, cancel := s.d.callCtx(ctx)
-	defer cancel()
-	res, err := s.d.cli.ContainerInspect(ctx, s.container, client.ContainerInspectOptions{})
-	if err != nil {
-		return false, "", err
-	}
-	st := res.Container.State
-	if st == nil {
-		return false, "unknown", nil
-	}
-	return st.Running, string(st.Status), nil
-}
-
-// VolumesInUse counts, per volume of the given driver, the running
-// containers that mount it. The volume plugin rebuilds its mount counts
-// from it at start.
-func (d *Docker) VolumesInUse(ctx context.Context, driver string) (map[string]int, error) {
-	ctx, cancel := d.callCtx(ctx)
-	defer cancel()
-	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("list running containers: %w", err)
-	}
-	out := map[string]int{}
-	for _, c := range res.Items {
-		for _, m := range c.Mounts {
-			if m.Type == mount.TypeVolume && m.Driver == driver {
-				out[m.Name]++
-			}
-		}
-	}
-	return out, nil
-}
-
-// VolumesReferenced returns the volumes of a driver that a container, in
-// any state, refers to.
-func (d *Docker) VolumesReferenced(ctx context.Context, driver string) (map[string]bool, error) {
-	ctx, cancel := d.callCtx(ctx)
-	defer cancel()
-	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true})
-	if err != nil {
-		return nil, fmt.Errorf("list containers: %w", err)
-	}
-	out := map[string]bool{}
-	for _, c := range res.Items {
-		for _, m := range c.Mounts {
-			if m.Type == mount.TypeVolume && m.Driver == driver {
-				out[m.Name] = true
-			}
-		}
-	}
-	return out, nil
-}
-
-// VolumeNames lists the volumes of a driver, by name.
-func (d *Docker) VolumeNames(ctx context.Context, driver string) ([]string, error) {
-	ctx, cancel := d.callCtx(ctx)
-	defer cancel()
-	res, err := d.cli.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("driver", driver)})
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, v := range res.Items {
-		names = append(names, v.Name)
-	}
-	return names, nil
-}
-
-// ContainerState is what ContainerStates tells of one container.
-type ContainerState struct {
-	State    string // "running", "paused", "exited", ...
-	Sandbox  string // its sandbox ID (label)
-	Instance string // the ol-shim process that made it (label)
-}
-
-// ContainerStates returns every container of this state root, by ID.
-func (d *Docker) ContainerStates(ctx context.Context) (map[string]ContainerState, error) {
-	ctx, cancel := d.callCtx(ctx)
-	defer cancel()
-	res, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
-		Filters: make(client.Filters).Add("label", api.LabelRoot+"="+d.cfg.RootID)})
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]ContainerState, len(res.Items))
-	for _, c := range res.Items {
-		out[c.ID] = ContainerState{State: string(c.State), Sandbox: c.Labels[api.LabelSandbox], Instance: c.Labels[api.LabelInstance]}
-	}
-	return out, nil
-}
-
-// WatchDeaths calls died with the ID of each of this root's containers that
-// dies, until ctx ends. Each time it (re)subscribes to dockerd's events,
-// it first calls resync, which catches up on what happened while it was
-// not listening (a dockerd restart kills every container). While dockerd
-// is away it retries every second.
-func (d *Docker) WatchDeaths(ctx context.Context, resync func(context.Context) error, died func(containerID string)) {
-	log := d.log
-	connected := true
-	for ctx.Err() == nil {
-		sub := d.cli.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).
-			Add("type", "container").Add("event", "die").Add("label", api.LabelRoot+"="+d.cfg.RootID)})
-		err := resync(ctx)
-		if err == nil && !connected {
-			log.Info("dockerd is back: checked the idle sandboxes")
-		}
-		connected = err == nil
-	watch:
-		for err == nil {
-			select {
-			case m := <-sub.Messages:
-				died(m.Actor.ID)
-			case err = <-sub.Err:
-				break watch
-			case <-ctx.Done():
-				return
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if connected {
-			log.Warn("lost dockerd's events; retrying every second", "error", err)
-			connected = false
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
 }
 
 // Instance returns the api.LabelInstance of what this connection makes.

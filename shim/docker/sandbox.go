@@ -1,0 +1,105 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/registry"
+)
+
+// Attach returns the Sandbox of an existing container, for Reconcile to hand
+// to a Set.
+func (d *Docker) Attach(sandboxID, containerID, scratchDir string) *Sandbox {
+	return &Sandbox{d: d, id: sandboxID, container: containerID, scratch: scratchDir}
+}
+
+// AsDocker returns the Docker sandbox inside sb, or false if sb is not one.
+func AsDocker(sb sandboxset.Sandbox) (*Sandbox, bool) {
+	s, ok := registry.Innermost(sb).(*Sandbox)
+	return s, ok
+}
+
+// Sandbox is a sandbox container.
+type Sandbox struct {
+	d         *Docker
+	id        string
+	container string
+	scratch   string
+}
+
+// ID returns the sandbox ID.
+func (s *Sandbox) ID() string { return s.id }
+
+// ContainerID returns the Docker container ID.
+func (s *Sandbox) ContainerID() string { return s.container }
+
+// ScratchDir returns the host path mounted at /host.
+func (s *Sandbox) ScratchDir() string { return s.scratch }
+
+// Pause freezes the container.
+func (s *Sandbox) Pause(ctx context.Context) error {
+	ctx, cancel := s.d.callCtx(ctx)
+	defer cancel()
+	if _, err := s.d.cli.ContainerPause(ctx, s.container, client.ContainerPauseOptions{}); err != nil {
+		return fmt.Errorf("pause sandbox %s (container %.12s): %w", s.id, s.container, err)
+	}
+	return nil
+}
+
+// Unpause resumes the container; it fails if the container died while
+// paused.
+func (s *Sandbox) Unpause(ctx context.Context) error {
+	cctx, cancel := s.d.callCtx(ctx)
+	defer cancel()
+	if _, err := s.d.cli.ContainerUnpause(cctx, s.container, client.ContainerUnpauseOptions{}); err != nil {
+		return fmt.Errorf("unpause sandbox %s (container %.12s): %w", s.id, s.container, err)
+	}
+	return nil
+}
+
+// Destroy force-removes the container, paused or not. A container that is
+// already gone counts as removed. The scratch directory (or volume) belongs
+// to the Set's ScratchMaker, which removes it next.
+func (s *Sandbox) Destroy(ctx context.Context, reason string) error {
+	s.d.log.Debug("destroy sandbox", "sandbox", s.id, "container", s.container, "reason", reason)
+	return s.remove(ctx)
+}
+
+// remove force-removes the container. A call that times out (a dockerd
+// swamped by hundreds of creates) is tried again while ctx has time left:
+// a container whose removal gave up would outlive its pool. Three tries at
+// most.
+func (s *Sandbox) remove(ctx context.Context) error {
+	for try := 1; ; try++ {
+		cctx, cancel := s.d.callCtx(ctx)
+		_, err := s.d.cli.ContainerRemove(cctx, s.container, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		cancel()
+		switch {
+		case err == nil || cerrdefs.IsNotFound(err):
+			return nil
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && try < 3:
+			s.d.log.Warn("removing a container timed out; trying again", "sandbox", s.id, "container", s.container)
+			continue
+		}
+		return fmt.Errorf("remove sandbox %s (container %.12s): %w", s.id, s.container, err)
+	}
+}
+
+func (s *Sandbox) running(ctx context.Context) (bool, string, error) {
+	ctx, cancel := s.d.callCtx(ctx)
+	defer cancel()
+	res, err := s.d.cli.ContainerInspect(ctx, s.container, client.ContainerInspectOptions{})
+	if err != nil {
+		return false, "", err
+	}
+	st := res.Container.State
+	if st == nil {
+		return false, "unknown", nil
+	}
+	return st.Running, string(st.Status), nil
+}
