@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -118,21 +119,40 @@ func (s *Set) Warm(ctx context.Context, n int) error {
 	s.refilling += need
 	s.mu.Unlock()
 
-	errs := make(chan error, need)
-	for range need {
-		go func() {
-			_, err := s.create(ctx, true)
-			errs <- err
-		}()
+	// A bounded number of workers, whatever need is: each create already
+	// holds its slot (live, creating, refilling counted above).
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		next  int
+		first error
+	)
+	for range min(need, warmWorkers) {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				if next == need {
+					mu.Unlock()
+					return
+				}
+				next++
+				mu.Unlock()
+				if _, err := s.create(ctx, true); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
 	}
-	var first error
-	for range need {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
+	wg.Wait()
 	return first
 }
+
+// warmWorkers bounds the creates one Warm runs at once.
+const warmWorkers = 8
 
 // Shrink destroys idle sandboxes, least recently used first, until at most n
 // are idle, and lowers MinIdle to n if it was higher.

@@ -34,16 +34,27 @@ func NewDriver(m *Manager, log *slog.Logger) *Driver {
 	return &Driver{m: m, log: log}
 }
 
+// logged logs a call. What dockerd (or anyone who can write to the
+// socket) sent is cut to a bounded prefix: a log line never grows with a
+// request.
 func (d *Driver) logged(call, name, id string, err error) {
 	if err != nil {
-		d.log.Warn("volume plugin call failed", "call", call, "volume", name, "id", id, "error", err)
+		d.log.Warn("volume plugin call failed", "call", call, "volume", clip(name), "id", clip(id), "error", clip(err.Error()))
 		return
 	}
-	d.log.Debug("volume plugin call", "call", call, "volume", name, "id", id)
+	d.log.Debug("volume plugin call", "call", call, "volume", clip(name), "id", clip(id))
 }
 
-// Handler returns the HTTP handler of the plugin protocol.
-func (d *Driver) Handler() *volume.Handler { return volume.NewHandler(d) }
+// clipAt bounds what a log line or an error message repeats of its input.
+const clipAt = 200
+
+// clip cuts s to clipAt bytes, saying how much it left out.
+func clip(s string) string {
+	if len(s) <= clipAt {
+		return s
+	}
+	return fmt.Sprintf("%s...(%d bytes more)", s[:clipAt], len(s)-clipAt)
+}
 
 // Create makes a volume with options size, inodes, uid, gid and mode.
 func (d *Driver) Create(r *volume.CreateRequest) error {

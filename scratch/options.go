@@ -106,7 +106,7 @@ func ParseOptions(opts map[string]string) (Options, error) {
 	for _, k := range slices.Sorted(maps.Keys(opts)) {
 		v := opts[k]
 		bad := func(err error) (Options, error) {
-			return Options{}, fmt.Errorf("option %s=%q: %w: %v (valid options: %s)", k, v, ErrInvalid, err, ValidOptions())
+			return Options{}, fmt.Errorf("option %s=%q: %w: %v (valid options: %s)", clip(k), clip(v), ErrInvalid, err, ValidOptions())
 		}
 		var err error
 		switch k {
@@ -142,7 +142,7 @@ func ParseOptions(opts map[string]string) (Options, error) {
 			}
 			o.Mode = uint32(n)
 		default:
-			return Options{}, fmt.Errorf("option %q: %w: unknown (valid options: %s)", k, ErrInvalid, ValidOptions())
+			return Options{}, fmt.Errorf("option %q: %w: unknown (valid options: %s)", clip(k), ErrInvalid, ValidOptions())
 		}
 		if err != nil {
 			return bad(err)

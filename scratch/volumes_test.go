@@ -286,7 +286,7 @@ func TestDriverProtocol(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "plugin.sock")
 	l, err := Listen(sock, "")
 	must(t, err)
-	go NewDriver(m, nil).Handler().Serve(l)
+	go NewDriver(m, nil).Serve(l)
 	t.Cleanup(func() { l.Close() })
 	fi, err := os.Stat(sock)
 	must(t, err)

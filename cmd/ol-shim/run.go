@@ -41,7 +41,9 @@ sandbox is destroyed afterwards and the pool refills in the background;
 			return fmt.Errorf("run: no command: sandboxes idle in ol-shim's init, so name what to run")
 		}
 		req.Cmd = args
-		if d := c.Duration("timeout"); d > 0 {
+		if d := c.Duration("timeout"); d < 0 || (d == 0 && c.IsSet("timeout")) {
+			return fmt.Errorf("--timeout %v: want a positive duration like 30s", d)
+		} else if d > 0 {
 			req.Timeout = d.String()
 		}
 		if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice == 0 {

@@ -14,6 +14,9 @@ import (
 // (powers of 1024; a trailing "B" or "iB" is allowed): "64M", "1G", "4096".
 func ParseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
+	if len(s) > 40 {
+		return 0, fmt.Errorf("size %q...: want a whole number of bytes with an optional K, M, G or T suffix", s[:40])
+	}
 	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
 	mult := int64(1)
 	if n := len(t); n > 0 {

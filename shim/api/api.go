@@ -75,6 +75,9 @@ type Lease struct {
 	ScratchPath string    `json:"scratch,omitempty"`
 	Outcome     string    `json:"outcome"`
 	Expires     time.Time `json:"expires"`
+	// Owner is the uid of the API client that acquired it: only that uid
+	// and root may see, release, destroy or renew it.
+	Owner *uint32 `json:"owner,omitempty"`
 }
 
 // PoolStatus is one pool's state.

@@ -50,6 +50,14 @@ type DaemonConfig struct {
 	Lease         spec.Duration `toml:"lease"`
 	DestroyOnExit bool          `toml:"destroy_on_exit"`
 	LogLevel      string        `toml:"log_level"`
+	// AllowPull lets pools pull missing images (pull = "missing"); off,
+	// a pool that asks is refused.
+	AllowPull bool `toml:"allow_pull"`
+	// AllowNetworks lets pools join networks other than none.
+	AllowNetworks bool `toml:"allow_networks"`
+	// MaxPoolSize bounds every pool's min_idle, max_size and warm count,
+	// and is the max_size of pools that set none.
+	MaxPoolSize int `toml:"max_pool_size"`
 }
 
 // AdHocConfig is how a pool made on demand (a run or acquire for an image
@@ -62,6 +70,9 @@ type AdHocConfig struct {
 	Pids       int64         `toml:"pids"`
 	PauseGrace spec.Duration `toml:"pause_grace"`
 	IdleTTL    spec.Duration `toml:"idle_ttl"` // an ad-hoc pool unused this long is removed
+	// MaxPools bounds the ad-hoc pools; past it the least recently used
+	// idle one goes. 0: the registry's default.
+	MaxPools int `toml:"max_pools"`
 }
 
 // Pool returns the config of an ad-hoc pool for image.
@@ -101,6 +112,9 @@ func ParseConfig(text string) (Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return c, fmt.Errorf("%w: line %d: %s: %s", ErrInvalidConfig, pe.Position.Line, pe.LastKey, pe.Message)
+			}
 			return c, fmt.Errorf("%w: line %d: %s", ErrInvalidConfig, pe.Position.Line, pe.Message)
 		}
 		return c, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
@@ -129,6 +143,12 @@ func ParseConfig(text string) (Config, error) {
 	}
 	if c.AdHoc.MinIdle < 0 || c.AdHoc.MaxSize < 0 || (c.AdHoc.MaxSize > 0 && c.AdHoc.MinIdle > c.AdHoc.MaxSize) {
 		return c, fmt.Errorf("%w: [adhoc]: min_idle %d, max_size %d: want 0 <= min_idle <= max_size (0: no limit)", ErrInvalidConfig, c.AdHoc.MinIdle, c.AdHoc.MaxSize)
+	}
+	if c.AdHoc.MaxPools < 0 {
+		return c, fmt.Errorf("%w: [adhoc] max_pools %d: must not be negative", ErrInvalidConfig, c.AdHoc.MaxPools)
+	}
+	if c.Daemon.MaxPoolSize < 0 {
+		return c, fmt.Errorf("%w: [daemon] max_pool_size %d: must not be negative", ErrInvalidConfig, c.Daemon.MaxPoolSize)
 	}
 	switch c.Daemon.Backend {
 	case "", "docker", "mock":

@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/scratch"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/config"
@@ -84,6 +85,9 @@ type Config struct {
 	Version string
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
+	// Limits bound the API's and the metrics' sockets; serve.DefaultLimits
+	// if zero.
+	Limits serve.Limits
 	// Notify, if set, is told the daemon's state as it changes (systemd's
 	// STATUS=...).
 	Notify func(status string)
@@ -120,6 +124,10 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	if cfg.PluginName == "" {
 		cfg.PluginName = api.DefaultPluginName
+	}
+	if cfg.Limits == (serve.Limits{}) {
+		cfg.Limits = serve.DefaultLimits
+		cfg.Limits.MaxBody = api.MaxBody
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger}
 	if d.log == nil {
@@ -173,7 +181,7 @@ func (d *Daemon) ServePlugin(l net.Listener) error {
 	}
 	d.plugin = append(d.plugin, l)
 	d.mu.Unlock()
-	return scratch.NewDriver(d.vols, d.log).Handler().Serve(l)
+	return scratch.NewDriver(d.vols, d.log).Serve(l)
 }
 
 // Start connects to dockerd (waiting for it until ctx ends: under systemd
@@ -194,7 +202,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 
 // newRegistry connects to the backend and builds the registry on it.
 func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
-	rc := registry.Config{Root: d.cfg.Root, Budget: d.cfg.Budget, Lease: d.cfg.Lease, AdHoc: d.cfg.File.AdHoc, Logger: d.log}
+	f := d.cfg.File.Daemon
+	rc := registry.Config{Root: d.cfg.Root, Budget: d.cfg.Budget, Lease: d.cfg.Lease, AdHoc: d.cfg.File.AdHoc, Logger: d.log,
+		MaxPoolSize: f.MaxPoolSize, AllowPull: f.AllowPull, AllowNetworks: f.AllowNetworks}
 	if d.metrics != nil {
 		rc.Observe = d.metrics.Observe
 	}
@@ -286,7 +296,7 @@ func (d *Daemon) ServeMetrics(l net.Listener) error {
 }
 
 func (d *Daemon) serve(l net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := serve.Server(h, d.cfg.Limits)
 	d.mu.Lock()
 	if d.stopped {
 		d.mu.Unlock()
@@ -294,7 +304,7 @@ func (d *Daemon) serve(l net.Listener, h http.Handler) error {
 	}
 	d.servers = append(d.servers, srv)
 	d.mu.Unlock()
-	return srv.Serve(l)
+	return srv.Serve(serve.Listener(l, d.cfg.Limits))
 }
 
 // Reload makes the configured pools those of file (SIGHUP): new pools are

@@ -45,6 +45,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/api"
@@ -190,6 +191,7 @@ func (d *Docker) Backend(pool string, ps spec.PoolSpec) (*Backend, error) {
 	if len(ps.Cmd) == 0 && d.cfg.InitBinary == "" {
 		return nil, fmt.Errorf("pool %q: %w: no cmd, and no init binary configured to idle with", pool, spec.ErrInvalidSpec)
 	}
+	ps = ps.WithDefaults()
 	return &Backend{d: d, pool: pool, spec: ps, hash: ps.Hash()}, nil
 }
 
@@ -366,21 +368,10 @@ func (b *Backend) waitReady(ctx context.Context, sb *Sandbox, r spec.Readiness) 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	what := "file /host/" + r.File
-	check := func() bool {
-		_, err := os.Stat(filepath.Join(sb.scratch, r.File))
-		return err == nil
-	}
+	check := func() bool { return inScratch(sb.scratch, r.File, false) }
 	if r.Socket != "" {
 		what = "a connection on /host/" + r.Socket
-		sock := filepath.Join(sb.scratch, r.Socket)
-		check = func() bool {
-			c, err := net.DialTimeout("unix", sock, time.Second)
-			if err != nil {
-				return false
-			}
-			c.Close()
-			return true
-		}
+		check = func() bool { return inScratch(sb.scratch, r.Socket, true) }
 	}
 	wait := 500 * time.Microsecond
 	lastInspect := time.Now()
@@ -419,4 +410,40 @@ func (d *Docker) Health(ctx context.Context) *api.DockerHealth {
 		return &api.DockerHealth{Error: err.Error()}
 	}
 	return &api.DockerHealth{OK: true, Version: v.Version, APIVersion: d.APIVersion()}
+}
+
+// inScratch reports whether rel exists inside the scratch directory dir
+// (with socket, whether it is a unix socket that accepts a connection). The
+// sandbox owns what is in dir, so rel is resolved as if dir were the root:
+// a symlink there cannot make this process, root on the host, look at or
+// connect to anything outside it.
+func inScratch(dir, rel string, socket bool) bool {
+	root, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	if !socket {
+		return true
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return false
+	}
+	// Connect through the handle, not the path: what was resolved is what
+	// is connected to.
+	c, err := net.DialTimeout("unix", fmt.Sprintf("/proc/self/fd/%d", fd), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }

@@ -55,7 +55,7 @@ func startVolumePlugin(t testing.TB) *scratch.Manager {
 			pluginErr = err
 			return
 		}
-		go scratch.NewDriver(m, nil).Handler().Serve(l)
+		go scratch.NewDriver(m, nil).Serve(l)
 		spec, _ := json.Marshal(map[string]string{"Name": itPluginName, "Addr": "unix://" + itPluginSocket})
 		if err := os.MkdirAll("/etc/docker/plugins", 0o755); err != nil {
 			pluginErr = err

@@ -14,10 +14,28 @@ import (
 	"github.com/open-lambda/ol-shim/shim/api"
 )
 
-// lease is an acquired sandbox: what the API shows, and its ref.
+// lease is an acquired sandbox: what the API shows, its ref, and the timer
+// that destroys it when it expires.
 type lease struct {
 	api.Lease
-	ref *sandboxset.Ref
+	ref   *sandboxset.Ref
+	timer *time.Timer
+}
+
+// How many released lease IDs the registry remembers, and how long: a
+// release or renew of one answers 409 (already released) instead of 404.
+// Both bounds hold whatever the traffic.
+const (
+	maxReleased = 4096
+	releasedFor = 10 * time.Minute
+)
+
+type ownerKey struct{}
+
+// WithOwner returns ctx saying that the acquisitions made with it belong to
+// uid (the API socket's peer).
+func WithOwner(ctx context.Context, uid uint32) context.Context {
+	return context.WithValue(ctx, ownerKey{}, uid)
 }
 
 // take gets a sandbox from the named pool (or the pool of image), timing it
@@ -55,12 +73,51 @@ func (r *Registry) Acquire(ctx context.Context, pool, image string) (*api.Lease,
 		Outcome:   ref.Outcome().String(),
 		Expires:   time.Now().Add(r.cfg.Lease),
 	}, ref: ref}
+	if uid, ok := ctx.Value(ownerKey{}).(uint32); ok {
+		l.Owner = &uid
+	}
 	l.ContainerID, l.ScratchPath = r.cfg.Provider.Describe(ref.Sandbox())
+	id := l.ID
 	r.mu.Lock()
-	r.leases[l.ID] = l
-	r.mu.Unlock()
+	r.leases[id] = l
+	l.timer = time.AfterFunc(r.cfg.Lease, func() { r.expireLease(id) })
 	c := l.Lease
+	r.mu.Unlock()
 	return &c, nil
+}
+
+// expireLease destroys the sandbox of lease id if it is still held and its
+// expiry has passed (a renew may have moved it).
+func (r *Registry) expireLease(id string) {
+	r.mu.Lock()
+	l, ok := r.leases[id]
+	if !ok {
+		r.mu.Unlock()
+		return
+	}
+	if left := time.Until(l.Expires); left > 0 {
+		l.timer.Reset(left)
+		r.mu.Unlock()
+		return
+	}
+	delete(r.leases, id)
+	r.released.add(id)
+	r.mu.Unlock()
+	r.log.Warn("lease expired; destroying sandbox", "lease", l.ID, "pool", l.Pool, "sandbox", l.SandboxID)
+	if err := l.ref.Destroy(ReasonLeaseExpired); err != nil {
+		r.log.Error("destroy expired sandbox", "sandbox", l.SandboxID, "error", err)
+	}
+}
+
+// Lease returns lease id.
+func (r *Registry) Lease(id string) (api.Lease, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, err := r.leaseLocked(id)
+	if err != nil {
+		return api.Lease{}, err
+	}
+	return l.Lease, nil
 }
 
 // takeLease removes lease id from the table.
@@ -72,7 +129,8 @@ func (r *Registry) takeLease(id string) (*lease, error) {
 		return nil, err
 	}
 	delete(r.leases, id)
-	r.released[id] = time.Now()
+	l.timer.Stop()
+	r.released.add(id)
 	return l, nil
 }
 
@@ -82,7 +140,7 @@ func (r *Registry) leaseLocked(id string) (*lease, error) {
 	if l, ok := r.leases[id]; ok {
 		return l, nil
 	}
-	if _, was := r.released[id]; was {
+	if r.released.has(id) {
 		return nil, fmt.Errorf("lease %q: %w: already released", id, errdefs.ErrConflict)
 	}
 	return nil, fmt.Errorf("lease %q: %w", id, errdefs.ErrNotFound)
@@ -122,6 +180,7 @@ func (r *Registry) Renew(id string, d time.Duration) (*api.Lease, error) {
 		return nil, err
 	}
 	l.Expires = time.Now().Add(d)
+	l.timer.Reset(d)
 	c := l.Lease
 	return &c, nil
 }
@@ -138,8 +197,9 @@ func (r *Registry) Leases() []api.Lease {
 	return out
 }
 
-// expire expires leases and removes ad-hoc pools idle past their TTL,
-// until Close.
+// expire removes ad-hoc pools idle past their TTL, until Close. It looks
+// at pools only, which are bounded in number; leases expire by their own
+// timers.
 func (r *Registry) expire() {
 	defer close(r.done)
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -156,40 +216,46 @@ func (r *Registry) expire() {
 
 func (r *Registry) sweep(now time.Time) {
 	r.mu.Lock()
-	var expired []*lease
-	for id, l := range r.leases {
-		if now.After(l.Expires) {
-			expired = append(expired, l)
-			delete(r.leases, id)
-			r.released[id] = now
-		}
-	}
-	for id, t := range r.released {
-		if now.Sub(t) > time.Hour {
-			delete(r.released, id)
-		}
-	}
-	held := map[string]bool{}
-	for _, l := range r.leases {
-		held[l.Pool] = true
-	}
 	var idle []*Pool
 	ttl := time.Duration(r.adhoc.IdleTTL)
 	for name, p := range r.pools {
-		if p.AdHoc && ttl > 0 && !held[name] && now.Sub(time.Unix(0, p.lastUsed.Load())) > ttl && p.set.Stats().InUse == 0 {
+		if p.AdHoc && ttl > 0 && now.Sub(time.Unix(0, p.lastUsed.Load())) > ttl && !r.poolLeasedLocked(name) && p.set.Stats().InUse == 0 {
 			idle = append(idle, p)
 			delete(r.pools, name)
 		}
 	}
 	r.mu.Unlock()
-	for _, l := range expired {
-		r.log.Warn("lease expired; destroying sandbox", "lease", l.ID, "pool", l.Pool, "sandbox", l.SandboxID)
-		if err := l.ref.Destroy(ReasonLeaseExpired); err != nil {
-			r.log.Error("destroy expired sandbox", "sandbox", l.SandboxID, "error", err)
-		}
-	}
 	for _, p := range idle {
 		r.log.Info("ad-hoc pool idle past its ttl; removing", "pool", p.Name)
 		_ = r.drain(p)
 	}
+}
+
+// recent remembers the last n keys added for at most d each.
+type recent struct {
+	n    int
+	d    time.Duration
+	when map[string]time.Time
+	ring []string // insertion order; ring[head] is the oldest once full
+	head int
+}
+
+func newRecent(n int, d time.Duration) *recent {
+	return &recent{n: n, d: d, when: make(map[string]time.Time, n)}
+}
+
+func (c *recent) add(k string) {
+	if len(c.ring) < c.n {
+		c.ring = append(c.ring, k)
+	} else {
+		delete(c.when, c.ring[c.head])
+		c.ring[c.head] = k
+		c.head = (c.head + 1) % c.n
+	}
+	c.when[k] = time.Now()
+}
+
+func (c *recent) has(k string) bool {
+	t, ok := c.when[k]
+	return ok && time.Since(t) < c.d
 }

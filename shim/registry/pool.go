@@ -18,6 +18,7 @@ import (
 
 	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/config"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -49,6 +50,13 @@ func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, 
 	if err := pc.Validate(); err != nil {
 		return nil, fmt.Errorf("pool %q: %w", name, err)
 	}
+	if err := r.allowed(name, pc); err != nil {
+		return nil, err
+	}
+	maxSize := pc.MaxSize
+	if maxSize == 0 {
+		maxSize = r.cfg.MaxPoolSize
+	}
 	backend, scratch, err := r.cfg.Provider.Pool(name, pc)
 	if err != nil {
 		return nil, err
@@ -60,7 +68,7 @@ func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, 
 		Name:       name,
 		Backend:    bb,
 		Scratch:    scratch,
-		MaxSize:    pc.MaxSize,
+		MaxSize:    maxSize,
 		IdleTTL:    time.Duration(pc.IdleTTL),
 		PauseGrace: time.Duration(pc.PauseGrace),
 		Logger:     r.log,
@@ -71,6 +79,39 @@ func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, 
 	p.set = set
 	p.lastUsed.Store(time.Now().UnixNano())
 	return p, nil
+}
+
+// allowed checks a pool against the host's bounds and the daemon's policy:
+// its counts within MaxPoolSize and the memory budget, pulling and networks
+// only where the daemon's config allows them. Errors are ErrInvalidSpec.
+func (r *Registry) allowed(name string, pc spec.PoolConfig) error {
+	for _, c := range []struct {
+		what string
+		n    int
+	}{{"min_idle", pc.MinIdle}, {"max_size", pc.MaxSize}} {
+		if err := r.checkCount(name, c.what, c.n, int64(pc.Memory)); err != nil {
+			return err
+		}
+	}
+	if pc.Pull == spec.PullMissing && !r.cfg.AllowPull {
+		return fmt.Errorf("pool %q: %w: pull %q: this daemon does not pull images (allow_pull in [daemon])", name, spec.ErrInvalidSpec, pc.Pull)
+	}
+	if n := pc.Spec().NetworkMode(); n != "none" && !r.cfg.AllowNetworks {
+		return fmt.Errorf("pool %q: %w: network %q: this daemon keeps sandboxes off networks (allow_networks in [daemon])", name, spec.ErrInvalidSpec, n)
+	}
+	return nil
+}
+
+// checkCount bounds a count of sandboxes of memory bytes each: by
+// MaxPoolSize, and by what the memory budget holds.
+func (r *Registry) checkCount(pool, what string, n int, memory int64) error {
+	if n > r.cfg.MaxPoolSize {
+		return fmt.Errorf("pool %q: %w: %s %d: more than this host's bound of %d sandboxes per pool", pool, spec.ErrInvalidSpec, what, n, r.cfg.MaxPoolSize)
+	}
+	if _, total := r.budget.Usage(); total > 0 && memory > 0 && int64(n) > total/memory {
+		return fmt.Errorf("pool %q: %w: %s %d: sandboxes of %d bytes each, more than the memory budget of %d bytes holds", pool, spec.ErrInvalidSpec, what, n, memory, total)
+	}
+	return nil
 }
 
 // warm fills p to its MinIdle in the background.
@@ -96,6 +137,9 @@ func (r *Registry) PutPool(name string, pc spec.PoolConfig) (bool, error) {
 	r.mu.Unlock()
 	if closed {
 		return false, fmt.Errorf("pool %q: %w", name, sandboxset.ErrClosed)
+	}
+	if strings.HasPrefix(name, adhocPrefix) {
+		return false, fmt.Errorf("pool %q: %w: names starting %q belong to the pools ol-shim makes for images on demand", name, spec.ErrInvalidSpec, adhocPrefix)
 	}
 	if ok && !old.AdHoc && reflect.DeepEqual(old.Config, pc) {
 		return false, nil
@@ -179,6 +223,9 @@ func (r *Registry) Warm(ctx context.Context, name string, n int) error {
 	if err != nil {
 		return err
 	}
+	if err := r.checkCount(name, "warm", n, int64(p.Config.Memory)); err != nil {
+		return err
+	}
 	return p.set.Warm(ctx, n)
 }
 
@@ -200,8 +247,11 @@ func adhocName(image string) string {
 	if len(base) > 40 {
 		base = base[:40]
 	}
-	return "adhoc-" + base + "-" + hex.EncodeToString(sum[:4])
+	return adhocPrefix + base + "-" + hex.EncodeToString(sum[:8])
 }
+
+// adhocPrefix starts the name of every ad-hoc pool, and of no other.
+const adhocPrefix = "adhoc-"
 
 // poolFor returns the named pool or, with no name, the one for image: a
 // configured pool of that image with no command, else an ad-hoc pool made
@@ -223,10 +273,19 @@ func (r *Registry) poolFor(name, image string) (*Pool, error) {
 	name = adhocName(image)
 	if p, ok := r.pools[name]; ok {
 		r.mu.Unlock()
+		if p.Config.Image != image { // a hash collision: never serve another image
+			return nil, fmt.Errorf("image %q: %w: its ad-hoc pool name %q is taken by image %q", image, errdefs.ErrConflict, name, p.Config.Image)
+		}
 		return p, nil
 	}
 	a := r.adhoc
 	r.mu.Unlock()
+	if err := spec.ValidateImage(image); err != nil {
+		return nil, err
+	}
+	if err := r.makeRoomForAdHoc(a); err != nil {
+		return nil, err
+	}
 	p, err := r.newPool(name, a.Pool(image), true)
 	if err != nil {
 		return nil, err
@@ -242,6 +301,53 @@ func (r *Registry) poolFor(name, image string) (*Pool, error) {
 	r.log.Info("made ad-hoc pool", "pool", name, "image", image)
 	r.warm(p)
 	return p, nil
+}
+
+// makeRoomForAdHoc makes sure one more ad-hoc pool fits [adhoc]
+// max_pools: if not, the least recently used ad-hoc pool that holds no
+// lease and no sandbox in use is removed; if none can be, the request is
+// refused.
+func (r *Registry) makeRoomForAdHoc(a config.AdHocConfig) error {
+	limit := a.MaxPools
+	if limit <= 0 {
+		limit = DefaultMaxAdHocPools
+	}
+	r.mu.Lock()
+	var victim *Pool
+	n := 0
+	for _, p := range r.pools {
+		if !p.AdHoc {
+			continue
+		}
+		n++
+		if p.set.Stats().InUse == 0 && !r.poolLeasedLocked(p.Name) && (victim == nil || p.lastUsed.Load() < victim.lastUsed.Load()) {
+			victim = p
+		}
+	}
+	if n < limit {
+		r.mu.Unlock()
+		return nil
+	}
+	if victim == nil {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: %d ad-hoc pools, all in use (max_pools in [adhoc])", errdefs.ErrResourceExhausted, n)
+	}
+	delete(r.pools, victim.Name)
+	r.mu.Unlock()
+	r.log.Info("too many ad-hoc pools; removing the least recently used", "pool", victim.Name, "max_pools", limit)
+	r.drainInBackground(victim)
+	return nil
+}
+
+// poolLeasedLocked reports whether a lease holds a sandbox of pool. r.mu
+// must be held.
+func (r *Registry) poolLeasedLocked(pool string) bool {
+	for _, l := range r.leases {
+		if l.Pool == pool {
+			return true
+		}
+	}
+	return false
 }
 
 // evictOne destroys the least recently used idle sandbox across pools.

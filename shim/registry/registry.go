@@ -61,7 +61,22 @@ type Config struct {
 	Logger *slog.Logger
 	// Observe, if set, is told the latency of every acquisition.
 	Observe func(pool, outcome string, d time.Duration)
+	// MaxPoolSize bounds every count a pool can be asked for (min_idle,
+	// max_size, warm) and is the max_size of pools that set none;
+	// DefaultMaxPoolSize if 0.
+	MaxPoolSize int
+	// AllowPull lets pools pull missing images (pull = "missing").
+	AllowPull bool
+	// AllowNetworks lets pools join a network other than none.
+	AllowNetworks bool
 }
+
+// DefaultMaxPoolSize is Config.MaxPoolSize if unset.
+const DefaultMaxPoolSize = 256
+
+// DefaultMaxAdHocPools bounds the ad-hoc pools if [adhoc] max_pools is
+// unset.
+const DefaultMaxAdHocPools = 32
 
 // Registry is the daemon's pools, leases and memory budget. It is safe for
 // concurrent use.
@@ -71,13 +86,13 @@ type Registry struct {
 	budget *Budget
 
 	mu       sync.Mutex
-	pools    map[string]*Pool     // guarded by mu
-	leases   map[string]*lease    // guarded by mu
-	released map[string]time.Time // guarded by mu: lease IDs released lately, for 409s
-	adhoc    config.AdHocConfig   // guarded by mu
-	closed   bool                 // guarded by mu
-	draining map[*Pool]bool       // guarded by mu: pools taken out, still closing
-	watching bool                 // guarded by mu: the janitor's Watch runs
+	pools    map[string]*Pool   // guarded by mu
+	leases   map[string]*lease  // guarded by mu
+	released *recent            // guarded by mu: lease IDs released lately, for 409s
+	adhoc    config.AdHocConfig // guarded by mu
+	closed   bool               // guarded by mu
+	draining map[*Pool]bool     // guarded by mu: pools taken out, still closing
+	watching bool               // guarded by mu: the janitor's Watch runs
 
 	bg      sync.WaitGroup // destroys after runs, drains, the janitor's Watch; Close waits for them
 	stop    chan struct{}
@@ -92,6 +107,9 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.Lease <= 0 {
 		cfg.Lease = DefaultLease
 	}
+	if cfg.MaxPoolSize <= 0 {
+		cfg.MaxPoolSize = DefaultMaxPoolSize
+	}
 	if cfg.Provider == nil {
 		mp, err := NewMockProvider(cfg.Root)
 		if err != nil {
@@ -105,7 +123,7 @@ func New(cfg Config) (*Registry, error) {
 		budget:   NewBudget(cfg.Budget),
 		pools:    map[string]*Pool{},
 		leases:   map[string]*lease{},
-		released: map[string]time.Time{},
+		released: newRecent(maxReleased, releasedFor),
 		adhoc:    cfg.AdHoc,
 		draining: map[*Pool]bool{},
 		stop:     make(chan struct{}),
@@ -214,6 +232,9 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 	r.closed = true
 	leases := slices.Collect(maps.Values(r.leases))
 	clear(r.leases)
+	for _, l := range leases {
+		l.timer.Stop()
+	}
 	pools := slices.Collect(maps.Values(r.pools))
 	r.mu.Unlock()
 	close(r.stop)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/spec"
@@ -33,25 +34,79 @@ type Server struct {
 	Backend string
 }
 
-// Handler returns the API's routes.
+// Handler returns the API's routes. A path called with a method it does
+// not serve answers 405, naming the methods it does.
 func (a *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", a.status)
-	mux.HandleFunc("GET /v1/pools", a.listPools)
-	mux.HandleFunc("GET /v1/pools/{name}", a.getPool)
-	mux.HandleFunc("PUT /v1/pools/{name}", a.putPool)
-	mux.HandleFunc("DELETE /v1/pools/{name}", a.deletePool)
-	mux.HandleFunc("POST /v1/pools/{name}/warm", a.warm)
-	mux.HandleFunc("POST /v1/pools/{name}/shrink", a.shrink)
-	mux.HandleFunc("POST /v1/acquire", a.acquire)
-	mux.HandleFunc("POST /v1/leases/{id}/release", a.release)
-	mux.HandleFunc("POST /v1/leases/{id}/destroy", a.destroy)
-	mux.HandleFunc("POST /v1/leases/{id}/renew", a.renew)
-	mux.HandleFunc("POST /v1/run", a.run)
+	routes := []struct {
+		method, path string
+		h            http.HandlerFunc
+	}{
+		{"GET", "/v1/status", a.status},
+		{"GET", "/v1/pools", a.listPools},
+		{"GET", "/v1/pools/{name}", a.getPool},
+		{"PUT", "/v1/pools/{name}", a.putPool},
+		{"DELETE", "/v1/pools/{name}", a.deletePool},
+		{"POST", "/v1/pools/{name}/warm", a.warm},
+		{"POST", "/v1/pools/{name}/shrink", a.shrink},
+		{"POST", "/v1/acquire", a.acquire},
+		{"POST", "/v1/leases/{id}/release", a.release},
+		{"POST", "/v1/leases/{id}/destroy", a.destroy},
+		{"POST", "/v1/leases/{id}/renew", a.renew},
+		{"POST", "/v1/run", a.run},
+	}
+	allowed := map[string][]string{}
+	for _, rt := range routes {
+		mux.HandleFunc(rt.method+" "+rt.path, rt.h)
+		allowed[rt.path] = append(allowed[rt.path], rt.method)
+	}
+	for path, methods := range allowed {
+		allow := strings.Join(methods, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeJSON(w, http.StatusMethodNotAllowed, api.ErrorBody{Message: fmt.Sprintf("%s %s: method not allowed (allowed: %s)", r.Method, r.URL.Path, allow)})
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, fmt.Errorf("%s %s: %w: no such endpoint (the API is under /v1)", r.Method, r.URL.Path, errdefs.ErrNotFound))
+		writeError(w, fmt.Errorf("%s %s: %w: no such endpoint (the API is under /v1)", r.Method, clip(r.URL.Path), errdefs.ErrNotFound))
 	})
 	return mux
+}
+
+// peer returns the API client's uid, and false for root or a caller whose
+// uid is unknown (in-process): those may touch every lease.
+func peer(r *http.Request) (uint32, bool) {
+	c, ok := serve.Peer(r.Context())
+	if !ok || c.UID == 0 {
+		return 0, false
+	}
+	return c.UID, true
+}
+
+// ownLease checks that the client may touch lease id: root may touch any;
+// another uid only its own, and another's is not found, as if it did not
+// exist.
+func (a *Server) ownLease(r *http.Request, id string) error {
+	uid, limited := peer(r)
+	if !limited {
+		return nil
+	}
+	l, err := a.Registry.Lease(id)
+	if err != nil {
+		return err
+	}
+	if l.Owner == nil || *l.Owner != uid {
+		return fmt.Errorf("lease %q: %w", clip(id), errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+// clip bounds what an error message repeats of a request.
+func clip(s string) string {
+	if len(s) <= 200 {
+		return s
+	}
+	return s[:200] + "..."
 }
 
 // errBadRequest marks a request the API could not read.
@@ -141,6 +196,15 @@ func (a *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.Volumes != nil {
 		resp.Volumes = append(resp.Volumes, a.Volumes()...)
+	}
+	if uid, limited := peer(r); limited {
+		mine := []api.Lease{}
+		for _, l := range resp.Leases {
+			if l.Owner != nil && *l.Owner == uid {
+				mine = append(mine, l)
+			}
+		}
+		resp.Leases = mine
 	}
 	if resp.Leases == nil {
 		resp.Leases = []api.Lease{}
@@ -259,6 +323,9 @@ func (a *Server) acquire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
+	if c, ok := serve.Peer(r.Context()); ok {
+		ctx = registry.WithOwner(ctx, c.UID)
+	}
 	l, err := a.Registry.Acquire(ctx, req.Pool, req.Image)
 	if err != nil {
 		writeError(w, err)
@@ -268,6 +335,10 @@ func (a *Server) acquire(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Server) release(w http.ResponseWriter, r *http.Request) {
+	if err := a.ownLease(r, r.PathValue("id")); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := a.Registry.Release(r.PathValue("id")); err != nil {
 		writeError(w, err)
 		return
@@ -283,6 +354,10 @@ func (a *Server) destroy(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(req.Reason) > 200 {
 		writeError(w, fmt.Errorf("%w: reason longer than 200 bytes", errBadRequest))
+		return
+	}
+	if err := a.ownLease(r, r.PathValue("id")); err != nil {
+		writeError(w, err)
 		return
 	}
 	if err := a.Registry.Destroy(r.PathValue("id"), req.Reason); err != nil {
@@ -306,6 +381,10 @@ func (a *Server) renew(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		d = v
+	}
+	if err := a.ownLease(r, r.PathValue("id")); err != nil {
+		writeError(w, err)
+		return
 	}
 	l, err := a.Registry.Renew(r.PathValue("id"), d)
 	if err != nil {

@@ -54,9 +54,9 @@ type PoolSpec struct {
 	User string `json:"user,omitempty"`
 	// MemoryBytes limits memory; swap is off (memory+swap = memory). 0: no limit.
 	MemoryBytes int64 `json:"memory_bytes,omitempty"`
-	// CPUs limits CPU time, in CPUs (0.5 = half of one). 0: no limit.
+	// CPUs limits CPU time, in CPUs (0.5 = half of one). 0: DefaultCPUs.
 	CPUs float64 `json:"cpus,omitempty"`
-	// PidsLimit limits the number of processes. 0: no limit.
+	// PidsLimit limits the number of processes. 0: DefaultPidsLimit.
 	PidsLimit int64 `json:"pids_limit,omitempty"`
 	// ReadOnlyRootfs mounts the image read-only; /host stays writable.
 	ReadOnlyRootfs bool `json:"read_only_rootfs,omitempty"`
@@ -169,6 +169,27 @@ func ValidateImage(image string) error {
 		return fmt.Errorf("%w: image %q: %v", ErrInvalidSpec, image, err)
 	}
 	return nil
+}
+
+// Limits every sandbox gets unless its pool sets its own: a fork bomb in one
+// sandbox stops at its pids limit, a busy loop at its CPU share, and the
+// host keeps running.
+const (
+	DefaultPidsLimit = 512
+	DefaultCPUs      = 1.0
+)
+
+// WithDefaults returns the spec with the default limits filled in where it
+// sets none: DefaultPidsLimit, and DefaultCPUs (or all of the host's CPUs,
+// if it has fewer).
+func (p PoolSpec) WithDefaults() PoolSpec {
+	if p.PidsLimit == 0 {
+		p.PidsLimit = DefaultPidsLimit
+	}
+	if p.CPUs == 0 {
+		p.CPUs = min(DefaultCPUs, float64(runtime.NumCPU()))
+	}
+	return p
 }
 
 // Hash is a short digest of the spec, stable across restarts and releases
