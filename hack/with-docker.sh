@@ -29,7 +29,9 @@ if ! answers && pgrep -x dockerd >/dev/null; then
 fi
 if ! answers; then
 	echo "with-docker: starting dockerd (log: $log)"
-	dockerd --bridge=none --iptables=false --ip6tables=false >"$log" 2>&1 &
+	# In its own session: the Ctrl-C that stops the command (make run) must
+	# not reach dockerd, which the trap below stops once the command is done.
+	setsid dockerd --bridge=none --iptables=false --ip6tables=false >"$log" 2>&1 &
 	started=$!
 	for _ in $(seq 1 120); do
 		answers && break

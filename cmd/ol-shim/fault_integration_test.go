@@ -274,12 +274,10 @@ memory = "32M"
 		t.Fatal(err)
 	}
 	mustRun(t, "docker", "kill", l.ContainerID)
-	err = d.c.Release(ctx, l.ID)
-	var ae *api.APIError
-	if !errors.As(err, &ae) || !strings.Contains(ae.Message, l.SandboxID) {
-		t.Errorf("release of a sandbox killed in use: %v; want an error that names it", err)
-	} else {
-		t.Logf("release of a sandbox killed in use: %d %s", ae.Status, ae.Message)
+	// The client's release succeeds: the daemon destroys what died, and
+	// its log says so.
+	if err := d.c.Release(ctx, l.ID); err != nil {
+		t.Errorf("release of a sandbox killed in use: %v; want success", err)
 	}
 	eventually(t, "dead sandbox removed", 30*time.Second, func() error {
 		if exec.Command("docker", "inspect", l.ContainerID).Run() == nil {

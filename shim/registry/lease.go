@@ -146,14 +146,19 @@ func (r *Registry) leaseLocked(id string) (*lease, error) {
 	return nil, fmt.Errorf("lease %q: %w", id, errdefs.ErrNotFound)
 }
 
-// Release returns a leased sandbox to its pool (paused). The error says
-// if the sandbox could not go back (it died, say) and was destroyed.
+// Release returns a leased sandbox to its pool (paused). Once the lease is
+// found the release succeeds: a sandbox that cannot go back (it died while
+// leased, say) is destroyed instead, the pool refills, and the log says
+// why. The caller's part is done either way.
 func (r *Registry) Release(id string) error {
 	l, err := r.takeLease(id)
 	if err != nil {
 		return err
 	}
-	return l.ref.Put()
+	if err := l.ref.Put(); err != nil {
+		r.log.Warn("released sandbox could not go back to its pool; destroyed it", "lease", id, "pool", l.Pool, "sandbox", l.SandboxID, "error", err)
+	}
+	return nil
 }
 
 // Destroy destroys a leased sandbox.
