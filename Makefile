@@ -31,6 +31,7 @@ demo: build ## run one pool of real containers through cold, warm and hot acquir
 test: ## unit tests with -race, no Docker (FUSE tests need root: they fail under CI=1 without it, skip otherwise)
 	$(GO) test -race -count=1 ./...
 	GOMAXPROCS=1 $(GO) test -race -count=1 -run 'Concurrent|Waiters' ./sandboxset
+	$(GO) test -count=1 -run 'Hostile|Leases' ./shim/daemon # again without -race: the full million acquire/release cycles
 
 images: ## build the test images locally (no registry): ol-shim-test/runtime (FROM scratch), ol-shim-test/busybox
 	hack/with-docker.sh hack/images.sh
