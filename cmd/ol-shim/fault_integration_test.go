@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
 // Fault injection against the built binary and a real dockerd: what users
@@ -350,4 +352,73 @@ scratch_size = "64M"
 	if err != nil {
 		t.Errorf("acquire after freeing space: %v", err)
 	}
+}
+
+// TestForkBombContained: a fork bomb in a sandbox of a pool that sets no
+// limits stops at the default pids limit; the host keeps its PIDs and the
+// daemon keeps serving.
+func TestForkBombContained(t *testing.T) {
+	d := newDaemonWith(t, `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+min_idle = 1
+`, nil)
+	d.waitIdle("bb", 1)
+	ctx := context.Background()
+	l, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "bb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bomb runs in an attached docker exec, in the container's cgroup.
+	bomb := exec.Command("docker", "exec", l.ContainerID, "sh", "-c", "b() { b | b & }; b; sleep 60")
+	if err := bomb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		bomb.Process.Kill()
+		bomb.Wait()
+	}()
+	var inside int
+	eventually(t, "the bomb reached the sandbox's pids limit", 30*time.Second, func() error {
+		n, err := pidsCurrent(l.ContainerID)
+		if err != nil {
+			return err
+		}
+		if inside = n; n < spec.DefaultPidsLimit*3/4 {
+			return fmt.Errorf("%d processes in the sandbox", n)
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // the bomb keeps trying
+	if n, err := pidsCurrent(l.ContainerID); err != nil || n > spec.DefaultPidsLimit {
+		t.Errorf("%d processes in the sandbox (%v); its limit is %d", n, err, spec.DefaultPidsLimit)
+	}
+	// The host can still start processes, and the daemon answers.
+	if err := exec.Command("true").Run(); err != nil {
+		t.Errorf("the host cannot start a process: %v", err)
+	}
+	if _, err := d.c.Status(ctx); err != nil {
+		t.Errorf("status during the bomb: %v", err)
+	}
+	if err := d.c.Destroy(ctx, l.ID, "fork bomb"); err != nil {
+		t.Errorf("destroy the bombed sandbox: %v", err)
+	}
+	t.Logf("fork bomb held at %d processes (pids limit %d)", inside, spec.DefaultPidsLimit)
+}
+
+// pidsCurrent reads how many processes a container's cgroup holds, from
+// the host (an exec inside could not fork at the limit): cgroup v1's pids
+// controller or cgroup v2's unified tree, cgroupfs or systemd driver.
+func pidsCurrent(id string) (int, error) {
+	for _, p := range []string{
+		"/sys/fs/cgroup/pids/docker/" + id + "/pids.current",
+		"/sys/fs/cgroup/pids/system.slice/docker-" + id + ".scope/pids.current",
+		"/sys/fs/cgroup/system.slice/docker-" + id + ".scope/pids.current",
+		"/sys/fs/cgroup/docker/" + id + "/pids.current",
+	} {
+		if b, err := os.ReadFile(p); err == nil {
+			return strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+	}
+	return 0, fmt.Errorf("no pids cgroup found for container %.12s", id)
 }
