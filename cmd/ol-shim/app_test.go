@@ -36,6 +36,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"demo", "--rounds", "0"}, "--rounds 0: must be at least 1"},
 		{[]string{"demo", "--min-idle", "-1"}, "min idle -1 is negative"},
 		{[]string{"init", "extra"}, "init: takes no arguments"},
+		{[]string{"--socket", "/nonexistent.sock", "run", "--timeout", "-5s", "img", "true"}, "--timeout -5s: want a positive duration"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

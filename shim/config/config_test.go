@@ -72,6 +72,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad backend", "[daemon]\nbackend = \"vm\"\n", `backend "vm"`},
 		{"bad budget", "[daemon]\nmemory_budget = \"200%\"\n", "memory budget"},
 		{"wrong type", "[pools.a]\nimage = \"x\"\nmin_idle = \"two\"\n", "line 3"},
+		{"cpus nan", "[pools.a]\nimage = \"x\"\ncpus = nan\n", "cpus NaN: not a number"},
+		{"cpus inf", "[pools.a]\nimage = \"x\"\ncpus = inf\n", "cpus +Inf: not a number"},
+		{"bad size names its key", "[pools.a]\nimage = \"x\"\nscratch_size = \"12Q\"\n", `line 3: pools.a.scratch_size: size "12Q"`},
+		{"negative max_pools", "[adhoc]\nmax_pools = -1\n", "max_pools -1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

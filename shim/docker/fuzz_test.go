@@ -40,3 +40,20 @@ func FuzzReconcileLabels(f *testing.F) {
 		}
 	})
 }
+
+// TestReconcileAdoptsLongIDs: a pool of a 100-character name makes
+// 117-character sandbox IDs, and reconcile adopts them (and removes their
+// scratch with them): IDs are checked with their own rule, not the pool
+// name's.
+func TestReconcileAdoptsLongIDs(t *testing.T) {
+	pool := strings.Repeat("p", 100)
+	id := pool + "-0123456789abcdef"
+	pools := map[string]ReconcilePool{pool: {Backend: &Backend{hash: "h1"}}}
+	labels := map[string]string{api.LabelSandbox: id, api.LabelPool: pool, api.LabelSpec: "h1", api.LabelManaged: "true"}
+	if reason := removalReason(labels, "paused", "sha256:img", pools, map[string]string{pool: "sha256:img"}); reason != "" {
+		t.Errorf("a paused sandbox of a 100-character pool: removed (%s), want adopted", reason)
+	}
+	if got, ok := scratchOfLabels(labels); !ok || got != id {
+		t.Errorf("its scratch: %q, %v", got, ok)
+	}
+}

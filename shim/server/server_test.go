@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -387,5 +388,53 @@ func TestClientErrorClasses(t *testing.T) {
 	}
 	if _, err := f.c.Run(f.ctx, api.RunCall{RunRequest: api.RunRequest{Pool: "fn", Cmd: []string{"true"}}}); !errdefs.IsNotImplemented(err) {
 		t.Errorf("a run on the mock backend: %v; want not implemented", err)
+	}
+}
+
+// TestAPIEdges: a size as a JSON number; a wrong method is a 405 naming the
+// allowed ones; a 100-character pool name works end to end.
+func TestAPIEdges(t *testing.T) {
+	f := newAPI(t, nil)
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://ol-shim"+path, strings.NewReader(body))
+		resp, err := f.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b) + resp.Header.Get("Allow")
+	}
+	if code, body := do("PUT", "/v1/pools/fn", `{"image": "img", "memory": 67108864}`); code != http.StatusCreated {
+		t.Errorf("memory as a JSON number: %d %s", code, body)
+	} else if p, _ := f.c.Pool(f.ctx, "fn"); p.Config.Memory != 64<<20 {
+		t.Errorf("memory as a JSON number: %d", p.Config.Memory)
+	}
+	if code, body := do("PUT", "/v1/pools/fn2", `{"image": "img", "memory": -5}`); code != http.StatusBadRequest || !strings.Contains(body, "size -5") {
+		t.Errorf("negative memory: %d %s", code, body)
+	}
+	for _, tc := range []struct{ method, path, allow string }{
+		{"DELETE", "/v1/status", "GET"},
+		{"POST", "/v1/pools/fn", "GET, PUT, DELETE"},
+		{"GET", "/v1/acquire", "POST"},
+	} {
+		if code, body := do(tc.method, tc.path, ""); code != http.StatusMethodNotAllowed || !strings.Contains(body, tc.allow) {
+			t.Errorf("%s %s: %d %s; want 405 allowing %s", tc.method, tc.path, code, body, tc.allow)
+		}
+	}
+	long := strings.Repeat("p", 100)
+	if _, err := f.c.PutPool(f.ctx, long, spec.PoolConfig{Image: "img"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := f.c.Acquire(f.ctx, api.AcquireRequest{Pool: long})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sandboxset.ValidateSandboxID(l.SandboxID); err != nil || len(l.SandboxID) != 117 {
+		t.Errorf("sandbox of a 100-character pool: %q (%v)", l.SandboxID, err)
+	}
+	if err := f.c.Release(f.ctx, l.ID); err != nil {
+		t.Error(err)
 	}
 }
