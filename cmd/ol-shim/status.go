@@ -55,6 +55,10 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 		}
 		fmt.Fprintln(out)
 	}
+	if l := st.Limits; l != nil {
+		fmt.Fprintf(out, "limits: %d sandboxes per pool, %d ad-hoc pools, sandboxes default to %d pids and %g CPUs; pull %s, networks %s; API bodies %s, %d connections per socket, headers within %s\n",
+			l.MaxPoolSize, l.MaxAdHocPools, l.DefaultPids, l.DefaultCPUs, allowed(l.AllowPull), allowed(l.AllowNetworks), human(l.MaxBody), l.MaxConns, l.HeaderTimeout)
+	}
 	fmt.Fprintln(out)
 
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -131,4 +135,11 @@ func human(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f%ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func allowed(b bool) string {
+	if b {
+		return "allowed"
+	}
+	return "refused"
 }

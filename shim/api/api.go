@@ -104,7 +104,24 @@ type StatusResponse struct {
 	Docker    *DockerHealth  `json:"docker,omitempty"`
 	StateRoot *DiskHealth    `json:"state_root,omitempty"`
 	Volumes   []VolumeStatus `json:"volumes"`
+	Limits    *Limits        `json:"limits,omitempty"`
 	Status
+}
+
+// Limits are the bounds the daemon holds every client and sandbox to,
+// whatever a request asks.
+type Limits struct {
+	MaxPoolSize   int     `json:"max_pool_size"`   // per pool: min_idle, max_size, warm
+	MaxAdHocPools int     `json:"max_adhoc_pools"` // past it the least recently used idle one goes
+	MaxBody       int64   `json:"max_body"`        // bytes of an API request body
+	MaxConns      int     `json:"max_conns"`       // connections per socket, non-root peers
+	HeaderTimeout string  `json:"header_timeout"`  // to send a request's headers
+	ReadTimeout   string  `json:"read_timeout"`    // to send a whole request
+	IdleTimeout   string  `json:"idle_timeout"`    // of a keep-alive connection
+	DefaultPids   int64   `json:"default_pids"`    // pids limit of a sandbox whose pool sets none
+	DefaultCPUs   float64 `json:"default_cpus"`    // CPU limit of a sandbox whose pool sets none
+	AllowPull     bool    `json:"allow_pull"`
+	AllowNetworks bool    `json:"allow_networks"`
 }
 
 // DockerHealth is what the daemon knows of dockerd.

@@ -37,6 +37,7 @@ import (
 	"github.com/open-lambda/ol-shim/shim/metrics"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/server"
+	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
 // Backends a daemon can run on.
@@ -271,11 +272,23 @@ func (d *Daemon) notify(status string) {
 
 // Handler returns the API's HTTP handler; Start must have returned.
 func (d *Daemon) Handler() http.Handler {
-	s := &server.Server{Registry: d.reg, Volumes: d.volumes, Version: d.cfg.Version, Backend: d.cfg.Backend}
+	s := &server.Server{Registry: d.reg, Volumes: d.volumes, Version: d.cfg.Version, Backend: d.cfg.Backend, Limits: d.limits()}
 	if d.docker != nil {
 		s.Docker = d.docker.Health
 	}
 	return s.Handler()
+}
+
+// limits are the bounds the status shows.
+func (d *Daemon) limits() *api.Limits {
+	maxPool, maxAdHoc, pull, nets := d.reg.Limits()
+	l := d.cfg.Limits
+	ds := spec.PoolSpec{}.WithDefaults()
+	return &api.Limits{
+		MaxPoolSize: maxPool, MaxAdHocPools: maxAdHoc, MaxBody: l.MaxBody, MaxConns: l.MaxConns,
+		HeaderTimeout: l.HeaderTimeout.String(), ReadTimeout: l.ReadTimeout.String(), IdleTimeout: l.IdleTimeout.String(),
+		DefaultPids: ds.PidsLimit, DefaultCPUs: ds.CPUs, AllowPull: pull, AllowNetworks: nets,
+	}
 }
 
 // ServeAPI serves the API on l until Stop; Start must have returned. It

@@ -150,6 +150,9 @@ func TestHostileCounts(t *testing.T) {
 	if s := p.Stats; s.Creating != 0 || s.Idle != 0 || s.MinIdle != 0 || s.MaxSize != 256 {
 		t.Errorf("the pool after the attack: %+v", s)
 	}
+	if st, err := td.c.Status(ctx); err != nil || st.Limits == nil || st.Limits.MaxPoolSize != 256 || st.Limits.DefaultPids != spec.DefaultPidsLimit {
+		t.Errorf("status shows the limits: %+v, %v", st.Limits, err)
+	}
 	// A count within the bounds still works.
 	if p, err := td.c.Warm(ctx, "fn", 20); err != nil || p.Stats.Idle != 20 {
 		t.Errorf("warm 20: %+v, %v", p.Stats, err)

@@ -138,6 +138,17 @@ func New(cfg Config) (*Registry, error) {
 	return r, nil
 }
 
+// Limits returns the bounds the registry holds pools to.
+func (r *Registry) Limits() (maxPoolSize, maxAdHocPools int, allowPull, allowNetworks bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	maxAdHocPools = r.adhoc.MaxPools
+	if maxAdHocPools <= 0 {
+		maxAdHocPools = DefaultMaxAdHocPools
+	}
+	return r.cfg.MaxPoolSize, maxAdHocPools, r.cfg.AllowPull, r.cfg.AllowNetworks
+}
+
 // Root returns the state root.
 func (r *Registry) Root() string { return r.cfg.Root }
 

@@ -32,6 +32,8 @@ type Server struct {
 	Volumes func() []api.VolumeStatus
 	Version string
 	Backend string
+	// Limits, if set, are shown in the status.
+	Limits *api.Limits
 }
 
 // Handler returns the API's routes. A path called with a method it does
@@ -187,7 +189,7 @@ func StateRootHealth(path string) *api.DiskHealth {
 }
 
 func (a *Server) status(w http.ResponseWriter, r *http.Request) {
-	resp := api.StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []api.VolumeStatus{},
+	resp := api.StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []api.VolumeStatus{}, Limits: a.Limits,
 		StateRoot: StateRootHealth(a.Registry.Root())}
 	if a.Docker != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
