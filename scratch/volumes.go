@@ -87,7 +87,13 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("state root %q: %w", cfg.Root, err)
 	}
 	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt")} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+		// Root's alone: what a container plants in a volume (a setuid
+		// binary, say) must not be reachable by host users. An earlier
+		// version made these 0711: tighten them.
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("state root: %w", err)
+		}
+		if err := os.Chmod(d, 0o700); err != nil {
 			return nil, fmt.Errorf("state root: %w", err)
 		}
 	}

@@ -349,3 +349,39 @@ func TestDriverProtocol(t *testing.T) {
 		t.Errorf("get after remove: %v", out)
 	}
 }
+
+// TestSetuidInVolumeNotRunnable: what a container plants in a volume (here
+// a setuid-root copy of id) cannot be run by a host user: the directories
+// that hold volume data are root's alone, whatever the modes inside.
+func TestSetuidInVolumeNotRunnable(t *testing.T) {
+	needFUSE(t) // root
+	parent, err := os.MkdirTemp("", "ol-shim-setuid-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	must(t, os.Chmod(parent, 0o755)) // as /var/lib is
+	root := filepath.Join(parent, "root")
+	// A state root made by an earlier version, with its looser modes.
+	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt")} {
+		must(t, os.MkdirAll(d, 0o711))
+		must(t, os.Chmod(d, 0o711))
+	}
+	m := openManager(t, root, nil)
+	must(t, m.Create("planted", map[string]string{"mode": "0755"}))
+	p, err := m.Path("planted")
+	must(t, err)
+	bin, err := os.ReadFile("/usr/bin/id")
+	must(t, err)
+	planted := filepath.Join(p, "id")
+	must(t, os.WriteFile(planted, bin, 0o755))
+	must(t, os.Chmod(planted, 0o4755))
+	cmd := exec.Command(planted, "-u")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("uid 65534 ran a setuid-root binary planted in a volume (it printed euid %s; where setuid is honoured, that is root)", strings.TrimSpace(string(out)))
+	}
+	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt")} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v (%v); want 0700", d, fi.Mode(), err)
+		}
+	}
+}

@@ -51,7 +51,11 @@ func NewProvider(d *Docker, root string, vols *scratch.Manager) (*Provider, erro
 	p := &Provider{d: d, vols: vols, log: d.log, adopted: map[string]bool{}}
 	if vols == nil {
 		dir := filepath.Join(root, "scratch")
-		if err := os.MkdirAll(dir, 0o711); err != nil {
+		// Root's alone, as the volumes' directories are (see scratch.Open).
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("scratch root: %w", err)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("scratch root: %w", err)
 		}
 		p.dirs = sandboxset.DirScratch{Root: dir}

@@ -130,7 +130,11 @@ type MockProvider struct {
 // under root/scratch.
 func NewMockProvider(root string) (*MockProvider, error) {
 	dir := filepath.Join(root, "scratch")
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	// Root's alone, as the volumes' directories are (see scratch.Open).
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("scratch root: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("scratch root: %w", err)
 	}
 	return &MockProvider{Backend: sandboxset.NewMockBackend(), scratch: sandboxset.DirScratch{Root: dir}}, nil
