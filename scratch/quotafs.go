@@ -366,6 +366,10 @@ func MountQuota(dir, mnt string, q *Quota, name string) (*fuse.Server, error) {
 	srv, err := fs.Mount(mnt, root, &fs.Options{
 		EntryTimeout: &cache,
 		AttrTimeout:  &cache,
+		// Report modes as they are: without it go-fuse shows a mode of
+		// 0000 as 0644 (0755 for directories), and default_permissions
+		// then lets every user read a file no one may.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			AllowOther: true,
 			// No xattrs: the kernel then stops asking for

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -364,5 +365,34 @@ func TestQuotaConcurrentWriters(t *testing.T) {
 	b, _ := f.usage()
 	if b > 16*mib || b < 15*mib {
 		t.Errorf("after filling with 8 writers: %d bytes, want within a MiB under the 16 MiB limit", b)
+	}
+}
+
+// TestQuotaPermissionsForOtherUsers: through the quota mount, another user
+// reads what the modes let it read, as on the directory underneath: a file
+// of mode 0000 or 0600 is not readable by uid 65534, one of 0644 is.
+func TestQuotaPermissionsForOtherUsers(t *testing.T) {
+	needFUSE(t)
+	parent, err := os.MkdirTemp("", "ol-shim-perm-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	must(t, os.Chmod(parent, 0o755))
+	f := &qfs{t: t, dir: filepath.Join(parent, "data"), mnt: filepath.Join(parent, "mnt")}
+	must(t, os.Mkdir(f.dir, 0o755))
+	must(t, os.Mkdir(f.mnt, 0o755))
+	f.mount(1<<20, 100)
+	for name, mode := range map[string]os.FileMode{"none": 0, "private": 0o600, "public": 0o644} {
+		must(t, os.WriteFile(f.path(name), []byte("secret"), 0o600))
+		must(t, os.Chmod(f.path(name), mode))
+	}
+	for name, readable := range map[string]bool{"none": false, "private": false, "public": true} {
+		for _, where := range []string{f.dir, f.mnt} {
+			cmd := exec.Command("cat", filepath.Join(where, name))
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			out, err := cmd.CombinedOutput()
+			if (err == nil) != readable {
+				t.Errorf("uid 65534 reading %s/%s: %v %s; want readable=%v", filepath.Base(where), name, err, bytes.TrimSpace(out), readable)
+			}
+		}
 	}
 }
