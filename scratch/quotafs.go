@@ -81,8 +81,16 @@ func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32,
 		n.q.unreserveInode()
 		return nil, nil, 0, errno
 	}
+	lf := fh.(*fs.LoopbackFile)
+	// The kernel applied the creator's umask to mode already; the backing
+	// open applied this process's too. Set the mode asked for (through the
+	// new file's handle), set-id bits aside.
+	var a fuse.AttrOut
+	if errno := lf.Setattr(ctx, &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode & 0o1777}}, &a); errno == 0 {
+		out.Attr = a.Attr
+	}
 	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), true)
-	return ch, &quotaFile{lf: fh.(*fs.LoopbackFile), q: n.q, ino: out.Attr.Ino}, fflags | fuse.FOPEN_KEEP_CACHE, 0
+	return ch, &quotaFile{lf: lf, q: n.q, ino: out.Attr.Ino}, fflags | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Open opens a file with a handle that accounts its writes. With
@@ -120,6 +128,17 @@ func (n *quotaNode) Mkdir(ctx context.Context, name string, mode uint32, out *fu
 		return nil, errno
 	}
 	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	if errno == 0 {
+		// As in Create: the mode asked for, not this process's umask on top.
+		// The new directory itself, opened without following a link put
+		// in its place, is what gets the mode.
+		if fd, err := unix.Open(n.backing(name), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			if unix.Fchmod(fd, mode&0o1777) == nil {
+				out.Attr.Mode = out.Attr.Mode&^0o7777 | mode&0o1777
+			}
+			unix.Close(fd)
+		}
+	}
 	return n.made(ch, out, errno)
 }
 

@@ -396,3 +396,22 @@ func TestQuotaPermissionsForOtherUsers(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotaCreateModes: a file or directory made through the mount gets
+// the mode its creator asked for, after the creator's umask only, not the
+// serving process's umask on top.
+func TestQuotaCreateModes(t *testing.T) {
+	f := mountQuota(t, 1<<20, 100)
+	out, err := exec.Command("sh", "-c", "umask 000 && cd "+f.mnt+" && touch f && mkdir d && umask 027 && touch g && mkdir e").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	for name, want := range map[string]os.FileMode{"f": 0o666, "d": 0o777, "g": 0o640, "e": 0o750} {
+		for _, where := range []string{f.mnt, f.dir} {
+			fi, err := os.Stat(filepath.Join(where, name))
+			if err != nil || fi.Mode().Perm() != want {
+				t.Errorf("%s/%s: mode %v (%v); want %v", filepath.Base(where), name, fi.Mode().Perm(), err, want)
+			}
+		}
+	}
+}
