@@ -46,6 +46,10 @@ type Options struct {
 	GID int `json:"gid"`
 	// Mode is the permission bits of the volume's root directory.
 	Mode uint32 `json:"mode"`
+	// Sandbox marks a sandbox's scratch volume, made by the daemon: one
+	// that dockerd never recorded (its create was cut off) is removed by
+	// the daemon's orphan sweep.
+	Sandbox bool `json:"sandbox,omitempty"`
 }
 
 // DefaultMode is the mode of a volume's root unless the mode option says
@@ -63,6 +67,9 @@ const (
 	OptUID    = "uid"
 	OptGID    = "gid"
 	OptMode   = "mode"
+	// OptSandbox ("true") marks a sandbox's scratch volume; the daemon
+	// sets it.
+	OptSandbox = "sandbox"
 )
 
 // QuotaOptions returns the volume options that give a volume these quotas;
@@ -80,11 +87,12 @@ func QuotaOptions(size, inodes int64) map[string]string {
 
 // optionKeys are the options Create accepts, with what each takes.
 var optionKeys = map[string]string{
-	OptSize:   "bytes, with an optional K, M, G or T suffix (powers of 1024), e.g. 64M",
-	OptInodes: "a positive count of files and directories",
-	OptUID:    "owner of the volume's root, 0-4294967294",
-	OptGID:    "group of the volume's root, 0-4294967294",
-	OptMode:   "octal permissions of the volume's root, e.g. 0750",
+	OptSize:    "bytes, with an optional K, M, G or T suffix (powers of 1024), e.g. 64M",
+	OptInodes:  "a positive count of files and directories",
+	OptUID:     "owner of the volume's root, 0-4294967294",
+	OptGID:     "group of the volume's root, 0-4294967294",
+	OptSandbox: "true for a sandbox's scratch volume (set by ol-shim itself)",
+	OptMode:    "octal permissions of the volume's root, e.g. 0750",
 }
 
 // ValidOptions describes the options Create accepts, for error messages.
@@ -141,6 +149,8 @@ func ParseOptions(opts map[string]string) (Options, error) {
 				err = errors.New("setuid and setgid bits are not allowed")
 			}
 			o.Mode = uint32(n)
+		case OptSandbox:
+			o.Sandbox, err = strconv.ParseBool(v)
 		default:
 			return Options{}, fmt.Errorf("option %q: %w: unknown (valid options: %s)", clip(k), ErrInvalid, ValidOptions())
 		}
@@ -161,5 +171,8 @@ func (o Options) String() string {
 		parts = append(parts, "inodes="+strconv.FormatInt(o.Inodes, 10))
 	}
 	parts = append(parts, fmt.Sprintf("uid=%d", o.UID), fmt.Sprintf("gid=%d", o.GID), fmt.Sprintf("mode=%04o", o.Mode))
+	if o.Sandbox {
+		parts = append(parts, OptSandbox+"=true")
+	}
 	return strings.Join(parts, ",")
 }

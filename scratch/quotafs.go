@@ -3,7 +3,6 @@ package scratch
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -16,12 +15,11 @@ import (
 // make, grow, shrink or free an inode is checked against it beforehand and
 // accounted afterwards from what the backing filesystem reports.
 type quotaNode struct {
-	*fs.LoopbackNode
+	*confinedNode
 	q *Quota
 }
 
 var (
-	_ fs.NodeWrapChilder    = (*quotaNode)(nil)
 	_ fs.NodeCreater        = (*quotaNode)(nil)
 	_ fs.NodeOpener         = (*quotaNode)(nil)
 	_ fs.NodeMkdirer        = (*quotaNode)(nil)
@@ -36,32 +34,26 @@ var (
 	_ fs.NodeCopyFileRanger = (*quotaNode)(nil)
 )
 
-// newQuotaRoot returns the root node of a quota'd loopback over dir.
-func newQuotaRoot(dir string, q *Quota) (fs.InodeEmbedder, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
-		return nil, err
+// newQuotaRoot returns the root node of a quota'd, confined loopback over
+// dir, and its root (whose descriptor the mount holds).
+func newQuotaRoot(dir string, q *Quota) (*quotaNode, *confinedRoot, error) {
+	wrap := func(c *confinedNode) fs.InodeEmbedder { return &quotaNode{confinedNode: c, q: q} }
+	root, n, err := newConfinedRoot(dir, wrap)
+	if err != nil {
+		return nil, nil, err
 	}
-	root := &fs.LoopbackRoot{Path: dir, Dev: uint64(st.Dev)}
-	n := &quotaNode{LoopbackNode: &fs.LoopbackNode{RootData: root}, q: q}
-	root.RootNode = n
-	return n, nil
+	return &quotaNode{confinedNode: n, q: q}, root, nil
 }
 
-// WrapChild makes every node the loopback creates under n a quotaNode of
-// the same quota.
-func (n *quotaNode) WrapChild(_ context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
-	return &quotaNode{LoopbackNode: ops.(*fs.LoopbackNode), q: n.q}
-}
-
-// backing returns the backing path of the child name (or of n if name is "").
-func (n *quotaNode) backing(name string) string {
-	return filepath.Join(n.RootData.Path, n.Path(n.Root()), name)
-}
-
-func lstatIno(p string) (syscall.Stat_t, bool) {
-	var st syscall.Stat_t
-	return st, syscall.Lstat(p, &st) == nil
+// lstat stats the entry name of n, not following it.
+func (n *quotaNode) lstat(name string) (unix.Stat_t, bool) {
+	var st unix.Stat_t
+	dfd, errno := n.dir()
+	if errno != 0 {
+		return st, false
+	}
+	defer unix.Close(dfd)
+	return st, unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }
 
 func chargeOfAttr(a *fuse.Attr) int64 {
@@ -76,19 +68,12 @@ func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32,
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch, fh, fflags, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	ch, fh, fflags, errno := n.confinedNode.Create(ctx, name, flags, mode, out)
 	if errno != 0 {
 		n.q.unreserveInode()
 		return nil, nil, 0, errno
 	}
 	lf := fh.(*fs.LoopbackFile)
-	// The kernel applied the creator's umask to mode already; the backing
-	// open applied this process's too. Set the mode asked for (through the
-	// new file's handle), set-id bits aside.
-	var a fuse.AttrOut
-	if errno := lf.Setattr(ctx, &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode & 0o1777}}, &a); errno == 0 {
-		out.Attr = a.Attr
-	}
 	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), true)
 	return ch, &quotaFile{lf: lf, q: n.q, ino: out.Attr.Ino}, fflags | fuse.FOPEN_KEEP_CACHE, 0
 }
@@ -96,7 +81,7 @@ func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32,
 // Open opens a file with a handle that accounts its writes. With
 // O_TRUNC the backing open truncates, which the charge reflects.
 func (n *quotaNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	fh, fflags, errno := n.LoopbackNode.Open(ctx, flags)
+	fh, fflags, errno := n.confinedNode.Open(ctx, flags)
 	if errno != 0 {
 		return nil, 0, errno
 	}
@@ -127,18 +112,7 @@ func (n *quotaNode) Mkdir(ctx context.Context, name string, mode uint32, out *fu
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, errno
 	}
-	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
-	if errno == 0 {
-		// As in Create: the mode asked for, not this process's umask on top.
-		// The new directory itself, opened without following a link put
-		// in its place, is what gets the mode.
-		if fd, err := unix.Open(n.backing(name), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
-			if unix.Fchmod(fd, mode&0o1777) == nil {
-				out.Attr.Mode = out.Attr.Mode&^0o7777 | mode&0o1777
-			}
-			unix.Close(fd)
-		}
-	}
+	ch, errno := n.confinedNode.Mkdir(ctx, name, mode, out)
 	return n.made(ch, out, errno)
 }
 
@@ -152,7 +126,7 @@ func (n *quotaNode) Mknod(ctx context.Context, name string, mode, rdev uint32, o
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, errno
 	}
-	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+	ch, errno := n.confinedNode.Mknod(ctx, name, mode, rdev, out)
 	return n.made(ch, out, errno)
 }
 
@@ -161,20 +135,20 @@ func (n *quotaNode) Symlink(ctx context.Context, target, name string, out *fuse.
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, errno
 	}
-	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
+	ch, errno := n.confinedNode.Symlink(ctx, target, name, out)
 	return n.made(ch, out, errno)
 }
 
 // Link adds a hard link: no new inode, no new bytes.
 func (n *quotaNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return n.LoopbackNode.Link(ctx, target, name, out)
+	return n.confinedNode.Link(ctx, target, name, out)
 }
 
 // Unlink removes a link; a file left with none is freed now, or at its
 // last close if it is open.
 func (n *quotaNode) Unlink(ctx context.Context, name string) syscall.Errno {
-	st, ok := lstatIno(n.backing(name))
-	if errno := n.LoopbackNode.Unlink(ctx, name); errno != 0 {
+	st, ok := n.lstat(name)
+	if errno := n.confinedNode.Unlink(ctx, name); errno != 0 {
 		return errno
 	}
 	if ok {
@@ -185,8 +159,8 @@ func (n *quotaNode) Unlink(ctx context.Context, name string) syscall.Errno {
 
 // Rmdir removes a directory and frees its inode.
 func (n *quotaNode) Rmdir(ctx context.Context, name string) syscall.Errno {
-	st, ok := lstatIno(n.backing(name))
-	if errno := n.LoopbackNode.Rmdir(ctx, name); errno != 0 {
+	st, ok := n.lstat(name)
+	if errno := n.confinedNode.Rmdir(ctx, name); errno != 0 {
 		return errno
 	}
 	if ok {
@@ -202,9 +176,9 @@ func (n *quotaNode) Rename(ctx context.Context, name string, newParent fs.InodeE
 	if !ok {
 		return syscall.EXDEV
 	}
-	src, _ := lstatIno(n.backing(name))
-	dst, replaced := lstatIno(np.backing(newName))
-	if errno := n.LoopbackNode.Rename(ctx, name, newParent, newName, flags); errno != 0 {
+	src, _ := n.lstat(name)
+	dst, replaced := np.lstat(newName)
+	if errno := n.confinedNode.Rename(ctx, name, newParent, newName, flags); errno != 0 {
 		return errno
 	}
 	if replaced && flags&unix.RENAME_EXCHANGE == 0 && dst.Ino != src.Ino {
@@ -222,7 +196,7 @@ func (n *quotaNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAt
 	if qf, ok := f.(*quotaFile); ok {
 		return qf.Setattr(ctx, in, out)
 	}
-	if errno := n.LoopbackNode.Setattr(ctx, f, in, out); errno != 0 {
+	if errno := n.confinedNode.Setattr(ctx, f, in, out); errno != 0 {
 		return errno
 	}
 	if _, ok := in.GetSize(); ok {
@@ -234,7 +208,7 @@ func (n *quotaNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAt
 // Statfs reports the quota as the filesystem's size, so df inside a
 // sandbox shows the limit and what is left of it.
 func (n *quotaNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	if errno := n.LoopbackNode.Statfs(ctx, out); errno != 0 {
+	if errno := n.confinedNode.Statfs(ctx, out); errno != 0 {
 		return errno
 	}
 	bytes, inodes := n.q.Usage()
@@ -375,7 +349,7 @@ func (f *quotaFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock,
 // allow_other with the kernel checking permissions, no extended attributes)
 // and returns the server; Unmount it with server.Unmount.
 func MountQuota(dir, mnt string, q *Quota, name string) (*fuse.Server, error) {
-	root, err := newQuotaRoot(dir, q)
+	root, cr, err := newQuotaRoot(dir, q)
 	if err != nil {
 		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
 	}
@@ -403,7 +377,12 @@ func MountQuota(dir, mnt string, q *Quota, name string) (*fuse.Server, error) {
 		},
 	})
 	if err != nil {
+		unix.Close(cr.fd)
 		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
 	}
+	go func() {
+		srv.Wait()
+		unix.Close(cr.fd)
+	}()
 	return srv, nil
 }

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -107,6 +108,7 @@ type Daemon struct {
 	mu      sync.Mutex
 	servers []*http.Server // guarded by mu: API and metrics servers
 	plugin  []net.Listener // guarded by mu
+	wrapped []net.Listener // guarded by mu: every socket served, as serve.Listener wrapped it
 	stopped bool           // guarded by mu
 }
 
@@ -181,8 +183,10 @@ func (d *Daemon) ServePlugin(l net.Listener) error {
 		return errors.New("daemon stopped")
 	}
 	d.plugin = append(d.plugin, l)
+	wl := serve.Listener(l, scratch.PluginLimits)
+	d.wrapped = append(d.wrapped, wl)
 	d.mu.Unlock()
-	return scratch.NewDriver(d.vols, d.log).Serve(l)
+	return serve.Server(scratch.NewDriver(d.vols, d.log).Handler(), scratch.PluginLimits).Serve(wl)
 }
 
 // Start connects to dockerd (waiting for it until ctx ends: under systemd
@@ -316,8 +320,26 @@ func (d *Daemon) serve(l net.Listener, h http.Handler) error {
 		return http.ErrServerClosed
 	}
 	d.servers = append(d.servers, srv)
+	wl := serve.Listener(l, d.cfg.Limits)
+	d.wrapped = append(d.wrapped, wl)
 	d.mu.Unlock()
-	return srv.Serve(serve.Listener(l, d.cfg.Limits))
+	return srv.Serve(wl)
+}
+
+// Conns returns the connections open now on every socket served, by the
+// socket's address: of root peers, and of others.
+func (d *Daemon) Conns() map[string][2]int {
+	d.mu.Lock()
+	ls := slices.Clone(d.wrapped)
+	d.mu.Unlock()
+	out := map[string][2]int{}
+	for _, l := range ls {
+		if root, other, err := serve.Open(l); err == nil {
+			c := out[l.Addr().String()]
+			out[l.Addr().String()] = [2]int{c[0] + root, c[1] + other}
+		}
+	}
+	return out
 }
 
 // Reload makes the configured pools those of file (SIGHUP): new pools are

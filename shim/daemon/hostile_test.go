@@ -276,8 +276,14 @@ func TestHostileBodies(t *testing.T) {
 			t.Errorf("the answer repeats the body: %d bytes", len(msg))
 		}
 	}
-	if grew := rss() - rss0; grew > 64<<20 {
-		t.Errorf("RSS grew by %d bytes", grew)
+	// Bounded by the body limits, not by the 400 MB sent: the decoder
+	// holds up to one body limit at a time (more under -race).
+	bound := int64(64 << 20)
+	if raceEnabled {
+		bound = 256 << 20
+	}
+	if grew := rss() - rss0; grew > bound {
+		t.Errorf("RSS grew by %d bytes (bound %d)", grew, bound)
 	}
 	td.healthy(t, "fn")
 }
@@ -289,34 +295,37 @@ func TestHostileBodies(t *testing.T) {
 func TestHostilePartialHeaders(t *testing.T) {
 	requireRoot(t)
 	td := startDaemon(t, normalPool)
-	fds0 := openFDs()
 	for _, sock := range []string{td.api, td.plugin} {
 		cmd, out := startAsUser(t, 65534, "flood", sock, "5000")
 		first, err := out.ReadString('\n')
 		if err != nil {
 			t.Fatalf("flood helper: %v", err)
 		}
-		// The helper holds its connections open now: root is still served.
+		// The helper holds its connections open now: root is still served,
+		// and the daemon holds no more of them than the bound.
 		td.healthy(t, "fn")
+		held := td.d.Conns()[sock][1]
 		rest, _ := io.ReadAll(out)
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("flood helper: %v", err)
 		}
-		t.Logf("flood of %s by uid 65534: %s%s", filepath.Base(sock), strings.TrimSpace(first), rest)
-		var held, closed, still int
-		fmt.Sscanf(first, "%d connections held, %d refused or closed", &held, &closed)
-		fmt.Sscanf(string(rest), "; %d still held", &still)
-		if held == 0 || held > td.d.cfg.Limits.MaxConns || still != 0 {
-			t.Errorf("flood of %s: %d held (cap %d), %d still held after the header timeout", filepath.Base(sock), held, td.d.cfg.Limits.MaxConns, still)
+		t.Logf("flood of %s by uid 65534: the daemon held %d of its connections; the attacker saw %s%s", filepath.Base(sock), held, strings.TrimSpace(first), rest)
+		if held == 0 || held > td.d.cfg.Limits.MaxConns {
+			t.Errorf("flood of %s: the daemon held %d connections of uid 65534 (bound %d)", filepath.Base(sock), held, td.d.cfg.Limits.MaxConns)
 		}
 	}
-	// Once the attacker is gone, what it held goes too.
-	deadline := time.Now().Add(10 * time.Second)
-	for openFDs() > fds0+16 && time.Now().Before(deadline) {
+	// Once the attacker is gone, the daemon holds none of its connections.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		conns := td.d.Conns()
+		if conns[td.api][1]+conns[td.plugin][1] == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("connections of uid 65534 still held after it left: %v", conns)
+			break
+		}
 		time.Sleep(100 * time.Millisecond)
-	}
-	if n := openFDs(); n > fds0+16 {
-		t.Errorf("the daemon holds %d file descriptors after the flood, %d before", n, fds0)
 	}
 }
 
@@ -538,9 +547,4 @@ func rss() int64 {
 		}
 	}
 	return 0
-}
-
-func openFDs() int {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	return len(ents)
 }

@@ -238,6 +238,23 @@ func (p *Provider) sweepOrphans(ctx context.Context, h registry.Host) {
 		}
 		p.log.Info("orphan sweep: removed a volume an earlier process made", "volume", name)
 	}
+	// Sandbox scratch volumes dockerd never recorded: a create cut off
+	// after the plugin made the volume and before dockerd had its answer
+	// (the process was killed). No container can mount one by its
+	// labels, no pool knows it: remove it.
+	for _, v := range p.vols.List() {
+		if !v.Options.Sandbox || v.Mounts > 0 {
+			continue
+		}
+		if _, labelled := vols[v.Name]; labelled || h.Knows(v.Name) || time.Since(v.CreatedAt) < orphanSweepFirst {
+			continue
+		}
+		if err := vs.Remove(ctx, v.Name); err != nil {
+			p.log.Warn("orphan sweep: remove a scratch volume dockerd never recorded", "volume", v.Name, "error", err)
+			continue
+		}
+		p.log.Info("orphan sweep: removed a scratch volume dockerd never recorded", "volume", v.Name)
+	}
 }
 
 // removeDead removes the stopped containers of this root that no lease

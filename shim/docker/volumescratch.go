@@ -8,6 +8,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
+	"github.com/open-lambda/ol-shim/scratch"
 	"github.com/open-lambda/ol-shim/shim/api"
 )
 
@@ -34,7 +35,12 @@ func (d *Docker) VolumeScratch(opts map[string]string, path func(string) (string
 	if d.cfg.VolumeDriver == "" {
 		return nil, fmt.Errorf("volume scratch: no volume driver configured")
 	}
-	return &VolumeScratch{d: d, Options: maps.Clone(opts), Path: path}, nil
+	o := maps.Clone(opts)
+	if o == nil {
+		o = map[string]string{}
+	}
+	o[scratch.OptSandbox] = "true"
+	return &VolumeScratch{d: d, Options: o, Path: path}, nil
 }
 
 // Make creates volume id and returns its host path.
