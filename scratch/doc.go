@@ -29,10 +29,23 @@
 // # What the quota counts
 //
 // Bytes are what the backing filesystem allocated (st_blocks × 512) for every
-// file, symlink and special file; directories count as inodes only. A file
-// with several hard links counts once; an unlinked file still open counts
-// until its last close. Usage is found by walking the data directory once at
-// mount, then kept up to date by the operations themselves.
+// inode, directories included, as du counts them: a directory grows with the
+// names in it, so every name costs something, hard links too (a link is
+// refused once the volume is full). The volume's own directory is not charged
+// beyond its growth. A file with several hard links counts once; an unlinked
+// file still open counts until its last close. A volume with only a size has
+// an inode limit all the same (Options.InodeLimit). Usage is found by walking
+// the data directory once at mount, then kept up to date by the operations
+// themselves.
+//
+// # Confinement
+//
+// The FUSE server runs as root for code that may be hostile, so it never
+// resolves a name as a host path: it holds a handle on the volume's
+// directory and resolves every name from it with openat2 and
+// RESOLVE_IN_ROOT (see confinedNode), and uses the last element with an *at
+// call that does not follow it. Whatever symlinks a sandbox plants or swaps
+// in, the server only ever touches the volume.
 //
 // # Locking
 //

@@ -56,6 +56,23 @@ type Options struct {
 // otherwise: not world-writable.
 const DefaultMode = 0o750
 
+// minInodes is the least inode limit a volume with a size gets.
+const minInodes = 64
+
+// InodeLimit returns the volume's inode limit: the inodes option, or, for a
+// volume with only a size, one inode per 4 KiB of it (at least 64); 0 for a
+// volume without quotas. Without it empty files, which use no blocks, would
+// be free.
+func (o Options) InodeLimit() int64 {
+	switch {
+	case o.Inodes > 0:
+		return o.Inodes
+	case o.Size > 0:
+		return max(o.Size/blockSize, minInodes)
+	}
+	return 0
+}
+
 // Limited reports whether the volume has a quota, and so is served through
 // FUSE.
 func (o Options) Limited() bool { return o.Size > 0 || o.Inodes > 0 }

@@ -15,7 +15,8 @@ const blockSize = 4096
 // directory and refuses what would pass its limits.
 //
 // Bytes are what the backing filesystem allocated (st_blocks × 512) for
-// every file, symlink and special file; directories count as inodes only.
+// every inode, directories included (their blocks grow with the names in
+// them, so every name costs something), as du counts them.
 // A file with several hard links counts once; an unlinked file that is still
 // open counts until its last close, as on any filesystem.
 type Quota struct {
@@ -26,6 +27,8 @@ type Quota struct {
 	inodes   int64             // guarded by mu: live inodes, root excluded
 	reserved int64             // guarded by mu: bytes reserved by writes in flight
 	files    map[uint64]*usage // guarded by mu: by backing inode number
+	rootIno  uint64            // the backing directory's inode
+	rootBase int64             // its blocks when the quota was made: not charged
 }
 
 type usage struct {
@@ -42,12 +45,16 @@ func NewQuota(dir string, maxBytes, maxInodes int64) (*Quota, error) {
 		if err != nil {
 			return err
 		}
-		if p == dir {
-			return nil
-		}
 		var st syscall.Stat_t
 		if err := syscall.Lstat(p, &st); err != nil {
 			return err
+		}
+		if p == dir {
+			// The volume's own directory is not charged: a volume of size
+			// S holds S bytes of files and subdirectories. Its growth is.
+			q.rootIno, q.rootBase = st.Ino, chargeOf(&st)
+			q.files[st.Ino] = &usage{}
+			return nil
 		}
 		if _, seen := q.files[st.Ino]; seen {
 			return nil // another link to a file already counted
@@ -63,11 +70,14 @@ func NewQuota(dir string, maxBytes, maxInodes int64) (*Quota, error) {
 	return q, nil
 }
 
-func chargeOf(st *syscall.Stat_t) int64 {
-	if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		return 0
-	}
-	return st.Blocks * 512
+func chargeOf(st *syscall.Stat_t) int64 { return st.Blocks * 512 }
+
+// full reports whether the byte limit is reached: a new name (a hard link,
+// which makes no inode) is refused then.
+func (q *Quota) full() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.maxBytes > 0 && q.bytes+q.reserved >= q.maxBytes
 }
 
 // Usage returns the bytes and inodes in use.
@@ -127,6 +137,9 @@ func (q *Quota) setChargeLocked(u *usage, charge int64) {
 func (q *Quota) update(ino uint64, charge int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if ino == q.rootIno {
+		charge = max(0, charge-q.rootBase)
+	}
 	if u, ok := q.files[ino]; ok {
 		q.setChargeLocked(u, charge)
 	}

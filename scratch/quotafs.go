@@ -56,11 +56,20 @@ func (n *quotaNode) lstat(name string) (unix.Stat_t, bool) {
 	return st, unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }
 
-func chargeOfAttr(a *fuse.Attr) int64 {
-	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		return 0
+func chargeOfAttr(a *fuse.Attr) int64 { return int64(a.Blocks) * 512 }
+
+// recharge charges directory n its blocks again, after a name was added
+// to it or taken out.
+func (n *quotaNode) recharge() {
+	fd, errno := n.dir()
+	if errno != 0 {
+		return
 	}
-	return int64(a.Blocks) * 512
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		n.q.update(st.Ino, st.Blocks*512)
+	}
 }
 
 // Create makes a file if an inode is left.
@@ -75,6 +84,7 @@ func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32,
 	}
 	lf := fh.(*fs.LoopbackFile)
 	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), true)
+	n.recharge()
 	return ch, &quotaFile{lf: lf, q: n.q, ino: out.Attr.Ino}, fflags | fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -104,6 +114,7 @@ func (n *quotaNode) made(ch *fs.Inode, out *fuse.EntryOut, errno syscall.Errno) 
 		return nil, errno
 	}
 	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), false)
+	n.recharge()
 	return ch, 0
 }
 
@@ -139,9 +150,17 @@ func (n *quotaNode) Symlink(ctx context.Context, target, name string, out *fuse.
 	return n.made(ch, out, errno)
 }
 
-// Link adds a hard link: no new inode, no new bytes.
+// Link adds a hard link: no new inode, but a name, which grows the
+// directory; refused once the byte limit is reached.
 func (n *quotaNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return n.confinedNode.Link(ctx, target, name, out)
+	if n.q.full() {
+		return nil, syscall.ENOSPC
+	}
+	ch, errno := n.confinedNode.Link(ctx, target, name, out)
+	if errno == 0 {
+		n.recharge()
+	}
+	return ch, errno
 }
 
 // Unlink removes a link; a file left with none is freed now, or at its
@@ -154,6 +173,7 @@ func (n *quotaNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if ok {
 		n.q.unlinked(st.Ino, uint32(st.Nlink)-1)
 	}
+	n.recharge()
 	return 0
 }
 
@@ -166,6 +186,7 @@ func (n *quotaNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if ok {
 		n.q.unlinked(st.Ino, 0)
 	}
+	n.recharge()
 	return 0
 }
 
@@ -187,6 +208,10 @@ func (n *quotaNode) Rename(ctx context.Context, name string, newParent fs.InodeE
 			links = 0
 		}
 		n.q.unlinked(dst.Ino, links)
+	}
+	n.recharge()
+	if np != n {
+		np.recharge()
 	}
 	return 0
 }
@@ -234,9 +259,11 @@ func (n *quotaNode) CopyFileRange(context.Context, fs.FileHandle, uint64, *fs.In
 
 // quotaFile is an open file of a quota'd volume. It has no passthrough
 // descriptor, no Writev, no Ioctl and no CopyFileRange: every write reaches
-// Write, where it is accounted. It has no Flush either: writes reach the
+// Write, where it is accounted. Its Flush answers ENOSYS: writes reach the
 // backing file at once, so there is nothing to flush at close, and the
-// kernel stops asking after the first ENOSYS (one round trip less per file).
+// kernel stops sending FLUSH after the first ENOSYS (one round trip less
+// per close; without a Flush method go-fuse would answer OK, and the kernel
+// would keep asking).
 type quotaFile struct {
 	lf  *fs.LoopbackFile
 	q   *Quota
@@ -255,7 +282,11 @@ var (
 	_ fs.FileGetlker   = (*quotaFile)(nil)
 	_ fs.FileSetlker   = (*quotaFile)(nil)
 	_ fs.FileSetlkwer  = (*quotaFile)(nil)
+	_ fs.FileFlusher   = (*quotaFile)(nil)
 )
+
+// Flush answers ENOSYS: see quotaFile.
+func (f *quotaFile) Flush(context.Context) syscall.Errno { return syscall.ENOSYS }
 
 func (f *quotaFile) stat(ctx context.Context) (fuse.AttrOut, syscall.Errno) {
 	var a fuse.AttrOut

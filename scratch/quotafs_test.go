@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -243,7 +245,7 @@ func TestQuotaAccounting(t *testing.T) {
 			must(t, os.Symlink("../a", f.path("d/l")))
 			must(t, f.write("d/e/x", mib))
 			must(t, os.RemoveAll(f.path("d/e")))
-		}, 0},
+		}, blockSize}, // d remains, and a directory costs its block (a short symlink costs none)
 		{"sparse write far past the end", func(t *testing.T, f *qfs) {
 			h, err := os.Create(f.path("a"))
 			must(t, err)
@@ -331,8 +333,8 @@ func TestQuotaUsageKnownAtStart(t *testing.T) {
 	must(t, os.Mkdir(filepath.Join(f.dir, "d"), 0o755))
 	must(t, os.Link(filepath.Join(f.dir, "a"), filepath.Join(f.dir, "d", "b")))
 	f.mount(4*mib, 0)
-	if b, i := f.usage(); b != 3*mib || i != 2 {
-		t.Errorf("at start: %d bytes %d inodes, want 3 MiB, 2", b, i)
+	if b, i := f.usage(); b != 3*mib+blockSize || i != 2 {
+		t.Errorf("at start: %d bytes %d inodes, want 3 MiB and d's block, 2", b, i)
 	}
 	if err := f.write("c", 2*mib); !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("writing past what is left: %v, want ENOSPC", err)
@@ -414,4 +416,66 @@ func TestQuotaCreateModes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestQuotaChargesNamesAndDirectories: every name costs something. On a
+// 1 MiB volume, hard links with long names (no new inode, no new file
+// bytes) fill its directory until ENOSPC; directories are charged their
+// blocks; and the usage is what du reports for the directory underneath.
+func TestQuotaChargesNamesAndDirectories(t *testing.T) {
+	f := mountQuota(t, mib, 0)
+	must(t, f.write("x", 10))
+	must(t, os.Mkdir(f.path("links"), 0o755))
+	long := strings.Repeat("n", 200)
+	made, err := 0, error(nil)
+	for ; made < 60_000; made++ {
+		if err = os.Link(f.path("x"), f.path(fmt.Sprintf("links/%s-%d", long, made))); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("%d hard links on a 1 MiB volume, then %v; want ENOSPC before the 60,000th", made, err)
+	}
+	b, _ := f.usage()
+	// du counts the volume's own directory, which the quota does not
+	// (beyond its growth): its first block.
+	du := duBytes(t, f.dir) - blockSize
+	t.Logf("%d links until ENOSPC; quota counts %d bytes, du %d", made, b, du)
+	if b != du {
+		t.Errorf("quota counts %d bytes; du of the directory underneath says %d", b, du)
+	}
+	if du > mib+64<<10 {
+		t.Errorf("the volume holds %d bytes on disk, more than its 1 MiB quota (and a block of slack)", du)
+	}
+	var sfs syscall.Statfs_t
+	must(t, syscall.Statfs(f.mnt, &sfs))
+	if used := int64(sfs.Blocks-sfs.Bfree) * int64(sfs.Bsize); used < b-blockSize || used > b+blockSize {
+		t.Errorf("df shows %d bytes used; the quota counts %d", used, b)
+	}
+}
+
+// TestQuotaSizeOnlyHasInodeLimit: a volume with only a size still has an
+// inode limit, derived from the size.
+func TestQuotaSizeOnlyHasInodeLimit(t *testing.T) {
+	o, err := ParseOptions(map[string]string{"size": "1M"})
+	must(t, err)
+	if n := o.InodeLimit(); n <= 0 || n > 1024 {
+		t.Errorf("inode limit of a 1 MiB volume: %d", n)
+	}
+	if o2, _ := ParseOptions(map[string]string{"size": "1M", "inodes": "7"}); o2.InodeLimit() != 7 {
+		t.Errorf("an explicit inode limit is kept: %d", o2.InodeLimit())
+	}
+	if o3, _ := ParseOptions(nil); o3.InodeLimit() != 0 {
+		t.Errorf("no quota, no inode limit: %d", o3.InodeLimit())
+	}
+}
+
+// duBytes is du -s --block-size=1 of dir: every inode's blocks, once.
+func duBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	out, err := exec.Command("du", "-s", "--block-size=1", dir).Output()
+	must(t, err)
+	n, err := strconv.ParseInt(strings.Fields(string(out))[0], 10, 64)
+	must(t, err)
+	return n
 }

@@ -435,7 +435,7 @@ func (m *Manager) mountFUSELocked(v *vol) error {
 	if fi, err := os.Lstat(m.mountDir(v.rec.Name)); err != nil || !fi.IsDir() {
 		return fmt.Errorf("volume %q: mountpoint %s is not a directory", v.rec.Name, m.mountDir(v.rec.Name))
 	}
-	q, err := NewQuota(m.dataDir(v.rec.Name), o.Size, o.Inodes)
+	q, err := NewQuota(m.dataDir(v.rec.Name), o.Size, o.InodeLimit())
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
 	}
