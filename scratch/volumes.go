@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
@@ -42,14 +41,21 @@ type Config struct {
 	InUse func(ctx context.Context) (map[string]int, error)
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
+	// ServerBinary, if set, is the ol-shim binary: each quota'd volume is
+	// then served by a process of its own ("volume-server"), which outlives
+	// the Manager (see ServeVolume). Empty: served in this process, and
+	// unmounted at Close.
+	ServerBinary string
 }
 
 // Manager makes, tracks, mounts and removes volumes under a state root. It
 // is safe for concurrent use.
 type Manager struct {
-	root  string
-	store *store
-	log   *slog.Logger
+	root         string
+	store        *store
+	log          *slog.Logger
+	serverBinary string        // volume servers run as processes of this binary; empty: in this process
+	stopWatch    chan struct{} // closed at Close: ends watchServers
 
 	mu   sync.Mutex      // taken before any volume's mu, never after
 	vols map[string]*vol // guarded by mu
@@ -62,8 +68,7 @@ type vol struct {
 	mu      sync.Mutex
 	refs    map[string]int // guarded by mu: mounts by caller ID
 	anon    int            // guarded by mu: mounts found at start, caller IDs unknown
-	srv     *fuse.Server   // guarded by mu: the FUSE server while mounted (limited volumes)
-	q       *Quota         // guarded by mu: its quota while mounted
+	server  volumeServer   // guarded by mu: the FUSE server while mounted (limited volumes)
 	removed bool           // guarded by mu
 }
 
@@ -86,7 +91,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state root %q: %w", cfg.Root, err)
 	}
-	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt")} {
+	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt"), filepath.Join(root, "servers")} {
 		// Root's alone: what a container plants in a volume (a setuid
 		// binary, say) must not be reachable by host users. An earlier
 		// version made these 0711: tighten them.
@@ -101,13 +106,16 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{root: root, store: st, log: cfg.Logger, vols: map[string]*vol{}}
+	m := &Manager{root: root, store: st, log: cfg.Logger, vols: map[string]*vol{}, serverBinary: cfg.ServerBinary, stopWatch: make(chan struct{})}
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if err := m.recover(ctx, cfg.InUse); err != nil {
 		st.close()
 		return nil, err
+	}
+	if m.serverBinary != "" {
+		go m.watchServers(m.stopWatch)
 	}
 	return m, nil
 }
@@ -119,7 +127,19 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 	if err != nil {
 		return fmt.Errorf("state store: %w", err)
 	}
-	stale, err := m.detachStale()
+	// Servers an earlier daemon started that still serve keep their
+	// mounts; every other FUSE mount under the root is stale.
+	live := map[string]*process{}
+	if m.serverBinary != "" {
+		for _, r := range recs {
+			if r.Options.Limited() {
+				if p := m.findServer(&vol{rec: r}); p != nil {
+					live[r.Name] = p
+				}
+			}
+		}
+	}
+	stale, err := m.detachStale(func(name string) bool { return live[name] != nil })
 	if err != nil {
 		return err
 	}
@@ -144,7 +164,16 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 		if stale[r.Name] && fromDocker && v.anon == 0 {
 			m.log.Info("stale mount of a volume no container uses", "volume", r.Name)
 		}
-		if v.anon > 0 && r.Options.Limited() {
+		if p := live[r.Name]; p != nil {
+			v.server = p
+			m.log.Info("volume server still serving; adopted it", "volume", r.Name, "pid", p.health.PID, "version", p.health.Version, "mounts", v.anon)
+			if fromDocker && v.anon == 0 {
+				// No container uses it: stop it, as its last unmount would.
+				if err := m.unmountFUSELocked(v); err != nil {
+					m.log.Warn("stop the server of a volume no container uses", "volume", r.Name, "error", err)
+				}
+			}
+		} else if v.anon > 0 && r.Options.Limited() {
 			if err := m.mountFUSELocked(v); err != nil {
 				m.log.Error("remount volume in use", "volume", r.Name, "error", err)
 			}
@@ -170,13 +199,16 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 
 // detachStale lazily unmounts every mount under Root/mnt (FUSE servers of
 // a previous process) and returns the volume names that had one.
-func (m *Manager) detachStale() (map[string]bool, error) {
+func (m *Manager) detachStale(serving func(name string) bool) (map[string]bool, error) {
 	mnts, err := mountsUnder(filepath.Join(m.root, "mnt"))
 	if err != nil {
 		return nil, err
 	}
 	stale := map[string]bool{}
 	for _, p := range mnts {
+		if serving(filepath.Base(p)) {
+			continue
+		}
 		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			return nil, fmt.Errorf("detach stale mount %s: %w", p, err)
 		}
@@ -207,18 +239,21 @@ func mountsUnder(dir string) ([]string, error) {
 // volume, and its view goes stale when this process exits; the next Open
 // detaches what is left and serves the volumes Docker still uses again.
 func (m *Manager) Close() error {
+	close(m.stopWatch)
 	m.mu.Lock()
 	vols := slices.Collect(maps.Values(m.vols))
 	m.mu.Unlock()
 	var errs []error
 	for _, v := range vols {
 		v.mu.Lock()
-		if v.srv != nil {
+		if _, ok := v.server.(*inProcess); ok {
 			if err := unix.Unmount(m.mountDir(v.rec.Name), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 				errs = append(errs, fmt.Errorf("volume %q: detach: %w", v.rec.Name, err))
 			}
-			v.srv, v.q = nil, nil
+			v.server = nil
 		}
+		// A server in a process of its own keeps serving: the next Open
+		// finds it again.
 		v.mu.Unlock()
 	}
 	errs = append(errs, m.store.close())
@@ -230,6 +265,18 @@ func (m *Manager) Root() string { return m.root }
 
 func (m *Manager) dataDir(name string) string  { return filepath.Join(m.root, "volumes", name) }
 func (m *Manager) mountDir(name string) string { return filepath.Join(m.root, "mnt", name) }
+
+// Serving reports whether volume name is a quota'd volume whose FUSE
+// server serves it now.
+func (m *Manager) Serving(name string) bool {
+	v, err := m.get(name)
+	if err != nil {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return serving(v.server)
+}
 
 // Path returns where volume name is (or will be, once mounted) on the host.
 func (m *Manager) Path(name string) (string, error) {
@@ -366,7 +413,7 @@ func (m *Manager) Mount(name, id string) (string, error) {
 	if v.removed {
 		return "", fmt.Errorf("volume %q: %w", name, ErrNotFound)
 	}
-	if v.rec.Options.Limited() && v.srv == nil {
+	if v.rec.Options.Limited() && !serving(v.server) {
 		if err := m.mountFUSELocked(v); err != nil {
 			return "", err
 		}
@@ -398,7 +445,7 @@ func (m *Manager) Unmount(name, id string) error {
 	default:
 		return fmt.Errorf("volume %q: not mounted by %q", name, id)
 	}
-	if v.mountsLocked() == 0 && v.srv != nil {
+	if v.mountsLocked() == 0 && v.server != nil {
 		return m.unmountFUSELocked(v)
 	}
 	return nil
@@ -419,7 +466,7 @@ func (m *Manager) DropAnonymous(referenced func(name string) bool) []string {
 		if v.anon > 0 && !v.removed && !referenced(v.rec.Name) {
 			v.anon = 0
 			released = append(released, v.rec.Name)
-			if v.mountsLocked() == 0 && v.srv != nil {
+			if v.mountsLocked() == 0 && v.server != nil {
 				if err := m.unmountFUSELocked(v); err != nil {
 					m.log.Warn("unmount a volume no container refers to", "volume", v.rec.Name, "error", err)
 				}
@@ -435,6 +482,14 @@ func (m *Manager) mountFUSELocked(v *vol) error {
 	if fi, err := os.Lstat(m.mountDir(v.rec.Name)); err != nil || !fi.IsDir() {
 		return fmt.Errorf("volume %q: mountpoint %s is not a directory", v.rec.Name, m.mountDir(v.rec.Name))
 	}
+	if m.serverBinary != "" {
+		srv, err := m.startServerLocked(v)
+		if err != nil {
+			return err
+		}
+		v.server = srv
+		return nil
+	}
 	q, err := NewQuota(m.dataDir(v.rec.Name), o.Size, o.InodeLimit())
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
@@ -443,8 +498,16 @@ func (m *Manager) mountFUSELocked(v *vol) error {
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
 	}
-	v.srv, v.q = srv, q
+	v.server = &inProcess{srv: srv, q: q, started: time.Now()}
 	return nil
+}
+
+// serving reports whether s serves its volume now.
+func serving(s volumeServer) bool {
+	if p, ok := s.(*process); ok {
+		return p.alive()
+	}
+	return s != nil
 }
 
 // unmountWait bounds how long an unmount waits for its FUSE server to
@@ -452,24 +515,12 @@ func (m *Manager) mountFUSELocked(v *vol) error {
 const unmountWait = 5 * time.Second
 
 func (m *Manager) unmountFUSELocked(v *vol) error {
-	srv := v.srv
-	v.srv, v.q = nil, nil
-	done := make(chan error, 1)
-	go func() { done <- srv.Unmount() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			return nil
-		}
-		// Busy: detach it; the server stops when the last user goes.
-		if derr := unix.Unmount(m.mountDir(v.rec.Name), unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
-			return fmt.Errorf("volume %q: unmount: %w; detach: %w", v.rec.Name, err, derr)
-		}
-		return nil
-	case <-time.After(unmountWait):
-		m.log.Warn("FUSE server still busy after unmount; it stops when its last user goes", "volume", v.rec.Name)
-		return nil
+	srv := v.server
+	v.server = nil
+	if p, ok := srv.(*process); ok && !p.alive() {
+		return nil // died; its mount was detached then
 	}
+	return srv.unmount(m, v.rec.Name)
 }
 
 // Status describes a volume for Get and List.
@@ -481,6 +532,8 @@ type Status struct {
 	Mounts     int       `json:"mounts"`
 	BytesUsed  int64     `json:"bytes_used"`
 	InodesUsed int64     `json:"inodes_used"`
+	// Server is the FUSE server of a mounted quota'd volume.
+	Server *ServerStatus `json:"server,omitempty"`
 }
 
 // Get returns a volume's status, with its usage.
@@ -511,8 +564,12 @@ func (m *Manager) List() []Status {
 func (m *Manager) status(v *vol, withUsage bool) (Status, error) {
 	v.mu.Lock()
 	st := Status{Name: v.rec.Name, CreatedAt: v.rec.CreatedAt, Options: v.rec.Options, Mounts: v.mountsLocked()}
-	q := v.q
+	srv := v.server
 	v.mu.Unlock()
+	if srv != nil {
+		ss := srv.status()
+		st.Server = &ss
+	}
 	st.Mountpoint = m.dataDir(v.rec.Name)
 	if v.rec.Options.Limited() {
 		st.Mountpoint = m.mountDir(v.rec.Name)
@@ -520,11 +577,17 @@ func (m *Manager) status(v *vol, withUsage bool) (Status, error) {
 	if !withUsage {
 		return st, nil
 	}
-	if q == nil {
-		var err error
-		if q, err = NewQuota(m.dataDir(v.rec.Name), 0, 0); err != nil {
-			return st, fmt.Errorf("volume %q: usage: %w", v.rec.Name, err)
+	if serving(srv) {
+		b, i, err := srv.usage()
+		if err == nil {
+			st.BytesUsed, st.InodesUsed = b, i
+			return st, nil
 		}
+		m.log.Warn("volume server does not answer; counting its volume's usage by a walk", "volume", v.rec.Name, "error", err)
+	}
+	q, err := NewQuota(m.dataDir(v.rec.Name), 0, 0)
+	if err != nil {
+		return st, fmt.Errorf("volume %q: usage: %w", v.rec.Name, err)
 	}
 	st.BytesUsed, st.InodesUsed = q.Usage()
 	return st, nil

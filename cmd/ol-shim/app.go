@@ -24,6 +24,7 @@ func newApp() *cli.App {
 			poolCommand,
 			demoCommand,
 			initCommand,
+			volumeServerCommand,
 			versionCommand,
 		},
 		// Errors are printed once, by main.

@@ -124,6 +124,13 @@ func serve(c *cli.Context) error {
 	if purge && s.backend != daemon.BackendDocker {
 		return fmt.Errorf("--purge: backend %q keeps nothing to purge", s.backend)
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	if c.Bool("plugin-only") {
+		self = ""
+	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := daemon.New(ctx, daemon.Config{
@@ -131,6 +138,10 @@ func serve(c *cli.Context) error {
 		Budget: budget, Lease: s.lease, DestroyOnExit: s.destroyOnExit, File: file, Version: version, Logger: log,
 		Metrics: c.String("metrics-addr") != "" && !purge, PluginOnly: c.Bool("plugin-only"),
 		Notify: func(status string) { notify(status) },
+		// Quota'd volumes are served by processes of their own, which
+		// outlive this one (not in the managed plugin: its container is
+		// the plugin's whole life).
+		VolumeServer: self,
 	})
 	if err != nil {
 		return err

@@ -93,7 +93,7 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 
 	fmt.Fprintln(out)
 	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "VOLUME\tUSED\tQUOTA\tINODES\tMOUNTS")
+	fmt.Fprintln(w, "VOLUME\tUSED\tQUOTA\tINODES\tMOUNTS\tSERVER")
 	if len(st.Volumes) == 0 {
 		fmt.Fprintln(w, "(none)")
 	}
@@ -109,7 +109,21 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 		if v.Options.Inodes > 0 {
 			inodes += fmt.Sprintf(" of %d", v.Options.Inodes)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\n", v.Name, used, quota, strings.TrimSpace(inodes), v.Mounts)
+		server := "-"
+		if s := v.Server; s != nil {
+			switch {
+			case !s.Alive:
+				server = fmt.Sprintf("DEAD (pid %d)", s.PID)
+			case s.InProcess:
+				server = "in the daemon"
+			default:
+				server = fmt.Sprintf("pid %d, up %s, %s", s.PID, time.Since(s.Started).Round(time.Second), s.Version)
+				if s.Old {
+					server += " (OLD: serves until its last unmount)"
+				}
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, used, quota, strings.TrimSpace(inodes), v.Mounts, server)
 	}
 	w.Flush()
 }

@@ -153,6 +153,23 @@ type VolumeStatus struct {
 	Mounts     int           `json:"mounts"`
 	BytesUsed  int64         `json:"bytes_used"`
 	InodesUsed int64         `json:"inodes_used"`
+	// Server is the FUSE server of a mounted quota'd volume.
+	Server *VolumeServer `json:"server,omitempty"`
+}
+
+// VolumeServer is the FUSE server of one quota'd volume: a process of its
+// own, which outlives the daemon.
+type VolumeServer struct {
+	PID       int       `json:"pid"`
+	Version   string    `json:"version,omitempty"`
+	Started   time.Time `json:"started"`
+	InProcess bool      `json:"in_process,omitempty"`
+	// Alive is false once it died: the volume's containers get I/O errors
+	// until it is mounted again.
+	Alive bool `json:"alive"`
+	// Old is set when it runs another version than the daemon (started
+	// before an upgrade; it serves until its volume's last unmount).
+	Old bool `json:"old,omitempty"`
 }
 
 // VolumeOptions are a volume's settings (`docker volume create --opt`).

@@ -69,6 +69,11 @@ type Config struct {
 	// InitBinary is the static ol-shim binary mounted into sandboxes as
 	// their init; empty: this process's own executable.
 	InitBinary string
+	// VolumeServer, if set, is the ol-shim binary that serves each quota'd
+	// volume in a process of its own ("volume-server"), which outlives the
+	// daemon; empty: quota'd volumes are served in this process and stop
+	// with it.
+	VolumeServer string
 	// Budget is the memory budget in bytes; 0: none.
 	Budget int64
 	// Lease is how long an acquired sandbox lives unless renewed.
@@ -152,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return dk.VolumesInUse(ctx, cfg.PluginName)
 		}
 	}
-	vols, err := scratch.Open(ctx, scratch.Config{Root: cfg.Root, InUse: inUse, Logger: d.log})
+	vols, err := scratch.Open(ctx, scratch.Config{Root: cfg.Root, InUse: inUse, Logger: d.log, ServerBinary: cfg.VolumeServer})
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +170,15 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 func RootID(root string) string {
 	sum := sha256.Sum256([]byte(root))
 	return "r" + hex.EncodeToString(sum[:6])
+}
+
+// VolumeServerConfig configures the server of one quota'd volume.
+type VolumeServerConfig = scratch.ServerConfig
+
+// ServeVolume serves one quota'd volume in this process until it is
+// unmounted: what "ol-shim volume-server" runs (see Config.VolumeServer).
+func ServeVolume(ctx context.Context, cfg VolumeServerConfig) error {
+	return scratch.ServeVolume(ctx, cfg)
 }
 
 // DefaultRoot is the state root unless told otherwise.
@@ -435,15 +449,20 @@ func (d *Daemon) volumes() []api.VolumeStatus {
 	list := d.vols.List()
 	out := make([]api.VolumeStatus, 0, len(list))
 	for _, v := range list {
-		if v.Options.Limited() && v.Mounts > 0 {
+		if v.Options.Limited() && (v.Mounts > 0 || v.Server != nil) {
 			if st, err := d.vols.Get(v.Name); err == nil {
 				v = st
 			}
 		}
 		o := v.Options
-		out = append(out, api.VolumeStatus{Name: v.Name, Mountpoint: v.Mountpoint, CreatedAt: v.CreatedAt, Mounts: v.Mounts,
+		vs := api.VolumeStatus{Name: v.Name, Mountpoint: v.Mountpoint, CreatedAt: v.CreatedAt, Mounts: v.Mounts,
 			BytesUsed: v.BytesUsed, InodesUsed: v.InodesUsed,
-			Options: api.VolumeOptions{Size: o.Size, Inodes: o.Inodes, UID: o.UID, GID: o.GID, Mode: o.Mode}})
+			Options: api.VolumeOptions{Size: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode}}
+		if s := v.Server; s != nil {
+			vs.Server = &api.VolumeServer{PID: s.PID, Version: s.Version, Started: s.Started, InProcess: s.InProcess, Alive: s.Alive,
+				Old: !s.InProcess && s.Version != d.cfg.Version}
+		}
+		out = append(out, vs)
 	}
 	return out
 }

@@ -21,7 +21,7 @@ func FuzzReconcileLabels(f *testing.F) {
 	f.Add("bb-1/..", "bb", "h1", "paused", "sha256:img")
 	pools := map[string]ReconcilePool{
 		"bb":  {Backend: &Backend{hash: "h1"}},
-		"fus": {Backend: &Backend{hash: "h1"}, NoAdopt: true},
+		"fus": {Backend: &Backend{hash: "h1"}, ScratchLost: func(string) bool { return true }},
 	}
 	imageIDs := map[string]string{"bb": "sha256:img", "fus": "sha256:img"}
 	f.Fuzz(func(t *testing.T, sandbox, pool, spec, state, image string) {

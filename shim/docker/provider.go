@@ -112,8 +112,8 @@ func (p *Provider) scratch() ScratchLister {
 // Reconcile adopts into the pools the paused sandboxes an earlier process
 // left that fit them, and removes every other container and scratch of
 // this state root (see the package function Reconcile). Sandboxes of pools
-// whose scratch has a quota are removed too: their FUSE server was the
-// process that stopped.
+// whose scratch has a quota are adopted only if their volume's server still
+// serves (it runs in a process of its own, which outlives the daemon).
 func (p *Provider) Reconcile(ctx context.Context, pools map[string]registry.AdoptPool) (registry.ReconcileReport, error) {
 	rp := map[string]ReconcilePool{}
 	for name, ap := range pools {
@@ -121,7 +121,11 @@ func (p *Provider) Reconcile(ctx context.Context, pools map[string]registry.Adop
 		if !ok {
 			panic(fmt.Sprintf("docker provider: pool %q has a backend it did not make", name))
 		}
-		rp[name] = ReconcilePool{Set: ap.Set, Backend: b, Wrap: ap.Wrap, NoAdopt: p.vols != nil && ap.Config.Quotad()}
+		rp[name] = ReconcilePool{Set: ap.Set, Backend: b, Wrap: ap.Wrap}
+		if p.vols != nil && ap.Config.Quotad() {
+			// Adopted if its volume's server outlived the previous process.
+			rp[name] = ReconcilePool{Set: ap.Set, Backend: b, Wrap: ap.Wrap, ScratchLost: func(id string) bool { return !p.vols.Serving(id) }}
+		}
 	}
 	rep, err := Reconcile(ctx, p.d, p.scratch(), rp)
 	p.mu.Lock()

@@ -40,10 +40,10 @@ type ReconcilePool struct {
 	// Wrap, if set, wraps each adopted sandbox as the pool's own creates
 	// are wrapped (e.g. to charge it to the memory budget).
 	Wrap func(sandboxset.Sandbox) sandboxset.Sandbox
-	// NoAdopt removes the pool's sandboxes instead of adopting them: their
-	// scratch is a FUSE (quota) volume whose server was the process that
-	// stopped, so their /host is gone.
-	NoAdopt bool
+	// ScratchLost, if set, reports whether a sandbox's scratch is gone: a
+	// quota'd volume whose FUSE server stopped with the previous process.
+	// Such a sandbox is removed instead of adopted.
+	ScratchLost func(sandboxID string) bool
 }
 
 // reconcileWorkers bounds the removals Reconcile runs at once.
@@ -172,7 +172,7 @@ func removalReason(labels map[string]string, state, imageID string, pools map[st
 		return RemovedStaleSpec
 	case imageID == "" || imageID != imageIDs[poolName]:
 		return RemovedStaleImage
-	case p.NoAdopt:
+	case p.ScratchLost != nil && p.ScratchLost(labels[api.LabelSandbox]):
 		return RemovedScratchLost
 	}
 	return ""

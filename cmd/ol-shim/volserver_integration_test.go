@@ -1,0 +1,178 @@
+//go:build integration
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/open-lambda/ol-shim/shim/api"
+)
+
+// writer starts a container that appends a line to a file on volume vol
+// every 50 ms and prints FAIL for each append that fails.
+func writer(t *testing.T, vol string) string {
+	t.Helper()
+	id := strings.TrimSpace(mustRun(t, "docker", "run", "-d", "--network", "none", "--label", "ol-shim-it-writer=1", "-v", vol+":/data", busybox,
+		"sh", "-c", "i=0; while :; do echo $i >> /data/log || echo FAIL $i; i=$((i+1)); usleep 50000; done"))
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", id).Run() })
+	return id
+}
+
+// lines counts the lines a writer wrote, read through a fresh container.
+func lines(t *testing.T, vol string) int {
+	t.Helper()
+	out := mustRun(t, "docker", "run", "--rm", "--network", "none", "-v", vol+":/data", busybox, "wc", "-l", "/data/log")
+	n, _ := strconv.Atoi(strings.Fields(out)[0])
+	return n
+}
+
+// TestVolumesOutliveDaemon: three containers write continuously to quota'd
+// volumes through a SIGTERM restart and a kill -9 of the daemon. Not one
+// write fails: each volume is served by a process of its own, which the
+// next daemon finds again. Quotas stay exact, and the paused sandbox of a
+// quota'd pool is adopted, not removed as "scratch lost".
+func TestVolumesOutliveDaemon(t *testing.T) {
+	d := newDaemonWith(t, `
+[pools.q]
+image = "ol-shim-test/busybox:latest"
+min_idle = 1
+scratch_size = "16M"
+`, nil)
+	d.waitIdle("q", 1)
+	paused := d.containers(true)
+	var vols, writers []string
+	for i := range 3 {
+		vol := fmt.Sprintf("it-outlive-%d", i)
+		mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", vol)
+		t.Cleanup(func() { exec.Command("docker", "volume", "rm", "-f", vol).Run() })
+		vols = append(vols, vol)
+		writers = append(writers, writer(t, vol))
+	}
+	time.Sleep(time.Second)
+	before := make([]int, len(vols))
+	for i, v := range vols {
+		before[i] = lines(t, v)
+	}
+	st, err := d.c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]int{}
+	for _, v := range st.Volumes {
+		if v.Server != nil {
+			pids[v.Name] = v.Server.PID
+		}
+	}
+	for _, stop := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		d.stop(stop)
+		time.Sleep(time.Second) // writes go on with no daemon
+		d.start()
+		time.Sleep(time.Second)
+	}
+	for i, id := range writers {
+		out := mustRun(t, "docker", "logs", id)
+		if n := strings.Count(out, "FAIL"); n > 0 {
+			t.Errorf("writer on %s: %d failed writes through the restarts:\n%s", vols[i], n, out)
+		}
+		if n := lines(t, vols[i]); n < before[i]+40 {
+			t.Errorf("writer on %s: %d lines, %d before the restarts: it stopped writing", vols[i], n, before[i])
+		}
+	}
+	st, err = d.c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st.Volumes {
+		if pid, ok := pids[v.Name]; ok && (v.Server == nil || v.Server.PID != pid || !v.Server.Alive) {
+			t.Errorf("volume %s: server %+v after the restarts; want the same, alive (pid %d)", v.Name, v.Server, pid)
+		}
+		if strings.HasPrefix(v.Name, "it-outlive-") {
+			du := mustRun(t, "du", "-s", "--block-size=1", filepath.Join(d.root, "volumes", v.Name))
+			n, _ := strconv.ParseInt(strings.Fields(du)[0], 10, 64)
+			if v.BytesUsed != n-4096 {
+				t.Errorf("volume %s: the quota counts %d bytes, du %d (less the volume's own directory block)", v.Name, v.BytesUsed, n)
+			}
+		}
+	}
+	if now := d.containers(true); len(now) != len(paused) || now[0] != paused[0] {
+		t.Errorf("paused sandboxes %v after the restarts; want %v adopted", now, paused)
+	}
+	if strings.Contains(d.log.String(), "scratch lost") {
+		t.Errorf("a quota'd sandbox was removed as scratch lost:\n%s", d.log.String())
+	}
+}
+
+// TestVolumeServerKilled: kill -9 of one volume's server gives its
+// container I/O errors (unavoidable); the daemon notices within seconds,
+// says so in its log and status, and the next mount serves the volume
+// again, data intact. Nothing outside the volume changes.
+func TestVolumeServerKilled(t *testing.T) {
+	d := newDaemonWith(t, "", nil)
+	const vol = "it-killed-server"
+	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", vol)
+	t.Cleanup(func() { exec.Command("docker", "volume", "rm", "-f", vol).Run() })
+	w := writer(t, vol)
+	time.Sleep(500 * time.Millisecond)
+	var pid int
+	eventually(t, "the volume's server in the status", 10*time.Second, func() error {
+		st, err := d.c.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, v := range st.Volumes {
+			if v.Name == vol && v.Server != nil && v.Server.Alive && !v.Server.InProcess {
+				pid = v.Server.PID
+				return nil
+			}
+		}
+		return fmt.Errorf("volumes %+v", st.Volumes)
+	})
+	if pid == os.Getpid() || pid == d.cmd.Process.Pid {
+		t.Fatalf("volume server pid %d is not a process of its own", pid)
+	}
+	mustRun(t, "kill", "-9", strconv.Itoa(pid))
+	eventually(t, "the daemon noticed the dead server", 10*time.Second, func() error {
+		st, err := d.c.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, v := range st.Volumes {
+			if v.Name == vol && v.Server != nil && !v.Server.Alive {
+				return nil
+			}
+		}
+		return fmt.Errorf("volumes %+v", st.Volumes)
+	})
+	if !strings.Contains(d.log.String(), "volume server died") {
+		t.Errorf("the daemon's log does not say the server died")
+	}
+	eventually(t, "the writer's writes fail", 10*time.Second, func() error {
+		if out := mustRun(t, "docker", "logs", w); !strings.Contains(out, "FAIL") {
+			return fmt.Errorf("no failure yet")
+		}
+		return nil
+	})
+	// A new container gets the volume served again, with what was written.
+	if n := lines(t, vol); n == 0 {
+		t.Errorf("the volume lost its data")
+	}
+	st, err := d.c.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st.Volumes {
+		if v.Name == vol && (v.Server == nil || !v.Server.Alive || v.Server.PID == pid) {
+			t.Errorf("after a new mount: server %+v; want a new one, alive", v.Server)
+		}
+	}
+	_ = api.LabelRoot
+}

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/open-lambda/ol-shim/shim/daemon"
+)
+
+// volumeServerCommand is the FUSE server of one quota'd volume, started by
+// the daemon in a session of its own so that it outlives the daemon. Not
+// for users: hidden from help.
+var volumeServerCommand = &cli.Command{
+	Name:   "volume-server",
+	Usage:  "serve one quota'd volume through FUSE (started by ol-shim serve)",
+	Hidden: true,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "name", Required: true},
+		&cli.StringFlag{Name: "data", Required: true, Usage: "the volume's data directory"},
+		&cli.StringFlag{Name: "mountpoint", Required: true},
+		&cli.StringFlag{Name: "socket", Required: true, Usage: "control socket"},
+		&cli.Int64Flag{Name: "size", Usage: "byte quota; 0: none"},
+		&cli.Int64Flag{Name: "inodes", Usage: "inode quota; 0: none"},
+	},
+	Action: func(c *cli.Context) error {
+		log, err := newLogger("info")
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return daemon.ServeVolume(ctx, daemon.VolumeServerConfig{
+			Name: c.String("name"), DataDir: c.String("data"), Mountpoint: c.String("mountpoint"), Socket: c.String("socket"),
+			MaxBytes: c.Int64("size"), MaxInodes: c.Int64("inodes"), Version: version, Logger: log,
+		})
+	},
+}

@@ -1,0 +1,382 @@
+package scratch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/open-lambda/ol-shim/internal/serve"
+)
+
+// A quota'd volume is served by a FUSE server. With Config.ServerBinary
+// set, each runs in a process of its own ("ol-shim volume-server"), started
+// in its own session, so that stopping, restarting or killing the daemon
+// leaves every volume serving: containers keep writing through a daemon
+// restart, and the next daemon finds its servers again through their
+// control sockets (Root/servers/<hash>.sock: health and usage, unmount).
+// Without it (tests, the managed plugin) the daemon serves in-process.
+
+// ServerHealth is what a volume server answers on its control socket.
+type ServerHealth struct {
+	Name       string    `json:"name"`
+	PID        int       `json:"pid"`
+	Version    string    `json:"version"`
+	Started    time.Time `json:"started"`
+	BytesUsed  int64     `json:"bytes_used"`
+	InodesUsed int64     `json:"inodes_used"`
+}
+
+// ServerStatus is a volume's FUSE server, as Status shows it.
+type ServerStatus struct {
+	PID       int       `json:"pid,omitempty"`
+	Version   string    `json:"version,omitempty"`
+	Started   time.Time `json:"started"`
+	InProcess bool      `json:"in_process,omitempty"`
+	// Alive is false once the server died: the volume's containers get I/O
+	// errors until it is mounted again.
+	Alive bool `json:"alive"`
+}
+
+// volumeServer serves one quota'd volume's FUSE mount.
+type volumeServer interface {
+	// usage returns the volume's bytes and inodes in use.
+	usage() (int64, int64, error)
+	// unmount stops serving; the mount goes.
+	unmount(m *Manager, name string) error
+	// status describes the server.
+	status() ServerStatus
+}
+
+// inProcess is a FUSE server of the daemon's own process.
+type inProcess struct {
+	srv     *fuse.Server
+	q       *Quota
+	started time.Time
+}
+
+func (s *inProcess) usage() (int64, int64, error) {
+	b, i := s.q.Usage()
+	return b, i, nil
+}
+
+func (s *inProcess) status() ServerStatus {
+	return ServerStatus{PID: os.Getpid(), Started: s.started, InProcess: true, Alive: true}
+}
+
+func (s *inProcess) unmount(m *Manager, name string) error {
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Unmount() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return nil
+		}
+		// Busy: detach it; the server stops when the last user goes.
+		if derr := unix.Unmount(m.mountDir(name), unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
+			return fmt.Errorf("volume %q: unmount: %w; detach: %w", name, err, derr)
+		}
+		return nil
+	case <-time.After(unmountWait):
+		m.log.Warn("FUSE server still busy after unmount; it stops when its last user goes", "volume", name)
+		return nil
+	}
+}
+
+// process is a volume server in a process of its own.
+type process struct {
+	socket  string
+	health  ServerHealth // as it answered when found or started
+	exited  chan struct{}
+	mu      sync.Mutex
+	dead    bool // guarded by mu
+	stopped bool // guarded by mu: stopped on purpose
+}
+
+func (s *process) markDead() (first bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first = !s.dead && !s.stopped
+	s.dead = true
+	return first
+}
+
+func (s *process) alive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.dead
+}
+
+func (s *process) status() ServerStatus {
+	return ServerStatus{PID: s.health.PID, Version: s.health.Version, Started: s.health.Started, Alive: s.alive()}
+}
+
+func (s *process) usage() (int64, int64, error) {
+	h, err := askServer(s.socket, time.Second)
+	if err != nil {
+		return 0, 0, err
+	}
+	return h.BytesUsed, h.InodesUsed, nil
+}
+
+func (s *process) unmount(m *Manager, name string) error {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	c := &http.Client{Transport: unixTransport(s.socket), Timeout: 5 * time.Second}
+	resp, err := c.Post("http://volume-server/v1/unmount", "application/json", nil)
+	if err == nil {
+		resp.Body.Close()
+	}
+	// The server exits once its mount is gone; a server that does not
+	// answer is killed, and its mount detached.
+	deadline := time.Now().Add(unmountWait)
+	for time.Now().Before(deadline) {
+		if unix.Kill(s.health.PID, 0) != nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m.log.Warn("volume server did not stop when asked; killing it", "volume", name, "pid", s.health.PID)
+	unix.Kill(s.health.PID, unix.SIGKILL)
+	if derr := unix.Unmount(m.mountDir(name), unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
+		return fmt.Errorf("volume %q: detach: %w", name, derr)
+	}
+	return nil
+}
+
+// serverSocket is where the server of volume name listens: a hash, since
+// names are up to 128 characters and a socket path at most 107.
+func (m *Manager) serverSocket(name string) string { return m.serverFile(name, ".sock") }
+
+// serverFile is a file of the server of volume name, by extension.
+func (m *Manager) serverFile(name, ext string) string {
+	sum := sha256.Sum256([]byte(name))
+	return filepath.Join(m.root, "servers", hex.EncodeToString(sum[:8])+ext)
+}
+
+// startServer starts the server of v in a process of its own and waits
+// until it serves. v.mu must be held.
+func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
+	name := v.rec.Name
+	sock := m.serverSocket(name)
+	logf, err := os.OpenFile(m.serverFile(name, ".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: server log: %w", name, err)
+	}
+	defer logf.Close()
+	o := v.rec.Options
+	cmd := exec.Command(m.serverBinary, "volume-server", "--name", name, "--data", m.dataDir(name), "--mountpoint", m.mountDir(name),
+		"--socket", sock, "--size", strconv.FormatInt(o.Size, 10), "--inodes", strconv.FormatInt(o.InodeLimit(), 10))
+	// Its own session: a signal to the daemon's process group (Ctrl-C, a
+	// stop) does not reach it, and it outlives the daemon.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("volume %q: start its server: %w", name, err)
+	}
+	p := &process{socket: sock, exited: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		close(p.exited)
+		if p.markDead() {
+			m.log.Error("volume server died; the volume's containers get I/O errors until it is mounted again", "volume", name, "pid", cmd.Process.Pid, "error", err)
+			m.serverDied(name, p)
+		}
+	}()
+	deadline := time.Now().Add(serverStartWait)
+	for {
+		h, err := askServer(sock, time.Second)
+		if err == nil && h.Name == name && h.PID == cmd.Process.Pid {
+			p.health = h
+			m.log.Info("started volume server", "volume", name, "pid", h.PID)
+			return p, nil
+		}
+		select {
+		case <-p.exited:
+			b, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("volume %q: its server exited before serving: %s", name, clip(string(b)))
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.markDead()
+			cmd.Process.Kill()
+			return nil, fmt.Errorf("volume %q: its server did not answer within %v", name, serverStartWait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// How long a volume server may take to start serving, and how often the
+// daemon checks the servers it found at start.
+const (
+	serverStartWait  = 10 * time.Second
+	serverCheckEvery = 2 * time.Second
+)
+
+// findServer returns the server of v if one from an earlier daemon still
+// serves it.
+func (m *Manager) findServer(v *vol) *process {
+	sock := m.serverSocket(v.rec.Name)
+	h, err := askServer(sock, time.Second)
+	if err != nil || h.Name != v.rec.Name {
+		return nil
+	}
+	return &process{socket: sock, health: h, exited: make(chan struct{})}
+}
+
+// serverDied detaches the dead mount of a server that died, so that the
+// next Mount serves the volume again.
+func (m *Manager) serverDied(name string, p *process) {
+	if err := unix.Unmount(m.mountDir(name), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		m.log.Warn("detach the mount of a dead volume server", "volume", name, "error", err)
+	}
+}
+
+// watchServers checks the servers found at start (not this process's
+// children, whose exit it sees at once) until stop is closed.
+func (m *Manager) watchServers(stop <-chan struct{}) {
+	t := time.NewTicker(serverCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		vols := make([]*vol, 0, len(m.vols))
+		for _, v := range m.vols {
+			vols = append(vols, v)
+		}
+		m.mu.Unlock()
+		for _, v := range vols {
+			v.mu.Lock()
+			p, ok := v.server.(*process)
+			v.mu.Unlock()
+			if !ok || !p.alive() {
+				continue
+			}
+			select {
+			case <-p.exited:
+				continue // a child: its own goroutine saw it
+			default:
+			}
+			if _, err := askServer(p.socket, time.Second); err != nil && unix.Kill(p.health.PID, 0) != nil {
+				if p.markDead() {
+					m.log.Error("volume server died; the volume's containers get I/O errors until it is mounted again", "volume", v.rec.Name, "pid", p.health.PID)
+					m.serverDied(v.rec.Name, p)
+				}
+			}
+		}
+	}
+}
+
+func unixTransport(sock string) *http.Transport {
+	return &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+}
+
+// askServer asks the server on sock for its health.
+func askServer(sock string, timeout time.Duration) (ServerHealth, error) {
+	var h ServerHealth
+	c := &http.Client{Transport: unixTransport(sock), Timeout: timeout}
+	resp, err := c.Get("http://volume-server/v1/health")
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return h, fmt.Errorf("volume server %s: %s", sock, resp.Status)
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h)
+	return h, err
+}
+
+// ServerConfig is one volume server's: what it serves, where, with which
+// quota.
+type ServerConfig struct {
+	Name       string
+	DataDir    string
+	Mountpoint string
+	Socket     string
+	MaxBytes   int64
+	MaxInodes  int64
+	Version    string
+	Logger     *slog.Logger
+}
+
+// ServeVolume serves one quota'd volume until it is unmounted (by a
+// request on its control socket, or from outside) or ctx ends: it mounts
+// the volume's FUSE file system, then answers on its control socket.
+func ServeVolume(ctx context.Context, cfg ServerConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	q, err := NewQuota(cfg.DataDir, cfg.MaxBytes, cfg.MaxInodes)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", cfg.Name, err)
+	}
+	srv, err := MountQuota(cfg.DataDir, cfg.Mountpoint, q, cfg.Name)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", cfg.Name, err)
+	}
+	started := time.Now()
+	os.Remove(cfg.Socket)
+	l, err := net.Listen("unix", cfg.Socket)
+	if err != nil {
+		srv.Unmount()
+		return fmt.Errorf("volume %q: control socket: %w", cfg.Name, err)
+	}
+	os.Chmod(cfg.Socket, 0o600)
+	var once sync.Once
+	unmount := func() {
+		once.Do(func() {
+			go func() {
+				if err := srv.Unmount(); err != nil {
+					// Busy: detach; the server ends when the last user goes.
+					unix.Unmount(cfg.Mountpoint, unix.MNT_DETACH)
+				}
+			}()
+		})
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, _ *http.Request) {
+		b, i := q.Usage()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ServerHealth{Name: cfg.Name, PID: os.Getpid(), Version: cfg.Version, Started: started, BytesUsed: b, InodesUsed: i})
+	})
+	mux.HandleFunc("POST /v1/unmount", func(w http.ResponseWriter, _ *http.Request) {
+		log.Info("unmount requested", "volume", cfg.Name)
+		w.WriteHeader(http.StatusNoContent)
+		unmount()
+	})
+	hs := serve.Server(mux, serve.DefaultLimits)
+	go hs.Serve(serve.Listener(l, serve.DefaultLimits))
+	log.Info("serving volume", "volume", cfg.Name, "mountpoint", cfg.Mountpoint, "pid", os.Getpid())
+	stop := context.AfterFunc(ctx, unmount)
+	defer stop()
+	srv.Wait()
+	hs.Close()
+	os.Remove(cfg.Socket)
+	log.Info("volume unmounted; server exits", "volume", cfg.Name)
+	return nil
+}
