@@ -104,8 +104,8 @@ func fromStat(a *fuse.Attr, st *unix.Stat_t) {
 // made finishes a Mkdir, Mknod or Symlink: the new entry belongs to the
 // caller (the server runs as root), and gets its inode.
 func (n *confinedNode) made(ctx context.Context, dfd int, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if caller, ok := fuse.FromContext(ctx); ok && os.Getuid() == 0 {
-		if err := unix.Fchownat(dfd, name, int(caller.Uid), int(caller.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if uid, gid, ok := owner(ctx, dfd); ok {
+		if err := unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return nil, fs.ToErrno(err)
 		}
 	}
@@ -115,6 +115,29 @@ func (n *confinedNode) made(ctx context.Context, dfd int, name string, out *fuse
 	}
 	fromStat(&out.Attr, &st)
 	return n.child(ctx, &st), 0
+}
+
+// owner returns who a new entry of directory dfd belongs to: the caller,
+// and the caller's group unless the directory is set-group-ID (then the
+// entry keeps the directory's group, which the kernel gave it, as on any
+// filesystem; gid -1 leaves it). ok is false when this process cannot
+// give files away (not root) or the caller is unknown.
+func owner(ctx context.Context, dfd int) (uid, gid int, ok bool) {
+	caller, known := fuse.FromContext(ctx)
+	if !known || os.Getuid() != 0 {
+		return 0, 0, false
+	}
+	var st unix.Stat_t
+	if unix.Fstat(dfd, &st) == nil && st.Mode&unix.S_ISGID != 0 {
+		return int(caller.Uid), -1, true
+	}
+	return int(caller.Uid), int(caller.Gid), true
+}
+
+// setgidDir reports whether directory dfd is set-group-ID.
+func setgidDir(dfd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(dfd, &st) == nil && st.Mode&unix.S_ISGID != 0
 }
 
 // Statfs reports the backing filesystem.
@@ -272,7 +295,11 @@ func (n *confinedNode) Mkdir(ctx context.Context, name string, mode uint32, out 
 		return nil, fs.ToErrno(err)
 	}
 	if fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
-		unix.Fchmod(fd, mode&0o1777)
+		m := mode & 0o1777
+		if setgidDir(dfd) { // a directory made in one is set-group-ID too
+			m |= unix.S_ISGID
+		}
+		unix.Fchmod(fd, m)
 		unix.Close(fd)
 	}
 	return n.made(ctx, dfd, name, out)
@@ -331,8 +358,8 @@ func (n *confinedNode) Create(ctx context.Context, name string, flags uint32, mo
 		return nil, nil, 0, fs.ToErrno(err)
 	}
 	unix.Fchmod(fd, mode&0o1777)
-	if caller, ok := fuse.FromContext(ctx); ok && os.Getuid() == 0 {
-		if err := unix.Fchown(fd, int(caller.Uid), int(caller.Gid)); err != nil {
+	if uid, gid, ok := owner(ctx, dfd); ok {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
 			unix.Close(fd)
 			return nil, nil, 0, fs.ToErrno(err)
 		}
