@@ -18,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -339,6 +340,9 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
 	}
+	if err := dropCapabilities(); err != nil {
+		log.Warn("volume server keeps all its capabilities", "volume", cfg.Name, "error", err)
+	}
 	started := time.Now()
 	os.Remove(cfg.Socket)
 	l, err := net.Listen("unix", cfg.Socket)
@@ -378,5 +382,41 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	hs.Close()
 	os.Remove(cfg.Socket)
 	log.Info("volume unmounted; server exits", "volume", cfg.Name)
+	return nil
+}
+
+// serverCaps are the only capabilities a volume server keeps once its
+// volume is mounted: to act on files of any owner in the volume (as the
+// kernel already checked the sandbox may), and to unmount it. It loses
+// everything else (no raw I/O, no ptrace, no kill of others' processes, no
+// network administration, no module loading), and can gain nothing back (no_new_privs, bounding set cut to the same).
+// CAP_SYS_ADMIN stays because unmounting needs it.
+var serverCaps = []uintptr{
+	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID, unix.CAP_SYS_ADMIN,
+}
+
+// dropCapabilities keeps serverCaps and drops every other capability, in
+// every thread of the process.
+func dropCapabilities() error {
+	var keep [2]uint32
+	for _, c := range serverCaps {
+		keep[c/32] |= 1 << (c % 32)
+	}
+	for c := uintptr(0); c <= unix.CAP_LAST_CAP; c++ {
+		if keep[c/32]&(1<<(c%32)) != 0 {
+			continue
+		}
+		if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); errno != 0 && errno != syscall.EINVAL {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, errno)
+		}
+	}
+	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errno != 0 {
+		return fmt.Errorf("no_new_privs: %w", errno)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := [2]unix.CapUserData{{Effective: keep[0], Permitted: keep[0]}, {Effective: keep[1], Permitted: keep[1]}}
+	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); errno != 0 {
+		return fmt.Errorf("capset: %w", errno)
+	}
 	return nil
 }

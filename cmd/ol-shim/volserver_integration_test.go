@@ -139,6 +139,16 @@ func TestVolumeServerKilled(t *testing.T) {
 	if pid == os.Getpid() || pid == d.cmd.Process.Pid {
 		t.Fatalf("volume server pid %d is not a process of its own", pid)
 	}
+	// It runs with only the capabilities it needs, and cannot gain more.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"CapEff:\t000000000020001f", "CapBnd:\t000000000020001f", "NoNewPrivs:\t1"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("volume server: want %q in /proc/%d/status:\n%s", want, pid, status)
+		}
+	}
 	mustRun(t, "kill", "-9", strconv.Itoa(pid))
 	eventually(t, "the daemon noticed the dead server", 10*time.Second, func() error {
 		st, err := d.c.Status(context.Background())
