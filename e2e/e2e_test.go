@@ -299,13 +299,32 @@ func TestInstalledService(t *testing.T) {
 		t.Fatalf("ol-shim run: want exit 3 and its output, got %v: %s", err, out)
 	}
 
-	t.Log("systemctl restart ol-shim: the paused pool is adopted, the volume and its data are there")
+	t.Log("systemctl restart ol-shim and kill -9 of it, with three containers writing to quota'd volumes: not one write fails")
+	for i := range 3 {
+		h.sh(fmt.Sprintf("docker volume create -d ol-shim --opt size=8M e2ew%d", i))
+		h.sh(fmt.Sprintf("docker run -d --name e2ew%d --network none -v e2ew%d:/data %s sh -c 'i=0; while :; do echo $i >> /data/log || echo FAIL $i; i=$((i+1)); usleep 50000; done'", i, i, busybox))
+	}
 	before := h.warm("shell", 1)
 	h.sh("systemctl restart ol-shim")
 	h.eventually("ol-shim status answers after restart", 2*time.Minute, func() error {
 		_, err := h.try("ol-shim status")
 		return err
 	})
+	h.sh("systemctl kill -s KILL ol-shim.service --kill-whom=main")
+	h.eventually("systemd restarted ol-shim after kill -9", 2*time.Minute, func() error {
+		_, err := h.try("ol-shim status")
+		return err
+	})
+	time.Sleep(time.Second)
+	for i := range 3 {
+		logs := h.sh(fmt.Sprintf("docker logs e2ew%d 2>&1", i))
+		n := h.sh(fmt.Sprintf("docker run --rm --network none -v e2ew%d:/data %s wc -l /data/log", i, busybox))
+		if strings.Contains(logs, "FAIL") {
+			t.Errorf("writer %d: writes failed through the restarts: %s", i, logs)
+		}
+		t.Logf("writer %d: %s lines, no failed write", i, strings.Fields(n)[0])
+		h.sh(fmt.Sprintf("docker rm -f e2ew%d && docker volume rm e2ew%d", i, i))
+	}
 	after := h.warm("shell", 1)
 	if strings.Join(before, ",") != strings.Join(after, ",") {
 		t.Errorf("pool shell: paused containers %v before the restart, %v after: not adopted", before, after)
