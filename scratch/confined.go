@@ -109,12 +109,7 @@ func (n *confinedNode) made(ctx context.Context, dfd int, name string, out *fuse
 			return nil, fs.ToErrno(err)
 		}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return nil, fs.ToErrno(err)
-	}
-	fromStat(&out.Attr, &st)
-	return n.child(ctx, &st), 0
+	return n.entry(ctx, dfd, name, out)
 }
 
 // owner returns who a new entry of directory dfd belongs to: the caller,
@@ -140,6 +135,17 @@ func setgidDir(dfd int) bool {
 	return unix.Fstat(dfd, &st) == nil && st.Mode&unix.S_ISGID != 0
 }
 
+// entry makes the inode of the entry name of directory dfd, not following
+// it.
+func (n *confinedNode) entry(ctx context.Context, dfd int, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, fs.ToErrno(err)
+	}
+	fromStat(&out.Attr, &st)
+	return n.child(ctx, &st), 0
+}
+
 // Statfs reports the backing filesystem.
 func (n *confinedNode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var st unix.Statfs_t
@@ -159,12 +165,7 @@ func (n *confinedNode) Lookup(ctx context.Context, name string, out *fuse.EntryO
 		return nil, errno
 	}
 	defer unix.Close(dfd)
-	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return nil, fs.ToErrno(err)
-	}
-	fromStat(&out.Attr, &st)
-	return n.child(ctx, &st), 0
+	return n.entry(ctx, dfd, name, out)
 }
 
 // stat returns n's attributes, from a handle on n itself.
@@ -407,12 +408,7 @@ func (n *confinedNode) Link(ctx context.Context, target fs.InodeEmbedder, name s
 	if err := unix.Linkat(tfd, tname, dfd, name, 0); err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return nil, fs.ToErrno(err)
-	}
-	fromStat(&out.Attr, &st)
-	return n.child(ctx, &st), 0
+	return n.entry(ctx, dfd, name, out)
 }
 
 // Readlink reads n, a symlink.
