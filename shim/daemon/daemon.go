@@ -36,6 +36,7 @@ import (
 	"github.com/open-lambda/ol-shim/shim/config"
 	"github.com/open-lambda/ol-shim/shim/docker"
 	"github.com/open-lambda/ol-shim/shim/metrics"
+	"github.com/open-lambda/ol-shim/shim/mock"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/server"
 	"github.com/open-lambda/ol-shim/shim/spec"
@@ -252,6 +253,13 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 		}
 		d.docker = dk
 		rc.Provider, rc.Janitor = p, p
+	}
+	if rc.Provider == nil {
+		mp, err := mock.New(d.cfg.Root)
+		if err != nil {
+			return nil, err
+		}
+		rc.Provider = mp
 	}
 	reg, err := registry.New(rc)
 	if err != nil {

@@ -2,9 +2,6 @@ package registry
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -118,39 +115,3 @@ func Innermost(sb sandboxset.Sandbox) sandboxset.Sandbox {
 
 // ErrNoExec is returned by Run when the provider cannot run commands.
 var ErrNoExec = errdefs.ErrNotImplemented.WithMessage("the mock backend cannot run commands")
-
-// MockProvider serves pools from sandboxset's mock backend, with plain
-// scratch directories: ol-shim without Docker.
-type MockProvider struct {
-	Backend *sandboxset.MockBackend
-	scratch sandboxset.DirScratch
-}
-
-// NewMockProvider returns a mock provider whose scratch directories are
-// under root/scratch.
-func NewMockProvider(root string) (*MockProvider, error) {
-	dir := filepath.Join(root, "scratch")
-	// Root's alone, as the volumes' directories are (see scratch.Open).
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("scratch root: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("scratch root: %w", err)
-	}
-	return &MockProvider{Backend: sandboxset.NewMockBackend(), scratch: sandboxset.DirScratch{Root: dir}}, nil
-}
-
-// Pool returns the mock backend and the scratch directories.
-func (m *MockProvider) Pool(string, spec.PoolConfig) (sandboxset.Backend, sandboxset.ScratchMaker, error) {
-	return m.Backend, m.scratch, nil
-}
-
-// Describe returns no container and the mock sandbox's scratch directory.
-func (m *MockProvider) Describe(sb sandboxset.Sandbox) (string, string) {
-	if ms, ok := Innermost(sb).(*sandboxset.MockSandbox); ok {
-		return "", ms.Spec().ScratchDir
-	}
-	return "", ""
-}
-
-var _ Provider = (*MockProvider)(nil)

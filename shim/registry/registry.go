@@ -3,7 +3,7 @@
 // sandboxes, runs, and the host memory budget shared by every pool.
 //
 // It knows no concrete backend: a Provider makes each pool's backend and
-// scratch (the Docker backend in shim/docker, or MockProvider), and an
+// scratch (the Docker backend in shim/docker, or shim/mock), and an
 // optional Janitor reconciles at start and keeps the backend's world in
 // line with the pools (sandboxes that die, orphans).
 //
@@ -44,8 +44,7 @@ const DefaultLease = 10 * time.Minute
 
 // Config configures a Registry.
 type Config struct {
-	// Provider makes the pools' backends and scratch; nil: a MockProvider
-	// under Root.
+	// Provider makes the pools' backends and scratch. Required.
 	Provider Provider
 	// Janitor, if set, reconciles at Start and watches the backend.
 	Janitor Janitor
@@ -111,11 +110,7 @@ func New(cfg Config) (*Registry, error) {
 		cfg.MaxPoolSize = DefaultMaxPoolSize
 	}
 	if cfg.Provider == nil {
-		mp, err := NewMockProvider(cfg.Root)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Provider = mp
+		return nil, errors.New("registry: no provider")
 	}
 	r := &Registry{
 		cfg:      cfg,

@@ -22,7 +22,7 @@ func FuzzAPIPoolBody(f *testing.F) {
 	f.Add([]byte(`{"image": "img", "memory": "-1"}`))
 	f.Add([]byte(`{"image": "img", "ready": {"file": "../x"}}`))
 	f.Add([]byte(`{"image": 5}`))
-	reg, err := registry.New(registry.Config{Root: f.TempDir(), Lease: time.Minute})
+	reg, err := registry.New(registry.Config{Provider: mockProvider(f, f.TempDir()), Root: f.TempDir(), Lease: time.Minute})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func FuzzAPIAcquireAndLeases(f *testing.F) {
 	f.Add([]byte(`{"image": "img"}`), "%2e%2e")
 	f.Add([]byte(`{"pool": "p", "image": "img"}`), "")
 	f.Add([]byte(`{"pool": "nope", "timeout": "1ns"}`), "l-1")
-	reg, err := registry.New(registry.Config{Root: f.TempDir(), Lease: time.Minute})
+	reg, err := registry.New(registry.Config{Provider: mockProvider(f, f.TempDir()), Root: f.TempDir(), Lease: time.Minute})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 // socket on the mock backend, on the hot path (pause grace): what the API
 // and registry add to a sandbox hand-out.
 func BenchmarkAPIHotRoundTrip(b *testing.B) {
-	reg, err := registry.New(registry.Config{Root: b.TempDir(), Lease: time.Minute})
+	reg, err := registry.New(registry.Config{Provider: mockProvider(b, b.TempDir()), Root: b.TempDir(), Lease: time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/config"
 	"github.com/open-lambda/ol-shim/shim/metrics"
+	"github.com/open-lambda/ol-shim/shim/mock"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
@@ -36,7 +37,7 @@ type apiFixture struct {
 func newAPI(t *testing.T, edit func(*registry.Config)) *apiFixture {
 	t.Helper()
 	root := t.TempDir()
-	mp, err := registry.NewMockProvider(root)
+	mp, err := mock.New(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,4 +438,14 @@ func TestAPIEdges(t *testing.T) {
 	if err := f.c.Release(f.ctx, l.ID); err != nil {
 		t.Error(err)
 	}
+}
+
+// mockProvider is a mock provider with scratch directories under root.
+func mockProvider(tb testing.TB, root string) *mock.Provider {
+	tb.Helper()
+	mp, err := mock.New(root)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return mp
 }
