@@ -7,7 +7,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell find . -name '*.go' -not -path './build/*')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run demo images plugin bench-serve fuzz test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
+.PHONY: help setup build run demo images plugin bench-serve fuzz ctrl-c test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -106,7 +106,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 15s); crashers land in testd
 	$(GO) test -run '^$$' -fuzz '^FuzzAPIAcquireAndLeases$$' -fuzztime $(FUZZTIME) ./shim/server
 	$(GO) test -run '^$$' -fuzz '^FuzzReconcileLabels$$' -fuzztime $(FUZZTIME) ./shim/docker
 
-check: setup lint test fuzz integration e2e ## the whole test suite: what CI runs (needs root)
+ctrl-c: ## check that Ctrl-C in make run stops the command before the dockerd it started (root; no dockerd may be running)
+	$(GO) run ./hack/ctrlc
+
+check: setup lint test fuzz ctrl-c integration e2e ## the whole test suite: what CI runs (needs root)
 
 clean: ## remove build output
 	rm -rf bin build
