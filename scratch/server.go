@@ -177,7 +177,8 @@ func (m *Manager) serverFile(name, ext string) string {
 func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 	name := v.rec.Name
 	sock := m.serverSocket(name)
-	logf, err := os.OpenFile(m.serverFile(name, ".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// Each server's log: the last start's (O_TRUNC), removed with the volume.
+	logf, err := os.OpenFile(m.serverFile(name, ".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: server log: %w", name, err)
 	}

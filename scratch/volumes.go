@@ -281,6 +281,7 @@ func (m *Manager) Remove(name string) error {
 	if err := os.Remove(m.mountDir(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("volume %q: remove mountpoint: %w", name, err)
 	}
+	os.Remove(m.serverFile(name, ".log")) // its server's, if it had one
 	return nil
 }
 
