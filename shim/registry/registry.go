@@ -251,6 +251,12 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 	for _, l := range leases {
 		errs = append(errs, l.ref.Destroy("daemon stopped"))
 	}
+	if !destroy {
+		// A sandbox being made now (a refill) would be finished by dockerd
+		// after this process is gone, and be nobody's: wait for it, so
+		// that it is paused with the others and adopted at the next start.
+		r.waitCreates(ctx, pools)
+	}
 	if destroy {
 		for _, p := range pools {
 			errs = append(errs, p.set.Close(ctx))
@@ -260,6 +266,26 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// waitCreates waits until no pool has a sandbox being created, or ctx
+// ends.
+func (r *Registry) waitCreates(ctx context.Context, pools []*Pool) {
+	for {
+		creating := 0
+		for _, p := range pools {
+			creating += p.set.Stats().Creating
+		}
+		if creating == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			r.log.Warn("stopping with sandboxes still being created; the next start removes them", "creating", creating)
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Status returns the pools, leases and memory budget.
