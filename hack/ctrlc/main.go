@@ -40,7 +40,10 @@ func run() error {
 	// even where this program was started with it ignored.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGINT)
 	cmd := exec.Command("bash", "hack/with-docker.sh", "sh", "-c",
-		`trap 'sleep 3; if docker info >/dev/null 2>&1; then echo DOCKER-STILL-UP; else echo DOCKER-DOWN; fi; exit 0' INT; sleep 300 & wait`)
+		// (The sleep in the background ignores SIGINT, as background jobs of
+		// a shell without job control do: the trap stops it, and it holds
+		// none of the output pipes.)
+		`trap 'kill $p; sleep 3; if docker info >/dev/null 2>&1; then echo DOCKER-STILL-UP; else echo DOCKER-DOWN; fi; exit 0' INT; sleep 300 </dev/null >/dev/null 2>&1 & p=$!; wait`)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
