@@ -305,6 +305,7 @@ func TestFaultStateRootFull(t *testing.T) {
 [pools.q]
 image = "ol-shim-test/busybox:latest"
 min_idle = 1
+max_size = 1
 memory = "32M"
 scratch_size = "64M"
 `, func(d *testDaemon) {
@@ -336,9 +337,8 @@ scratch_size = "64M"
 	if !strings.Contains(table, "WARNING: full") {
 		t.Errorf("ol-shim status does not show the full state root:\n%s", table)
 	}
-	// Still serving: a warm sandbox runs, and frees the space. (The one
-	// that filled it, if it went back to the pool; if its pause failed on
-	// a loaded host it was destroyed, and its volume with it.)
+	// Still serving: the warm sandbox (the pool's only one: max_size 1)
+	// runs, and frees the space.
 	if out, stderr, code := d.cli("", "run", "--pool", "q", "--reuse", "sh", "-c", "rm -f /host/fill && echo freed"); code != 0 || out != "freed\n" {
 		t.Fatalf("run with the state root full: exit %d, %q %q", code, out, stderr)
 	}
@@ -348,14 +348,17 @@ scratch_size = "64M"
 		}
 		return nil
 	})
-	// And makes sandboxes again.
+	// And makes sandboxes again: the only one destroyed, a new one made.
 	l, err := d.c.Acquire(ctx, api.AcquireRequest{Pool: "q"})
 	if err == nil {
-		_, err = d.c.Acquire(ctx, api.AcquireRequest{Pool: "q"})
-		d.c.Release(ctx, l.ID)
+		if err = d.c.Destroy(ctx, l.ID, "make room for a new one"); err == nil {
+			l, err = d.c.Acquire(ctx, api.AcquireRequest{Pool: "q", Timeout: "60s"})
+		}
 	}
 	if err != nil {
 		t.Errorf("acquire after freeing space: %v", err)
+	} else {
+		d.c.Release(ctx, l.ID)
 	}
 }
 
