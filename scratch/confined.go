@@ -168,17 +168,28 @@ func (n *confinedNode) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	return n.entry(ctx, dfd, name, out)
 }
 
-// stat returns n's attributes, from a handle on n itself.
-func (n *confinedNode) stat(out *fuse.AttrOut) syscall.Errno {
+// self opens a handle (O_PATH) on n itself and stats it; the caller
+// closes the handle.
+func (n *confinedNode) self() (int, unix.Stat_t, syscall.Errno) {
+	var st unix.Stat_t
 	fd, err := n.open(unix.O_PATH)
 	if err != nil {
-		return fs.ToErrno(err)
+		return -1, st, fs.ToErrno(err)
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return fs.ToErrno(err)
+		unix.Close(fd)
+		return -1, st, fs.ToErrno(err)
 	}
+	return fd, st, 0
+}
+
+// stat returns n's attributes, from a handle on n itself.
+func (n *confinedNode) stat(out *fuse.AttrOut) syscall.Errno {
+	fd, st, errno := n.self()
+	if errno != 0 {
+		return errno
+	}
+	unix.Close(fd)
 	fromStat(&out.Attr, &st)
 	return 0
 }
@@ -198,15 +209,11 @@ func (n *confinedNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.Se
 	if fsa, ok := f.(fs.FileSetattrer); ok && fsa != nil {
 		return fsa.Setattr(ctx, in, out)
 	}
-	fd, err := n.open(unix.O_PATH)
-	if err != nil {
-		return fs.ToErrno(err)
+	fd, st, errno := n.self()
+	if errno != 0 {
+		return errno
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fs.ToErrno(err)
-	}
 	link := st.Mode&unix.S_IFMT == unix.S_IFLNK
 	self := fmt.Sprintf("/proc/self/fd/%d", fd)
 	if m, ok := in.GetMode(); ok {
