@@ -437,6 +437,16 @@ func (d *Daemon) Purge(ctx context.Context) error {
 		return fmt.Errorf("purge: %w", err)
 	}
 	d.log.Info("purged", "sandboxes_removed", rep.Removed)
+	// Sandbox scratch volumes the reconcile did not see by their labels (one
+	// made as the stopped daemon went, say) are ours too, not users' data.
+	for _, v := range d.vols.List() {
+		if v.Options.Sandbox && v.Mounts == 0 {
+			if err := d.docker.RemoveVolume(ctx, v.Name); err != nil {
+				return fmt.Errorf("purge: %w", err)
+			}
+			d.log.Info("purged a sandbox scratch volume", "volume", v.Name)
+		}
+	}
 	left, err := d.docker.VolumeNames(ctx, d.cfg.PluginName)
 	if err != nil {
 		return fmt.Errorf("purge: list volumes: %w", err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
 	"github.com/open-lambda/ol-shim/scratch"
@@ -64,10 +63,8 @@ func (v *VolumeScratch) Make(ctx context.Context, id string) (string, error) {
 
 // Remove removes volume id through Docker; one already gone is removed.
 func (v *VolumeScratch) Remove(ctx context.Context, id string) error {
-	ctx, cancel := v.d.callCtx(ctx)
-	defer cancel()
-	if _, err := v.d.cli.VolumeRemove(ctx, id, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove scratch volume %s: %w", id, err)
+	if err := v.d.RemoveVolume(ctx, id); err != nil {
+		return fmt.Errorf("scratch: %w", err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 
@@ -133,4 +134,15 @@ func (d *Docker) WatchDeaths(ctx context.Context, resync func(context.Context) e
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// RemoveVolume removes volume name through dockerd; one already gone is
+// removed.
+func (d *Docker) RemoveVolume(ctx context.Context, name string) error {
+	ctx, cancel := d.callCtx(ctx)
+	defer cancel()
+	if _, err := d.cli.VolumeRemove(ctx, name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove volume %s: %w", name, err)
+	}
+	return nil
 }
