@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Stdio is what a client connects to a run.
+type Stdio struct {
+	Stdin          io.Reader // nil: no stdin
+	Stdout, Stderr io.Writer
+	Resize         <-chan Resize // terminal size changes, with Start.TTY
+	Signals        <-chan int    // signals to deliver
+	Hello          func(Hello)   // called with the daemon's hello, if one comes
+}
+
+// Run starts st on c and runs it to its end: stdin is sent within the
+// window, output written as it comes, resizes and signals forwarded. It
+// returns the exit frame, or an *Error from an error frame, or what broke
+// the connection. When ctx ends, the connection is closed (so the process
+// group is killed) and ctx's error returned.
+func Run(ctx context.Context, c *Conn, st Start, sio Stdio) (Exit, error) {
+	st.Stdin = sio.Stdin != nil
+	if err := c.WriteJSON(KindStart, st); err != nil {
+		return Exit{}, fmt.Errorf("send start: %w", err)
+	}
+	done := make(chan struct{})
+	defer close(done)
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	w := &window{free: Window}
+	if sio.Stdin != nil {
+		go sendStdin(c, sio.Stdin, w, done)
+	}
+	if sio.Resize != nil || sio.Signals != nil {
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case r := <-sio.Resize:
+					_ = c.WriteJSON(KindResize, r)
+				case s := <-sio.Signals:
+					_ = c.Write(KindSignal, []byte{byte(s)})
+				}
+			}
+		}()
+	}
+	stdout, stderr := orDiscard(sio.Stdout), orDiscard(sio.Stderr)
+	for {
+		f, err := c.Read()
+		if err != nil {
+			if ctx.Err() != nil {
+				return Exit{}, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return Exit{}, fmt.Errorf("run: connection lost before the command's exit: %w", err)
+		}
+		switch f.Kind {
+		case KindStdout:
+			if _, err := stdout.Write(f.Payload); err != nil {
+				return Exit{}, fmt.Errorf("run: write stdout: %w", err)
+			}
+		case KindStderr:
+			if _, err := stderr.Write(f.Payload); err != nil {
+				return Exit{}, fmt.Errorf("run: write stderr: %w", err)
+			}
+		case KindAck:
+			n, err := ParseAck(f.Payload)
+			if err != nil {
+				return Exit{}, err
+			}
+			w.release(n)
+		case KindHello:
+			var h Hello
+			if err := Decode(f, &h); err != nil {
+				return Exit{}, err
+			}
+			if sio.Hello != nil {
+				sio.Hello(h)
+			}
+		case KindStarted:
+		case KindExit:
+			var x Exit
+			return x, Decode(f, &x)
+		case KindError:
+			e := &Error{}
+			if err := Decode(f, e); err != nil {
+				return Exit{}, err
+			}
+			if e.Code == 0 {
+				e.Code = CodeFailed
+			}
+			return Exit{}, e
+		default:
+			return Exit{}, fmt.Errorf("%w: unexpected frame %q from the agent", ErrProtocol, f.Kind)
+		}
+	}
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// sendStdin copies in to stdin frames, never more than the window ahead of
+// the acknowledgements, and sends EOF at its end.
+func sendStdin(c *Conn, in io.Reader, w *window, done <-chan struct{}) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if !w.take(n, done) {
+				return
+			}
+			if c.Write(KindStdin, buf[:n]) != nil {
+				return
+			}
+		}
+		if err != nil {
+			_ = c.Write(KindStdin, nil)
+			return
+		}
+	}
+}
+
+// window counts the stdin bytes a client may still send.
+type window struct {
+	mu   sync.Mutex
+	free int
+	wake chan struct{}
+}
+
+// take waits until n bytes are free and takes them; false when done
+// closes first.
+func (w *window) take(n int, done <-chan struct{}) bool {
+	for {
+		w.mu.Lock()
+		if w.free >= n {
+			w.free -= n
+			w.mu.Unlock()
+			return true
+		}
+		if w.wake == nil {
+			w.wake = make(chan struct{})
+		}
+		wake := w.wake
+		w.mu.Unlock()
+		select {
+		case <-wake:
+		case <-done:
+			return false
+		}
+	}
+}
+
+func (w *window) release(n int) {
+	w.mu.Lock()
+	w.free = min(w.free+n, Window)
+	if w.wake != nil {
+		close(w.wake)
+		w.wake = nil
+	}
+	w.mu.Unlock()
+}
