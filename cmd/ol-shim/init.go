@@ -2,43 +2,81 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/open-lambda/ol-shim/shim/agent"
+	"github.com/open-lambda/ol-shim/shim/agent/agentd"
 )
 
 var initCommand = &cli.Command{
-	Name:  "init",
-	Usage: "idle init for sandbox containers: reap children, exit on SIGTERM or SIGINT",
-	Description: `init is what a sandbox container runs when its pool names no command: the
-static ol-shim binary is mounted read-only at /.ol-shim/init and run as
-"ol-shim init". It reaps every child reparented to it (processes started
-with docker exec) and exits 0 on SIGTERM or SIGINT, like docker's --init.`,
+	Name:      "init",
+	Usage:     "PID 1 of sandbox containers: the run agent, and the pool's command if it has one",
+	ArgsUsage: "[-- CMD [ARG...]]",
+	Description: `init is PID 1 of every sandbox container: the static ol-shim binary is
+mounted read-only at /.ol-shim/init and run as "ol-shim init". It reaps every
+child reparented to it and, with --agent, serves the run protocol on that
+socket (see shim/agent), so the daemon starts commands without docker exec.
+
+With no CMD it idles and exits 0 on SIGTERM or SIGINT. With a CMD (the pool's
+command) it starts it as its child, forwards signals to it and exits with its
+status (128+n when signal n killed it), like docker run --init.`,
+	Flags: []cli.Flag{
+		&cli.StringFlag{Name: "agent", Usage: "serve the run protocol on this unix socket (in the container: " + agent.SocketPath + ")"},
+	},
 	Action: func(c *cli.Context) error {
-		if c.Args().Len() > 0 {
-			return fmt.Errorf("init: takes no arguments, got %q", c.Args().Slice())
+		reaper := agentd.NewReaper()
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		if path := c.String("agent"); path != "" {
+			l, err := agentd.Listen(path)
+			if err != nil {
+				// The sandbox still works through docker exec.
+				log.Warn("ol-shim init: no agent", "error", err)
+			} else {
+				s := &agentd.Server{Reaper: reaper, Log: log, Env: os.Environ()}
+				go s.Serve(l)
+			}
 		}
 		sigs := make(chan os.Signal, 16)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
-		for sig := range sigs {
-			if sig != syscall.SIGCHLD {
-				return nil
-			}
-			reap()
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+		args := c.Args().Slice()
+		if len(args) == 0 {
+			<-sigs // SIGTERM, SIGINT, ...: the container stops
+			return nil
 		}
-		return nil
+		return runChild(reaper, args, sigs)
 	},
 }
 
-// reap collects every child that has exited.
-func reap() {
+// runChild runs the pool's command as init's child with init's stdio and
+// environment, forwards signals to it, and exits with its status.
+func runChild(reaper *agentd.Reaper, args []string, sigs <-chan os.Signal) error {
+	path := args[0]
+	if lp, err := exec.LookPath(args[0]); err == nil {
+		path = lp
+	}
+	p, status, err := reaper.Start(path, args, &os.ProcAttr{
+		Env:   os.Environ(),
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+	})
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("ol-shim init: start %q: %v", args[0], err), agent.CodeNotFound)
+	}
 	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-		if pid <= 0 || err != nil {
-			return
+		select {
+		case s := <-sigs:
+			_ = p.Signal(s)
+		case ws := <-status:
+			code, _ := agentd.Code(ws)
+			if code == 0 {
+				return nil
+			}
+			return cli.Exit("", code)
 		}
 	}
 }

@@ -215,8 +215,17 @@ type RunRequest struct {
 	Cmd        []string `json:"cmd"`
 	Env        []string `json:"env,omitempty"`
 	WorkingDir string   `json:"working_dir,omitempty"`
-	Stdin      []byte   `json:"stdin,omitempty"`
-	Reuse      bool     `json:"reuse,omitempty"`
+	// User runs the command as "user", "uid", "user:group" or "uid:gid"
+	// in the container; empty: the container's user.
+	User string `json:"user,omitempty"`
+	// TTY runs the command on a pseudo-terminal of Rows x Cols (streamed
+	// runs only).
+	TTY  bool   `json:"tty,omitempty"`
+	Rows uint16 `json:"rows,omitempty"`
+	Cols uint16 `json:"cols,omitempty"`
+	// Stdin is the whole stdin of a run that is not streamed.
+	Stdin []byte `json:"stdin,omitempty"`
+	Reuse bool   `json:"reuse,omitempty"`
 }
 
 // RunCall is the body of POST /v1/run: a run and how long it may take.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/containerd/errdefs"
 
@@ -52,36 +53,11 @@ func (e *APIError) Error() string { return e.Message }
 func (e *APIError) Unwrap() error { return classOf(e.Status) }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://ol-shim"+path, body)
+	resp, err := c.send(ctx, method, path, in, nil)
 	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) && ctx.Err() == nil {
-			return fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, c.socket, ue.Err)
-		}
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		var eb ErrorBody
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		if json.Unmarshal(b, &eb) != nil || eb.Message == "" {
-			eb.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
-		}
-		return &APIError{Status: resp.StatusCode, Message: eb.Message}
-	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
@@ -89,6 +65,45 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// send sends a request with in as its JSON body, and returns the response
+// of a status under 400; a status of 400 or more is an *APIError.
+func (c *Client) send(ctx context.Context, method, path string, in any, header http.Header) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://ol-shim"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) && ctx.Err() == nil {
+			return nil, fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, c.socket, ue.Err)
+		}
+		return nil, err
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		var eb ErrorBody
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(b, &eb) != nil || eb.Message == "" {
+			eb.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
+		}
+		return nil, &APIError{Status: resp.StatusCode, Message: eb.Message}
+	}
+	return resp, nil
 }
 
 // Status returns the daemon's status.
@@ -167,4 +182,34 @@ func (c *Client) Run(ctx context.Context, req RunCall) (RunResult, error) {
 	var out RunResult
 	err := c.do(ctx, http.MethodPost, "/v1/run", req, &out)
 	return out, err
+}
+
+// Upgrade protocol of a streamed run.
+const runUpgrade = "ol-shim-run/1"
+
+// RunUpgradeResponse is what the daemon answers a streamed run with before
+// the run protocol starts.
+const RunUpgradeResponse = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + runUpgrade + "\r\n\r\n"
+
+// IsRunUpgrade reports whether a request to POST /v1/run asks for a
+// streamed run.
+func IsRunUpgrade(h http.Header) bool {
+	return strings.EqualFold(h.Get("Upgrade"), runUpgrade)
+}
+
+// RunStream starts a streamed run: the daemon takes a sandbox (its errors
+// are *APIError, as for Run), then the connection carries the run protocol
+// of shim/agent: the daemon's hello, then the caller's start frame, and
+// frames both ways until the exit or error frame.
+func (c *Client) RunStream(ctx context.Context, req RunCall) (io.ReadWriteCloser, error) {
+	resp, err := c.send(ctx, http.MethodPost, "/v1/run", req, http.Header{"Connection": {"Upgrade"}, "Upgrade": {runUpgrade}})
+	if err != nil {
+		return nil, err
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
+		resp.Body.Close()
+		return nil, fmt.Errorf("POST /v1/run: the daemon answered %s, not an upgrade to %s (an older daemon?)", resp.Status, runUpgrade)
+	}
+	return rwc, nil
 }

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -237,7 +238,7 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 			}
 			init = self
 		}
-		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, Logger: d.log}
+		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, AgentDir: filepath.Join(d.cfg.Root, "agents"), Logger: d.log}
 		var vols *scratch.Manager
 		if d.cfg.Scratch == ScratchVolume {
 			dc.VolumeDriver, vols = d.cfg.PluginName, d.vols

@@ -38,6 +38,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,6 +49,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
@@ -90,8 +92,14 @@ type DockerConfig struct {
 	// (api.LabelRoot); Reconcile touches only containers with it. Required.
 	RootID string
 	// InitBinary is the host path of a static ol-shim binary, mounted as
-	// the idle init of pools that name no command.
+	// every sandbox's PID 1 ("ol-shim init"): the run agent, and the idle
+	// process of pools that name no command. Empty: pools must name a
+	// command, and runs go through docker exec.
 	InitBinary string
+	// AgentDir, with InitBinary, is the host directory of the sandboxes'
+	// control directories (root's alone): AgentDir/<sandbox id> is mounted
+	// at agent.SocketDir, where the agent makes its socket.
+	AgentDir string
 	// VolumeDriver, if set, is the name dockerd knows ol-shim's volume
 	// plugin by: sandboxes then get their scratch at /host as a volume of
 	// it (see VolumeScratch), not as a bind mount.
@@ -138,6 +146,17 @@ func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
 			return nil, fmt.Errorf("docker: init binary %s: not an executable file", abs)
 		}
 		cfg.InitBinary = abs
+	}
+	if cfg.AgentDir != "" {
+		if cfg.InitBinary == "" {
+			return nil, errors.New("docker: an agent directory needs the init binary that serves it")
+		}
+		if err := os.MkdirAll(cfg.AgentDir, 0o700); err != nil {
+			return nil, fmt.Errorf("docker: agent directory: %w", err)
+		}
+		if err := os.Chmod(cfg.AgentDir, 0o700); err != nil {
+			return nil, fmt.Errorf("docker: agent directory: %w", err)
+		}
 	}
 	opts := []client.Opt{client.FromEnv}
 	if cfg.Host != "" {
@@ -225,10 +244,16 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 	if err := b.ensureImage(ctx); err != nil {
 		return nil, err
 	}
+	if b.d.agentOn() {
+		if err := b.makeCtl(spec.ID); err != nil {
+			return nil, err
+		}
+	}
 	cfg, hc := b.containerConfig(spec)
 	select {
 	case b.d.creates <- struct{}{}:
 	case <-ctx.Done():
+		b.d.removeCtl(spec.ID)
 		return nil, fmt.Errorf("create container for sandbox %s: waiting for one of %d create slots: %w", spec.ID, cap(b.d.creates), ctx.Err())
 	}
 	started := false
@@ -252,6 +277,8 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 			if rerr := late.remove(context.WithoutCancel(ctx)); rerr != nil {
 				b.d.log.Error("remove a container whose create timed out", "sandbox", spec.ID, "error", rerr)
 			}
+		} else {
+			b.d.removeCtl(spec.ID)
 		}
 		return nil, fmt.Errorf("create container for sandbox %s (image %q): %w", spec.ID, b.spec.Image, err)
 	}
@@ -274,6 +301,9 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 		if err := b.waitReady(ctx, sb, *r); err != nil {
 			return fail(err)
 		}
+	}
+	if b.d.agentOn() {
+		sb.waitAgent(ctx)
 	}
 	return sb, nil
 }
@@ -325,14 +355,25 @@ func (b *Backend) containerConfig(spec sandboxset.Spec) (*container.Config, *con
 		mounts[0] = mount.Mount{Type: mount.TypeVolume, Source: spec.ID, Target: ScratchTarget,
 			VolumeOptions: &mount.VolumeOptions{DriverConfig: &mount.Driver{Name: drv}}}
 	}
-	if len(s.Cmd) > 0 {
-		cfg.Cmd = s.Cmd
-		// The pool's command replaces the image's: clear its entrypoint.
-		cfg.Entrypoint = []string{}
-	} else {
+	switch {
+	case b.d.cfg.InitBinary != "":
+		// ol-shim init is PID 1: the agent, and the pool's command as its
+		// child if there is one. The pool's command replaces the image's
+		// entrypoint and command.
 		cfg.Entrypoint = []string{InitPath, "init"}
-		cfg.Cmd = []string{}
+		if b.d.cfg.AgentDir != "" {
+			cfg.Entrypoint = append(cfg.Entrypoint, "--agent", agent.SocketPath)
+			mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: b.d.ctlDir(spec.ID), Target: agent.SocketDir})
+		}
+		cfg.Entrypoint = append(cfg.Entrypoint, "--")
+		cfg.Cmd = slices.Clone(s.Cmd)
+		if cfg.Cmd == nil {
+			cfg.Cmd = []string{}
+		}
 		mounts = append(mounts, mount.Mount{Type: mount.TypeBind, Source: b.d.cfg.InitBinary, Target: InitPath, ReadOnly: true})
+	default:
+		cfg.Cmd = s.Cmd
+		cfg.Entrypoint = []string{} // the pool's command replaces the image's
 	}
 	hc := &container.HostConfig{
 		NetworkMode:    container.NetworkMode(s.NetworkMode()),

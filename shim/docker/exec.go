@@ -1,82 +1,148 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 
-	"github.com/open-lambda/ol-shim/shim/api"
-	"github.com/open-lambda/ol-shim/shim/registry"
-	"github.com/open-lambda/ol-shim/shim/spec"
+	"github.com/open-lambda/ol-shim/shim/agent"
 )
 
-// Exec runs a command in a running sandbox container, like docker exec,
-// and waits for it. The command's failure is its exit code, not an error.
-func (s *Sandbox) Exec(ctx context.Context, req registry.ExecRequest) (registry.ExecResult, error) {
-	var res registry.ExecResult
-	if len(req.Cmd) == 0 || req.Cmd[0] == "" {
-		return res, fmt.Errorf("exec in sandbox %s: %w: empty command", s.id, spec.ErrInvalidSpec)
+// Session returns a connection that speaks the run protocol for the
+// sandbox: to its agent, or, when the agent does not answer, to a stand-in
+// in this process that runs the command through docker exec (via "exec").
+func (s *Sandbox) Session(ctx context.Context) (io.ReadWriteCloser, string, error) {
+	c, err := s.DialAgent(ctx)
+	if err == nil {
+		return c, "agent", nil
 	}
+	if s.d.agentOn() {
+		s.d.log.Warn("the sandbox's agent does not answer; running through docker exec", "sandbox", s.id, "error", err)
+	}
+	mine, theirs := net.Pipe()
+	go s.serveExec(ctx, agent.NewConn(theirs))
+	return mine, "exec", nil
+}
+
+// serveExec answers the run protocol on c by running the start frame's
+// command with docker exec. Signals cannot be delivered that way; they are
+// logged and dropped.
+func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
+	defer c.Close()
+	fail := func(err error) {
+		_ = c.WriteJSON(agent.KindError, agent.Fail(agent.CodeFailed, "exec in sandbox %s: %v", s.id, err))
+	}
+	f, err := c.Read()
+	if err != nil {
+		return
+	}
+	var st agent.Start
+	if f.Kind != agent.KindStart {
+		fail(fmt.Errorf("%w: first frame %q, not a start", agent.ErrProtocol, f.Kind))
+		return
+	}
+	if err := agent.Decode(f, &st); err != nil {
+		fail(err)
+		return
+	}
+	if len(st.Argv) == 0 || st.Argv[0] == "" {
+		_ = c.WriteJSON(agent.KindError, agent.Fail(agent.CodeCannotRun, "no command"))
+		return
+	}
+	size := client.ConsoleSize{Height: uint(st.Rows), Width: uint(st.Cols)}
 	cctx, cancel := s.d.callCtx(ctx)
 	ex, err := s.d.cli.ExecCreate(cctx, s.container, client.ExecCreateOptions{
-		Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir,
-		AttachStdin: req.Stdin != nil, AttachStdout: true, AttachStderr: true,
+		Cmd: st.Argv, Env: st.Env, WorkingDir: st.Dir, User: st.User, TTY: st.TTY, ConsoleSize: size,
+		AttachStdin: st.Stdin, AttachStdout: true, AttachStderr: true,
 	})
 	cancel()
 	if err != nil {
-		return res, fmt.Errorf("exec in sandbox %s: %w", s.id, err)
+		fail(err)
+		return
 	}
-	att, err := s.d.cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	att, err := s.d.cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{TTY: st.TTY, ConsoleSize: size})
 	if err != nil {
-		return res, fmt.Errorf("exec in sandbox %s: attach: %w", s.id, err)
+		fail(fmt.Errorf("attach: %w", err))
+		return
 	}
 	defer att.Close()
-	if req.Stdin != nil {
-		go func() {
-			_, _ = att.Conn.Write(req.Stdin)
-			_ = att.CloseWrite()
-		}()
-	}
-	// Stop reading when ctx ends (the hijacked connection has no deadline).
 	stop := context.AfterFunc(ctx, func() { att.Close() })
 	defer stop()
-	out := &capped{max: api.MaxOutput}
-	errb := &capped{max: api.MaxOutput}
-	if _, err := stdcopy.StdCopy(out, errb, att.Reader); err != nil && !errors.Is(err, io.EOF) {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("exec in sandbox %s: %w", s.id, ctx.Err())
+	_ = c.WriteJSON(agent.KindStarted, agent.Started{})
+
+	// The client's frames: stdin to the exec, resizes to dockerd.
+	go func() {
+		for {
+			f, err := c.Read()
+			if err != nil {
+				att.Close() // the client left; dockerd cannot kill an exec
+				return
+			}
+			switch f.Kind {
+			case agent.KindStdin:
+				if len(f.Payload) == 0 {
+					_ = att.CloseWrite()
+					continue
+				}
+				if _, err := att.Conn.Write(f.Payload); err != nil {
+					continue
+				}
+				_ = c.Write(agent.KindAck, agent.Ack(len(f.Payload)))
+			case agent.KindResize:
+				var r agent.Resize
+				if agent.Decode(f, &r) == nil {
+					_, _ = s.d.cli.ExecResize(ctx, ex.ID, client.ExecResizeOptions{Height: uint(r.Rows), Width: uint(r.Cols)})
+				}
+			case agent.KindSignal:
+				s.d.log.Warn("a signal for a command run through docker exec is dropped: exec has no kill", "sandbox", s.id)
+			}
 		}
-		return res, fmt.Errorf("exec in sandbox %s: read output: %w", s.id, err)
+	}()
+	stdout, stderr := frameWriter{c, agent.KindStdout}, frameWriter{c, agent.KindStderr}
+	if st.TTY {
+		_, err = io.Copy(stdout, att.Reader)
+	} else {
+		_, err = stdcopy.StdCopy(stdout, stderr, att.Reader)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		fail(fmt.Errorf("read output: %w", err))
+		return
 	}
 	cctx, cancel = s.d.callCtx(ctx)
 	defer cancel()
 	insp, err := s.d.cli.ExecInspect(cctx, ex.ID, client.ExecInspectOptions{})
 	if err != nil {
-		return res, fmt.Errorf("exec in sandbox %s: inspect: %w", s.id, err)
+		fail(fmt.Errorf("inspect: %w", err))
+		return
 	}
 	if insp.Running {
-		return res, fmt.Errorf("exec in sandbox %s: output closed while the command still runs", s.id)
+		fail(errors.New("output closed while the command still runs"))
+		return
 	}
-	return registry.ExecResult{Stdout: out.Bytes(), Stderr: errb.Bytes(), ExitCode: insp.ExitCode, Truncated: out.cut || errb.cut}, nil
+	x := agent.Exit{Code: insp.ExitCode}
+	if x.Code > 128 && x.Code < 128+65 {
+		x.Signal = x.Code - 128
+	}
+	_ = c.WriteJSON(agent.KindExit, x)
 }
 
-// capped keeps the first max bytes written to it and drops the rest.
-type capped struct {
-	bytes.Buffer
-	max int
-	cut bool
+// frameWriter writes what it is given as frames of one kind.
+type frameWriter struct {
+	c    *agent.Conn
+	kind byte
 }
 
-func (c *capped) Write(p []byte) (int, error) {
-	if room := c.max - c.Len(); room < len(p) {
-		c.cut = true
-		c.Buffer.Write(p[:max(room, 0)])
-		return len(p), nil
+func (w frameWriter) Write(p []byte) (int, error) {
+	if err := w.c.WriteData(w.kind, p); err != nil {
+		return 0, err
 	}
-	return c.Buffer.Write(p)
+	return len(p), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -37,7 +38,7 @@ type Provider struct {
 
 var (
 	_ registry.Provider = (*Provider)(nil)
-	_ registry.Execer   = (*Provider)(nil)
+	_ registry.Runner   = (*Provider)(nil)
 	_ registry.Janitor  = (*Provider)(nil)
 )
 
@@ -87,13 +88,14 @@ func (p *Provider) Describe(sb sandboxset.Sandbox) (string, string) {
 	return "", ""
 }
 
-// Exec runs a command in sb through docker exec.
-func (p *Provider) Exec(ctx context.Context, sb sandboxset.Sandbox, req registry.ExecRequest) (registry.ExecResult, error) {
+// Session connects to sb's agent, or to docker exec where it does not
+// answer.
+func (p *Provider) Session(ctx context.Context, sb sandboxset.Sandbox) (io.ReadWriteCloser, string, error) {
 	ds, ok := AsDocker(sb)
 	if !ok {
-		panic(fmt.Sprintf("docker provider: exec in sandbox %s, not one of its own", sb.ID()))
+		panic(fmt.Sprintf("docker provider: run in sandbox %s, not one of its own", sb.ID()))
 	}
-	return ds.Exec(ctx, req)
+	return ds.Session(ctx)
 }
 
 // scratch returns what removes any sandbox's scratch: its volume, or its

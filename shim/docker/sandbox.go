@@ -81,6 +81,7 @@ func (s *Sandbox) remove(ctx context.Context) error {
 		cancel()
 		switch {
 		case err == nil || cerrdefs.IsNotFound(err):
+			s.d.removeCtl(s.id)
 			return nil
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && try < 3:
 			s.d.log.Warn("removing a container timed out; trying again", "sandbox", s.id, "container", s.container)

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -24,29 +25,13 @@ type Provider interface {
 	Describe(sb sandboxset.Sandbox) (container, scratch string)
 }
 
-// Execer is a Provider that can run commands in its sandboxes (Run needs
-// one).
-type Execer interface {
-	// Exec runs a command in sb, a running sandbox of one of its backends,
-	// and waits for it. The command's failure is its exit code, not an
-	// error.
-	Exec(ctx context.Context, sb sandboxset.Sandbox, req ExecRequest) (ExecResult, error)
-}
-
-// ExecRequest is a command to run in a sandbox.
-type ExecRequest struct {
-	Cmd        []string
-	Env        []string
-	WorkingDir string
-	Stdin      []byte // nil: no stdin
-}
-
-// ExecResult is what the command printed and how it ended.
-type ExecResult struct {
-	Stdout    []byte
-	Stderr    []byte
-	ExitCode  int
-	Truncated bool // output past api.MaxOutput was dropped
+// Runner is a Provider that can run commands in its sandboxes (runs need
+// it).
+type Runner interface {
+	// Session returns a connection that speaks the run protocol (see
+	// shim/agent) to what runs commands in sb, a running sandbox of one of
+	// its backends; via names it ("agent", or a fallback's name).
+	Session(ctx context.Context, sb sandboxset.Sandbox) (conn io.ReadWriteCloser, via string, err error)
 }
 
 // Janitor keeps the backend's world in line with the registry's pools: it

@@ -1,22 +1,48 @@
 package registry
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"time"
 
+	"github.com/containerd/errdefs"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
-// Run runs a command in a sandbox of a pool (or of an image's pool): by
-// default the sandbox is destroyed afterwards and the pool refills in the
-// background; with Reuse it goes back to the pool.
-func (r *Registry) Run(ctx context.Context, req api.RunRequest) (*api.RunResult, error) {
-	ex, ok := r.cfg.Provider.(Execer)
+// MaxRun bounds a run that names no timeout, whatever its client does.
+const MaxRun = 24 * time.Hour
+
+// RunSession is a run whose sandbox is taken and whose process runner
+// answers; Relay runs it for a client.
+type RunSession struct {
+	r     *Registry
+	p     *Pool
+	ref   *sandboxset.Ref
+	agent *agent.Conn
+	start agent.Start
+	hello agent.Hello
+	reuse bool
+}
+
+// Hello returns what the session tells its client first.
+func (s *RunSession) Hello() agent.Hello { return s.hello }
+
+// OpenRun takes a sandbox for req from its pool (or its image's) and
+// connects to what runs commands in it. The caller must Relay or Abort the
+// session.
+func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession, error) {
+	rn, ok := r.cfg.Provider.(Runner)
 	if !ok {
 		return nil, ErrNoExec
 	}
-	if len(req.Cmd) == 0 {
+	if len(req.Cmd) == 0 || req.Cmd[0] == "" {
 		return nil, fmt.Errorf("%w: run: no command", spec.ErrInvalidSpec)
 	}
 	if err := spec.ValidateEnv(req.Env); err != nil {
@@ -26,28 +52,216 @@ func (r *Registry) Run(ctx context.Context, req api.RunRequest) (*api.RunResult,
 	if err != nil {
 		return nil, err
 	}
-	id := ref.Sandbox().ID()
-	res, err := ex.Exec(ctx, ref.Sandbox(), ExecRequest{Cmd: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, Stdin: req.Stdin})
-	if err != nil || !req.Reuse {
-		// Off the caller's path: the destroy, then the refill it allows.
-		r.bg.Add(1)
-		go func() {
-			defer r.bg.Done()
-			if derr := ref.Destroy(ReasonRunDone); derr != nil {
-				r.log.Warn("destroy after run", "pool", p.Name, "sandbox", id, "error", derr)
-			}
-			if p.Config.MinIdle > 0 {
-				r.warm(p)
-			}
-		}()
-	} else if perr := ref.Put(); perr != nil {
-		r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", id, "error", perr)
+	conn, via, err := rn.Session(ctx, ref.Sandbox())
+	if err != nil {
+		r.finish(p, ref, false)
+		return nil, fmt.Errorf("run in sandbox %s: %w", ref.Sandbox().ID(), err)
 	}
+	return &RunSession{
+		r: r, p: p, ref: ref, agent: agent.NewConn(conn), reuse: req.Reuse,
+		start: agent.Start{Argv: req.Cmd, Env: req.Env, Dir: req.WorkingDir, User: req.User, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols},
+		hello: agent.Hello{Pool: p.Name, Sandbox: ref.Sandbox().ID(), Outcome: ref.Outcome().String(), Via: via},
+	}, nil
+}
+
+// Abort ends a session that will not be relayed; its sandbox is destroyed.
+func (s *RunSession) Abort() {
+	s.agent.Close()
+	s.r.finish(s.p, s.ref, false)
+}
+
+// Relay runs the session for client, which speaks the run protocol: the
+// hello, then the client's start (its argv, env, dir, user and terminal are
+// the session's, from the request; only whether stdin follows is the
+// client's), then frames both ways until the process exits. The sandbox
+// goes back to its pool if the request asked and the run ended cleanly,
+// and is destroyed otherwise. The result is the exit, or why the run
+// failed (also sent to the client as an error frame where it can be).
+func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit, error) {
+	clean := false
+	defer func() {
+		s.agent.Close()
+		s.r.finish(s.p, s.ref, clean && s.reuse)
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.r.stopCtx, cancel)
+	defer stop()
+	fail := func(code int, err error) (agent.Exit, error) {
+		_ = client.WriteJSON(agent.KindError, agent.Fail(code, "%v", err))
+		return agent.Exit{}, err
+	}
+	if err := client.WriteJSON(agent.KindHello, s.hello); err != nil {
+		return agent.Exit{}, fmt.Errorf("run: client: %w", err)
+	}
+	f, err := client.Read()
+	if err != nil {
+		return agent.Exit{}, fmt.Errorf("run: client: %w", err)
+	}
+	var st agent.Start
+	if f.Kind != agent.KindStart {
+		return fail(agent.CodeFailed, fmt.Errorf("%w: the client's first frame is %q, not a start", agent.ErrProtocol, f.Kind))
+	}
+	if err := agent.Decode(f, &st); err != nil {
+		return fail(agent.CodeFailed, err)
+	}
+	start := s.start
+	start.Stdin = st.Stdin
+	if err := s.agent.WriteJSON(agent.KindStart, start); err != nil {
+		return fail(agent.CodeFailed, fmt.Errorf("sandbox %s: send start: %w", s.hello.Sandbox, err))
+	}
+
+	// Either side going away, or ctx ending, ends the run: closing the
+	// agent's connection kills the process group.
+	clientGone := make(chan error, 1)
+	go func() {
+		clientGone <- relayClient(client, s.agent)
+		s.agent.Close()
+	}()
+	done := context.AfterFunc(ctx, func() { s.agent.Close() })
+	defer done()
+	for {
+		f, err := s.agent.Read()
+		if err != nil {
+			select {
+			case cerr := <-clientGone:
+				return agent.Exit{}, fmt.Errorf("run: client left: %w", cerr)
+			default:
+			}
+			if ctx.Err() != nil {
+				if s.r.stopCtx.Err() != nil {
+					return fail(agent.CodeFailed, errors.New("the daemon is stopping"))
+				}
+				return fail(agent.CodeFailed, fmt.Errorf("%w: run timed out", context.DeadlineExceeded))
+			}
+			return fail(agent.CodeFailed, fmt.Errorf("sandbox %s: lost its process runner: %w", s.hello.Sandbox, err))
+		}
+		switch f.Kind {
+		case agent.KindStdout, agent.KindStderr, agent.KindAck, agent.KindStarted:
+			if err := client.Write(f.Kind, f.Payload); err != nil {
+				return agent.Exit{}, fmt.Errorf("run: client: %w", err)
+			}
+		case agent.KindExit:
+			var x agent.Exit
+			if err := agent.Decode(f, &x); err != nil {
+				return fail(agent.CodeFailed, err)
+			}
+			clean = true
+			return x, client.WriteJSON(agent.KindExit, x)
+		case agent.KindError:
+			var e agent.Error
+			if err := agent.Decode(f, &e); err != nil {
+				return fail(agent.CodeFailed, err)
+			}
+			if e.Code != agent.CodeCannotRun && e.Code != agent.CodeNotFound {
+				e.Code = agent.CodeFailed
+			}
+			clean = e.Code != agent.CodeFailed // nothing ran: the sandbox is as it was
+			_ = client.WriteJSON(agent.KindError, e)
+			return agent.Exit{}, &e
+		default:
+			return fail(agent.CodeFailed, fmt.Errorf("sandbox %s: %w: unexpected frame %q", s.hello.Sandbox, agent.ErrProtocol, f.Kind))
+		}
+	}
+}
+
+// relayClient forwards the client's stdin, resizes and signals to the
+// agent until the client goes away or sends what it may not.
+func relayClient(client, to *agent.Conn) error {
+	for {
+		f, err := client.Read()
+		if err != nil {
+			return err
+		}
+		switch f.Kind {
+		case agent.KindStdin, agent.KindResize, agent.KindSignal:
+			if err := to.Write(f.Kind, f.Payload); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: frame %q from a client", agent.ErrProtocol, f.Kind)
+		}
+	}
+}
+
+// finish puts a run's sandbox back (reuse) or destroys it and lets its
+// pool refill, off the caller's path.
+func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
+	id := ref.Sandbox().ID()
+	if reuse {
+		if err := ref.Put(); err != nil {
+			r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", id, "error", err)
+		}
+		return
+	}
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		if err := ref.Destroy(ReasonRunDone); err != nil {
+			r.log.Warn("destroy after run", "pool", p.Name, "sandbox", id, "error", err)
+		}
+		if p.Config.MinIdle > 0 {
+			r.warm(p)
+		}
+	}()
+}
+
+// Run runs a command in a sandbox of a pool (or of an image's pool) with
+// req.Stdin as its stdin, and returns what it wrote, up to api.MaxOutput of
+// each stream. By default the sandbox is destroyed afterwards and the pool
+// refills in the background; with Reuse it goes back to the pool.
+func (r *Registry) Run(ctx context.Context, req api.RunRequest) (*api.RunResult, error) {
+	s, err := r.OpenRun(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	return &api.RunResult{
-		Pool: p.Name, Sandbox: id, Outcome: ref.Outcome().String(),
-		Stdout: res.Stdout, Stderr: res.Stderr, ExitCode: res.ExitCode, Truncated: res.Truncated,
-	}, nil
+	mine, theirs := net.Pipe()
+	relayed := make(chan error, 1)
+	go func() {
+		_, err := s.Relay(ctx, agent.NewConn(theirs))
+		theirs.Close()
+		relayed <- err
+	}()
+	out, errb := &capped{max: api.MaxOutput}, &capped{max: api.MaxOutput}
+	sio := agent.Stdio{Stdout: out, Stderr: errb}
+	if req.Stdin != nil {
+		sio.Stdin = bytes.NewReader(req.Stdin)
+	}
+	x, err := agent.Run(ctx, agent.NewConn(mine), agent.Start{}, sio)
+	mine.Close()
+	rerr := <-relayed
+	res := &api.RunResult{Pool: s.hello.Pool, Sandbox: s.hello.Sandbox, Outcome: s.hello.Outcome,
+		Stdout: out.Bytes(), Stderr: errb.Bytes(), ExitCode: x.Code, Truncated: out.cut || errb.cut}
+	var e *agent.Error
+	switch {
+	case errors.As(err, &e) && e.Code != agent.CodeFailed:
+		// The command could not be started: that is its exit code, as in
+		// a shell.
+		res.ExitCode = e.Code
+		res.Stderr = append(res.Stderr, "ol-shim: "+e.Message+"\n"...)
+		return res, nil
+	case errors.As(err, &e) && rerr != nil && !errors.As(rerr, &e):
+		return nil, rerr // the daemon's own reason, with its class
+	case errors.As(err, &e):
+		return nil, errdefs.ErrUnavailable.WithMessage(e.Message)
+	case err != nil:
+		return nil, err
+	}
+	return res, nil
+}
+
+// capped keeps the first max bytes written to it and drops the rest.
+type capped struct {
+	bytes.Buffer
+	max int
+	cut bool
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - c.Len(); room < len(p) {
+		c.cut = true
+		c.Buffer.Write(p[:max(room, 0)])
+		return len(p), nil
+	}
+	return c.Buffer.Write(p)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/open-lambda/ol-shim/internal/serve"
+	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/spec"
@@ -416,6 +417,10 @@ func (a *Server) run(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: working_dir %q: must be absolute", errBadRequest, req.WorkingDir))
 		return
 	}
+	if api.IsRunUpgrade(r.Header) {
+		a.runStream(w, r, req)
+		return
+	}
 	ctx, cancel, err := timeoutCtx(r, req.Timeout)
 	if err != nil {
 		writeError(w, err)
@@ -428,4 +433,53 @@ func (a *Server) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// runStream serves a run on the connection itself: the sandbox is taken
+// (errors are HTTP errors), then the connection is upgraded and carries
+// the run protocol (shim/agent) until the command exits. Taking the
+// sandbox is bounded as an acquire is; the run by its timeout, or by
+// registry.MaxRun.
+func (a *Server) runStream(w http.ResponseWriter, r *http.Request, req api.RunCall) {
+	run := registry.MaxRun
+	if req.Timeout != "" {
+		v, err := time.ParseDuration(req.Timeout)
+		if err != nil || v <= 0 {
+			writeError(w, fmt.Errorf("%w: timeout %q: want a positive duration like 30s", errBadRequest, req.Timeout))
+			return
+		}
+		run = min(v, registry.MaxRun)
+	}
+	// The run outlives the handler's request context once hijacked.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), run)
+	defer cancel()
+	tctx, tcancel := context.WithTimeout(ctx, min(run, api.DefaultAcquireTimeout))
+	stop := context.AfterFunc(r.Context(), tcancel) // the client left while we waited
+	sess, err := a.Registry.OpenRun(tctx, req.RunRequest)
+	stop()
+	tcancel()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		sess.Abort()
+		writeError(w, fmt.Errorf("run: upgrade the connection: %w", err))
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Time{}) // the server's deadlines were for the request
+	if _, err := brw.WriteString(api.RunUpgradeResponse); err != nil || brw.Flush() != nil {
+		sess.Abort()
+		return
+	}
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{brw.Reader, conn}
+	if brw.Reader.Buffered() == 0 {
+		rw.Reader = conn
+	}
+	_, _ = sess.Relay(ctx, agent.NewConn(rw))
 }

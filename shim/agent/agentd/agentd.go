@@ -93,7 +93,7 @@ type output struct {
 // start starts st's process, or says why it could not as an error frame.
 func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 	if len(st.Argv) == 0 || st.Argv[0] == "" {
-		return nil, agent.Fail(agent.CodeCannotRun, "ol-shim: no command")
+		return nil, agent.Fail(agent.CodeCannotRun, "no command")
 	}
 	env := mergeEnv(s.Env, st.Env)
 	if st.TTY && !hasKey(env, "TERM") {
@@ -103,7 +103,7 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 	if st.User != "" {
 		u, err := user.GetExecUserPath(st.User, nil, "/etc/passwd", "/etc/group")
 		if err != nil {
-			return nil, agent.Fail(agent.CodeCannotRun, "ol-shim: user %q: %v", st.User, err)
+			return nil, agent.Fail(agent.CodeCannotRun, "user %q: %v", st.User, err)
 		}
 		groups := make([]uint32, len(u.Sgids))
 		for i, g := range u.Sgids {
@@ -116,7 +116,7 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 	}
 	if st.Dir != "" {
 		if !filepath.IsAbs(st.Dir) {
-			return nil, agent.Fail(agent.CodeCannotRun, "ol-shim: working directory %q: not absolute", st.Dir)
+			return nil, agent.Fail(agent.CodeCannotRun, "working directory %q: not absolute", st.Dir)
 		}
 		_ = os.MkdirAll(st.Dir, 0o755) // as docker run does
 		attr.Dir = st.Dir
@@ -140,7 +140,7 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 	if st.TTY {
 		ptmx, tty, err := pty.Open()
 		if err != nil {
-			return fail("ol-shim: open a terminal: %v", err)
+			return fail("open a terminal: %v", err)
 		}
 		p.tty = ptmx
 		child = append(child, tty)
@@ -157,13 +157,13 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 	} else {
 		in, err := os.Open(os.DevNull)
 		if err != nil {
-			return fail("ol-shim: open %s: %v", os.DevNull, err)
+			return fail("open %s: %v", os.DevNull, err)
 		}
 		if st.Stdin {
 			in.Close()
 			r, w, err := os.Pipe()
 			if err != nil {
-				return fail("ol-shim: stdin pipe: %v", err)
+				return fail("stdin pipe: %v", err)
 			}
 			in, p.stdin = r, w
 		}
@@ -172,7 +172,7 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 		for _, k := range []byte{agent.KindStdout, agent.KindStderr} {
 			r, w, err := os.Pipe()
 			if err != nil {
-				return fail("ol-shim: output pipe: %v", err)
+				return fail("output pipe: %v", err)
 			}
 			child = append(child, w)
 			files = append(files, w)
@@ -194,7 +194,7 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 		if st.User != "" {
 			where += " as " + st.User
 		}
-		return nil, agent.Fail(code, "ol-shim: exec %q%s: %v", st.Argv[0], where, unwrapPath(err))
+		return nil, agent.Fail(code, "exec %q%s: %v", st.Argv[0], where, unwrapPath(err))
 	}
 	p.p, p.status = proc, status
 	return p, nil
@@ -365,9 +365,9 @@ func lookPath(argv0 string, env []string) (string, *agent.Error) {
 		case err == nil:
 			return argv0, nil
 		case exists:
-			return "", agent.Fail(agent.CodeCannotRun, "ol-shim: exec %q: permission denied", argv0)
+			return "", agent.Fail(agent.CodeCannotRun, "exec %q: permission denied", argv0)
 		default:
-			return "", agent.Fail(agent.CodeNotFound, "ol-shim: exec %q: no such file or directory", argv0)
+			return "", agent.Fail(agent.CodeNotFound, "exec %q: no such file or directory", argv0)
 		}
 	}
 	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -391,9 +391,9 @@ func lookPath(argv0 string, env []string) (string, *agent.Error) {
 		}
 	}
 	if denied != "" {
-		return "", agent.Fail(agent.CodeCannotRun, "ol-shim: exec %q: %s: permission denied", argv0, denied)
+		return "", agent.Fail(agent.CodeCannotRun, "exec %q: %s: permission denied", argv0, denied)
 	}
-	return "", agent.Fail(agent.CodeNotFound, "ol-shim: exec %q: executable file not found in $PATH", argv0)
+	return "", agent.Fail(agent.CodeNotFound, "exec %q: executable file not found in $PATH", argv0)
 }
 
 func unwrapPath(err error) error {

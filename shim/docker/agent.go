@@ -1,0 +1,123 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/open-lambda/ol-shim/shim/agent"
+)
+
+// ctlDir is the host side of sandbox id's control directory.
+func (d *Docker) ctlDir(id string) string { return filepath.Join(d.cfg.AgentDir, id) }
+
+// agentOn reports whether sandboxes get an agent.
+func (d *Docker) agentOn() bool { return d.cfg.AgentDir != "" && d.cfg.InitBinary != "" }
+
+// makeCtl makes sandbox id's control directory. Only root on the host
+// reaches it (AgentDir is 0700). In the container its owner must be able
+// to make the socket: a pool that runs as another user than root gets a
+// directory all may write to, still behind AgentDir's 0700.
+func (b *Backend) makeCtl(id string) error {
+	dir := b.d.ctlDir(id)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("control directory of sandbox %s: %w", id, err)
+	}
+	mode := os.FileMode(0o700)
+	if u := b.spec.User; u != "" && u != "root" && u != "0" && !strings.HasPrefix(u, "0:") && !strings.HasPrefix(u, "root:") {
+		mode = 0o777
+	}
+	return os.Chmod(dir, mode)
+}
+
+// removeCtl removes sandbox id's control directory. What the sandbox put
+// there is removed without following a symlink out of it.
+func (d *Docker) removeCtl(id string) {
+	if !d.agentOn() || id == "" {
+		return
+	}
+	if err := os.RemoveAll(d.ctlDir(id)); err != nil {
+		d.log.Warn("remove a sandbox's control directory", "sandbox", id, "error", err)
+	}
+}
+
+// agentWait bounds how long a new sandbox's agent may take to listen.
+const agentWait = 5 * time.Second
+
+// waitAgent waits until a new sandbox's agent listens; a sandbox whose
+// agent does not is still served, through docker exec.
+func (s *Sandbox) waitAgent(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, agentWait)
+	defer cancel()
+	wait := 200 * time.Microsecond
+	for {
+		fd, err := s.agentSocket()
+		if err == nil {
+			unix.Close(fd)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.d.log.Warn("the agent of a new sandbox does not listen; its runs will go through docker exec", "sandbox", s.id, "error", err)
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Millisecond)
+	}
+}
+
+// agentSocket opens an O_PATH handle on the agent's socket. The sandbox
+// owns its control directory, so the name is resolved in it without
+// following any symlink: a sandbox cannot make the daemon, root on the
+// host, connect to another socket than its own.
+func (s *Sandbox) agentSocket() (int, error) {
+	dir, err := unix.Open(s.d.ctlDir(s.id), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat2(dir, agent.SocketName, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s in the control directory is not a socket", agent.SocketName)
+	}
+	return fd, nil
+}
+
+// agentDialTimeout bounds a connect to an agent.
+const agentDialTimeout = 2 * time.Second
+
+// DialAgent connects to the sandbox's agent, through the handle of its
+// socket (what was checked is what is connected to).
+func (s *Sandbox) DialAgent(ctx context.Context) (net.Conn, error) {
+	if !s.d.agentOn() {
+		return nil, errors.New("sandboxes have no agent (no init binary)")
+	}
+	fd, err := s.agentSocket()
+	if err != nil {
+		return nil, fmt.Errorf("agent of sandbox %s: %w", s.id, err)
+	}
+	defer unix.Close(fd)
+	var dl net.Dialer
+	ctx, cancel := context.WithTimeout(ctx, agentDialTimeout)
+	defer cancel()
+	c, err := dl.DialContext(ctx, "unix", fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return nil, fmt.Errorf("agent of sandbox %s: %w", s.id, err)
+	}
+	return c, nil
+}
