@@ -25,7 +25,9 @@ func (s *Sandbox) Session(ctx context.Context) (io.ReadWriteCloser, string, erro
 		s.d.log.Warn("the sandbox's agent does not answer; running through docker exec", "sandbox", s.id, "error", err)
 	}
 	mine, theirs := net.Pipe()
-	go s.serveExec(ctx, agent.NewConn(theirs))
+	// The exec lives as long as the session, not as the call that opened
+	// it; closing the session ends it.
+	go s.serveExec(context.WithoutCancel(ctx), agent.NewConn(theirs))
 	return mine, "exec", nil
 }
 

@@ -1,0 +1,398 @@
+//go:build integration
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/open-lambda/ol-shim/shim/agent"
+	"github.com/open-lambda/ol-shim/shim/api"
+)
+
+const runConfig = `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+min_idle = 1
+memory = "64M"
+
+[pools.rt]
+image = "ol-shim-test/runtime:latest"
+cmd = ["/runtime"]
+min_idle = 1
+memory = "32M"
+ready = { socket = "ol.sock", timeout = "20s" }
+`
+
+// stream runs req through the API's streamed run and returns the hello,
+// the exit and what it wrote.
+func (d *testDaemon) stream(t *testing.T, req api.RunCall, stdin io.Reader) (agent.Hello, agent.Exit, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := d.c.RunStream(ctx, req)
+	if err != nil {
+		return agent.Hello{}, agent.Exit{}, "", err
+	}
+	defer conn.Close()
+	var h agent.Hello
+	var out bytes.Buffer
+	x, err := agent.Run(ctx, agent.NewConn(conn), agent.Start{}, agent.Stdio{Stdin: stdin, Stdout: &out, Stderr: &out, Hello: func(hh agent.Hello) { h = hh }})
+	return h, x, out.String(), err
+}
+
+// execCreates counts the exec_create events dockerd recorded for this
+// daemon's containers between since and until.
+func (d *testDaemon) execCreates(t *testing.T, since, until time.Time) int {
+	t.Helper()
+	out, err := exec.Command("docker", "events", "--since", strconv.FormatInt(since.Unix()-1, 10), "--until", strconv.FormatInt(until.Unix()+1, 10),
+		"--filter", "event=exec_create", "--filter", "label="+api.LabelRoot+"="+rootID(d.root), "--format", "{{.Actor.ID}}").Output()
+	if err != nil {
+		t.Fatalf("docker events: %v", err)
+	}
+	return len(strings.Fields(string(out)))
+}
+
+// Runs are served by the sandbox's agent: dockerd sees no exec, in pools
+// that idle in init and in pools with a command of their own.
+func TestRunThroughAgentNoExec(t *testing.T) {
+	d := newDaemon(t, runConfig)
+	d.waitIdle("bb", 1)
+	d.waitIdle("rt", 1)
+	since := time.Now()
+	for _, pool := range []string{"bb", "rt", "bb"} {
+		cmd := []string{"sh", "-c", "echo from $0", pool}
+		if pool == "rt" {
+			cmd = []string{"/.ol-shim/init", "version"} // FROM scratch: no shell
+		}
+		h, x, out, err := d.stream(t, api.RunCall{RunRequest: api.RunRequest{Pool: pool, Cmd: cmd, Reuse: true}}, nil)
+		if err != nil || x.Code != 0 || h.Via != "agent" || out == "" {
+			t.Fatalf("run in pool %s: hello %+v, exit %+v, output %q, %v", pool, h, x, out, err)
+		}
+	}
+	if out, _, code := d.cli("", "run", "--pool", "bb", "true"); code != 0 {
+		t.Fatalf("ol-shim run: exit %d: %s", code, out)
+	}
+	until := time.Now()
+	if n := d.execCreates(t, since, until); n != 0 {
+		t.Fatalf("dockerd recorded %d exec_create events for runs served by agents", n)
+	}
+	// The count sees an exec when there is one: a sandbox whose agent
+	// does not answer is served through docker exec.
+	socks, _ := filepath.Glob(filepath.Join(d.root, "agents", "*", agent.SocketName))
+	for _, s := range socks {
+		os.Remove(s)
+	}
+	since = time.Now()
+	if h, x, _, err := d.stream(t, api.RunCall{RunRequest: api.RunRequest{Pool: "bb", Cmd: []string{"true"}}}, nil); err != nil || x.Code != 0 || h.Via != "exec" {
+		t.Fatalf("run with the agent's socket gone: %+v %+v %v", h, x, err)
+	}
+	if n := d.execCreates(t, since, time.Now()); n == 0 {
+		t.Fatal("the exec_create count missed a docker exec: the check above proves nothing")
+	}
+}
+
+// A sandbox whose agent does not answer is served through docker exec,
+// and the log says so.
+func TestRunFallsBackToExec(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	socks, _ := filepath.Glob(filepath.Join(d.root, "agents", "*", agent.SocketName))
+	if len(socks) != 1 {
+		t.Fatalf("agent sockets: %v, want one for the one sandbox", socks)
+	}
+	if err := os.Remove(socks[0]); err != nil {
+		t.Fatal(err)
+	}
+	h, x, out, err := d.stream(t, api.RunCall{RunRequest: api.RunRequest{Pool: "bb", Cmd: []string{"sh", "-c", "echo via exec; exit 4"}}}, nil)
+	if err != nil || x.Code != 4 || out != "via exec\n" || h.Via != "exec" {
+		t.Fatalf("run with no agent: hello %+v exit %+v output %q %v", h, x, out, err)
+	}
+	if !strings.Contains(d.log.String(), "running through docker exec") {
+		t.Fatalf("the fallback was not logged:\n%s", d.log.String())
+	}
+}
+
+// A sandbox that swaps its agent's socket for a symlink to a host socket
+// does not get the daemon (root on the host) to connect there: the run
+// goes through docker exec.
+func TestRunAgentSocketSymlinkNotFollowed(t *testing.T) {
+	d := newDaemon(t, bbConfig+"max_size = 1\n") // one sandbox: the next run gets the one attacked
+	d.waitIdle("bb", 1)
+	// A host socket that counts connections, as a stand-in for
+	// /var/run/docker.sock.
+	bait := filepath.Join(t.TempDir(), "bait.sock")
+	l, err := net.Listen("unix", bait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	hits := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			hits <- struct{}{}
+			c.Close()
+		}
+	}()
+	script := fmt.Sprintf("rm -f %[1]s && ln -s %[2]s %[1]s && ls -l %[1]s", agent.SocketPath, bait)
+	h, x, out, err := d.stream(t, api.RunCall{RunRequest: api.RunRequest{Pool: "bb", Cmd: []string{"sh", "-c", script}, Reuse: true}}, nil)
+	if err != nil || x.Code != 0 || h.Via != "agent" {
+		t.Fatalf("plant the symlink: %+v %+v %q %v", h, x, out, err)
+	}
+	h, x, out, err = d.stream(t, api.RunCall{RunRequest: api.RunRequest{Pool: "bb", Cmd: []string{"echo", "still served"}}}, nil)
+	if err != nil || x.Code != 0 || out != "still served\n" {
+		t.Fatalf("run after the swap: %+v %+v %q %v", h, x, out, err)
+	}
+	if h.Via != "exec" {
+		t.Errorf("the run after the swap went via %q, want exec", h.Via)
+	}
+	select {
+	case <-hits:
+		t.Fatal("the daemon connected to the host socket the sandbox's symlink named")
+	default:
+	}
+}
+
+// The first line of output reaches the CLI as it is written, not at the
+// command's end: the sandbox stamps the line with the host kernel's
+// uptime (not namespaced), the test reads the uptime as the line arrives.
+func TestRunStreamsOutput(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	cmd := exec.Command(bin, "--socket", d.socket, "run", "--pool", "bb", "sh", "-c", "cut -d' ' -f1 /proc/uptime; sleep 3; echo b")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	first, err := r.ReadString('\n')
+	arrived := uptime(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written, err := strconv.ParseFloat(strings.TrimSpace(first), 64)
+	if err != nil {
+		t.Fatalf("first line %q: %v", first, err)
+	}
+	rest, _ := io.ReadAll(r)
+	if err := cmd.Wait(); err != nil || string(rest) != "b\n" {
+		t.Fatalf("the rest: %q, %v", rest, err)
+	}
+	// /proc/uptime has centiseconds: allow for them.
+	if lag := arrived - written; lag > 0.2+0.01 {
+		t.Fatalf("the first line reached the CLI %.2fs after it was written; want <= 200ms", lag)
+	}
+}
+
+func uptime(t *testing.T) float64 {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	return v
+}
+
+// Exit codes as docker run gives them.
+func TestRunExitCodes(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--pool", "bb", "true"}, 0},
+		{[]string{"--pool", "bb", "sh", "-c", "exit 3"}, 3},
+		{[]string{"--pool", "no-such-pool", "true"}, 125},
+		{[]string{"no-such-image:here", "true"}, 125},
+		{[]string{"--pool", "bb", "/etc"}, 126},
+		{[]string{"--pool", "bb", "-u", "no-such-user", "true"}, 126},
+		{[]string{"--pool", "bb", "no-such-command"}, 127},
+		{[]string{"--pool", "bb", "sh", "-c", "kill -INT $$"}, 130},
+	} {
+		_, stderr, code := d.cli("", append([]string{"run"}, c.args...)...)
+		if code != c.code {
+			t.Errorf("ol-shim run %q: exit %d, want %d; stderr %q", c.args, code, c.code, stderr)
+		}
+		if c.code >= 125 && c.code <= 127 && !strings.HasPrefix(stderr, "ol-shim: ") {
+			t.Errorf("ol-shim run %q: stderr %q does not say what failed", c.args, stderr)
+		}
+	}
+}
+
+// Ctrl-C on the CLI reaches the command as SIGINT.
+func TestRunCtrlC(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	cmd := exec.Command(bin, "--socket", d.socket, "run", "--pool", "bb", "sh", "-c", "trap 'echo got INT; exit 42' INT; echo ready; while :; do sleep 0.1; done")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	if l, err := r.ReadString('\n'); err != nil || l != "ready\n" {
+		t.Fatalf("%q %v", l, err)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	rest, _ := io.ReadAll(r)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 42 || !strings.Contains(string(rest), "got INT") {
+		t.Fatalf("after SIGINT: %v, output %q; want the trap's exit 42", err, rest)
+	}
+	// With no trap, the command dies of it: 130.
+	cmd = exec.Command(bin, "--socket", d.socket, "run", "--pool", "bb", "sh", "-c", "echo ready; exec sleep 30")
+	stdout, _ = cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	bufio.NewReader(stdout).ReadString('\n')
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("sleep after SIGINT: %v, want exit 130", err)
+	}
+}
+
+// -i: stdin is streamed, answered line by line before it ends.
+func TestRunInteractive(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	cmd := exec.Command(bin, "--socket", d.socket, "run", "-i", "--pool", "bb", "sh", "-c", "while read l; do echo got $l; done; echo bye")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	for _, w := range []string{"one", "two"} {
+		fmt.Fprintln(stdin, w)
+		l, err := r.ReadString('\n')
+		if err != nil || l != "got "+w+"\n" {
+			t.Fatalf("after writing %q: read %q, %v", w, l, err)
+		}
+	}
+	stdin.Close()
+	rest, _ := io.ReadAll(r)
+	if err := cmd.Wait(); err != nil || string(rest) != "bye\n" {
+		t.Fatalf("after EOF: %q %v", rest, err)
+	}
+}
+
+// -t: a terminal in the sandbox, sized as the CLI's and following its
+// resizes; Ctrl-C typed reaches the remote terminal.
+func TestRunTTY(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	cmd := exec.Command(bin, "--socket", d.socket, "run", "-it", "--pool", "bb", "sh")
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	out := &syncBuffer{}
+	go io.Copy(out, ptmx)
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the terminal's output:\n%s", what, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	io.WriteString(ptmx, "tty; stty size | sed 's/ /x/'\n")
+	waitFor("/dev/pts/")
+	waitFor("40x100")
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 50, Cols: 120}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // SIGWINCH to the CLI, a resize frame on
+	io.WriteString(ptmx, "stty size | sed 's/ /y/'\n")
+	waitFor("50y120")
+	io.WriteString(ptmx, "sleep 30\n")
+	time.Sleep(500 * time.Millisecond)
+	io.WriteString(ptmx, "\x03")
+	time.Sleep(200 * time.Millisecond)
+	io.WriteString(ptmx, "echo after-$?\n")
+	waitFor("after-130")
+	io.WriteString(ptmx, "exit 7\n")
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+		t.Fatalf("exit 7 in the terminal: CLI ended with %v\n%s", err, out.String())
+	}
+}
+
+// 1 GiB through stdout: the daemon relays it a frame at a time, its RSS
+// stays flat.
+func TestRunLargeOutputBoundedMemory(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	pid := d.cmd.Process.Pid
+	before := rss(t, pid)
+	cmd := exec.Command(bin, "--socket", d.socket, "run", "--pool", "bb", "head", "-c", "1073741824", "/dev/zero")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	peak := before
+	done := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, stdout)
+		done <- n
+	}()
+	var n int64
+	for waiting := true; waiting; {
+		select {
+		case n = <-done:
+			waiting = false
+		case <-time.After(50 * time.Millisecond):
+			peak = max(peak, rss(t, pid))
+		}
+	}
+	if err := cmd.Wait(); err != nil || n != 1<<30 {
+		t.Fatalf("read %d bytes of 1 GiB, %v", n, err)
+	}
+	t.Logf("daemon RSS %d MiB before, %d MiB at most during 1 GiB of output", before>>20, peak>>20)
+	if grew := peak - before; grew > 32<<20 {
+		t.Fatalf("the daemon's RSS grew by %d MiB relaying 1 GiB; want <= 32 MiB", grew>>20)
+	}
+}
+
+func rss(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
