@@ -3,6 +3,8 @@
 GO      ?= go
 BIN     := bin/ol-shim
 PREFIX  ?= /usr/local
+# Docker CLI plugins: docker-ol there makes "docker ol run ..." work.
+CLI_PLUGINS ?= /usr/local/lib/docker/cli-plugins
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell find . -name '*.go' -not -path './build/*')
 
@@ -73,6 +75,7 @@ install: $(BIN) ## install the binary, the systemd unit, the plugin spec for doc
 	install -D -m 0644 systemd/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.service
 	install -D -m 0644 systemd/ol-shim.socket $(DESTDIR)/etc/systemd/system/ol-shim.socket
 	install -D -m 0644 plugin.json $(DESTDIR)/etc/docker/plugins/ol-shim.json
+	install -d $(DESTDIR)$(CLI_PLUGINS) && ln -sf $(PREFIX)/bin/ol-shim $(DESTDIR)$(CLI_PLUGINS)/docker-ol
 	[ -e $(DESTDIR)/etc/ol-shim/config.toml ] || install -D -m 0644 examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; echo "installed: systemctl enable --now ol-shim"; fi
 
@@ -80,6 +83,8 @@ uninstall: ## stop the service, remove its sandboxes (ol-shim serve --purge) and
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now ol-shim.service ol-shim.socket 2>/dev/null || true; fi
 	@if [ -z "$(DESTDIR)" ] && [ -x $(PREFIX)/bin/ol-shim ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; then \
 		$(PREFIX)/bin/ol-shim serve --purge || { echo "uninstall: stopped before removing anything: start ol-shim again (systemctl start ol-shim), remove the volumes named above, then run make uninstall again" >&2; exit 1; }; fi
+	rm -f $(DESTDIR)$(CLI_PLUGINS)/docker-ol
+	rmdir $(DESTDIR)$(CLI_PLUGINS) $(DESTDIR)$(dir $(CLI_PLUGINS)) 2>/dev/null || true
 	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
 	@if cmp -s examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml; then rm -f $(DESTDIR)/etc/ol-shim/config.toml; rmdir $(DESTDIR)/etc/ol-shim 2>/dev/null || true; \
 	elif [ -e $(DESTDIR)/etc/ol-shim/config.toml ]; then echo "uninstall: leaving $(DESTDIR)/etc/ol-shim/config.toml: it is not the one install put there"; fi

@@ -396,3 +396,39 @@ func rss(t *testing.T, pid int) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// docker ol run: the binary as a Docker CLI plugin, as make install puts
+// it in a cli-plugins directory.
+func TestDockerCLIPlugin(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	cfg := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(cfg, "cli-plugins"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(bin, filepath.Join(cfg, "cli-plugins", "docker-ol")); err != nil {
+		t.Fatal(err)
+	}
+	docker := func(stdin string, args ...string) (string, int) {
+		cmd := exec.Command("docker", args...)
+		cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+cfg, "OL_SHIM_SOCKET="+d.socket)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	if out, _ := docker("", "--help"); !strings.Contains(out, "ol*") && !strings.Contains(out, "ol ") {
+		t.Fatalf("docker --help does not list the ol plugin:\n%s", out)
+	}
+	if out, code := docker("", "ol", "run", "--pool", "bb", "sh", "-c", "echo from docker ol; exit 5"); code != 5 || out != "from docker ol\n" {
+		t.Fatalf("docker ol run: exit %d, output %q; want 5 and the line", code, out)
+	}
+	if out, code := docker("piped\n", "ol", "run", "-i", busybox, "cat"); code != 0 || out != "piped\n" {
+		t.Fatalf("docker ol run -i IMAGE cat: exit %d, output %q", code, out)
+	}
+}
