@@ -238,3 +238,11 @@ func (s *Set) expireState(cutoff time.Time) []*entry {
 	}
 	return s.cutIdleLocked(k)
 }
+
+// MinIdle returns the number of idle sandboxes the Set keeps now (what
+// Warm and Shrink last set).
+func (s *Set) MinIdle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.minIdle
+}

@@ -62,7 +62,7 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 	fmt.Fprintln(out)
 
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "POOL\tIMAGE\tIDLE\tIN USE\tCREATING\tMIN/MAX\tHOT\tWARM\tCOLD\tP50 WARM\tP50 COLD\tDESTROYED")
+	fmt.Fprintln(w, "POOL\tIMAGE\tIDLE\tIN USE\tCREATING\tTARGET/MAX\tHOT\tWARM\tCOLD\tP50 WARM\tP50 COLD\tDESTROYED")
 	if len(st.Pools) == 0 {
 		fmt.Fprintln(w, "(none)")
 	}
@@ -76,8 +76,14 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 		if s.MaxSize > 0 {
 			maxSize = fmt.Sprint(s.MaxSize)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d/%s\t%d\t%d\t%d\t%s\t%s\t%d\n", name, p.Image, s.Idle, s.InUse, s.Creating,
-			s.MinIdle, maxSize, s.HotHits, s.WarmHits, s.ColdMisses, dur(s.Latency["warm"].P50, s.WarmHits), dur(s.Latency["cold"].P50, s.ColdMisses), s.Destroyed())
+		// The target of idle sandboxes follows demand; the configured
+		// min_idle is its floor.
+		target := fmt.Sprint(s.MinIdle)
+		if s.MinIdle != p.Config.MinIdle {
+			target = fmt.Sprintf("%d (min_idle %d)", s.MinIdle, p.Config.MinIdle)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s/%s\t%d\t%d\t%d\t%s\t%s\t%d\n", name, p.Image, s.Idle, s.InUse, s.Creating,
+			target, maxSize, s.HotHits, s.WarmHits, s.ColdMisses, dur(s.Latency["warm"].P50, s.WarmHits), dur(s.Latency["cold"].P50, s.ColdMisses), s.Destroyed())
 	}
 	w.Flush()
 

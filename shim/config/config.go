@@ -83,6 +83,9 @@ func (a AdHocConfig) Pool(image string) spec.PoolConfig {
 // Defaults applied where the configuration is silent.
 const (
 	DefaultAdHocTTL = 10 * time.Minute
+	// DefaultAdHocMinIdle keeps one sandbox of every image that was run
+	// warm, so its runs are warm from the second on.
+	DefaultAdHocMinIdle = 1
 )
 
 // LoadConfig reads a config file. A missing file at the default path is an
@@ -93,6 +96,7 @@ func LoadConfig(path string, mustExist bool) (Config, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && !mustExist {
 		c.setDefaults()
+		c.AdHoc.MinIdle = DefaultAdHocMinIdle
 		return c, nil
 	}
 	if err != nil {
@@ -127,6 +131,9 @@ func ParseConfig(text string) (Config, error) {
 		return c, fmt.Errorf("%w: unknown key %s", ErrInvalidConfig, strings.Join(keys, ", "))
 	}
 	c.setDefaults()
+	if !md.IsDefined("adhoc", "min_idle") {
+		c.AdHoc.MinIdle = DefaultAdHocMinIdle
+	}
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for k := range c.Pools {
 			if !yield(k) {

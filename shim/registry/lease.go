@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -54,6 +55,10 @@ func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandbo
 		r.cfg.Observe(p.Name, ref.Outcome().String(), time.Since(start))
 	}
 	p.lastUsed.Store(time.Now().UnixNano())
+	// The first take of a pool is cold by construction: no demand yet.
+	if p.takes.Add(1) > 1 && ref.Outcome() == sandboxset.Cold {
+		r.missed(p)
+	}
 	return p, ref, nil
 }
 
@@ -222,6 +227,7 @@ func (r *Registry) expire() {
 func (r *Registry) sweep(now time.Time) {
 	r.mu.Lock()
 	var idle []*Pool
+	all := slices.Collect(maps.Values(r.pools))
 	ttl := time.Duration(r.adhoc.IdleTTL)
 	for name, p := range r.pools {
 		if p.AdHoc && ttl > 0 && now.Sub(time.Unix(0, p.lastUsed.Load())) > ttl && !r.poolLeasedLocked(name) && p.set.Stats().InUse == 0 {
@@ -230,6 +236,7 @@ func (r *Registry) sweep(now time.Time) {
 		}
 	}
 	r.mu.Unlock()
+	r.relax(now, all)
 	for _, p := range idle {
 		r.log.Info("ad-hoc pool idle past its ttl; removing", "pool", p.Name)
 		_ = r.drain(p)

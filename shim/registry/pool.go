@@ -32,6 +32,11 @@ type Pool struct {
 	backend  sandboxset.Backend                          // the provider's, unwrapped
 	wrap     func(sandboxset.Sandbox) sandboxset.Sandbox // budget charge of adopted sandboxes
 	lastUsed atomic.Int64                                // unix nanoseconds
+	// Demand (adapt.go).
+	lastMiss  atomic.Int64 // unix nanoseconds of the last cold miss
+	lastRelax atomic.Int64 // unix nanoseconds the target last shrank
+	growing   atomic.Bool  // a Warm to a higher target runs
+	takes     atomic.Int64 // sandboxes taken from it
 }
 
 // Stats returns the pool's counters.

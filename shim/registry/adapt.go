@@ -1,0 +1,83 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+)
+
+// Pools follow demand, as OpenWhisk's reactive prewarming does: a take that
+// finds no idle sandbox (a cold miss: runs consume sandboxes faster than the
+// pool refills them) doubles the pool's target of idle sandboxes, up to its
+// ceiling; a pool with no cold miss for adaptQuiet loses one of its target
+// every adaptStep, down to its configured min_idle. The target is what
+// status shows as the pool's min_idle now, next to the configured one.
+const (
+	// AdaptiveMax bounds the target of a pool that sets no max_size.
+	AdaptiveMax = 16
+	adaptQuiet  = 30 * time.Second
+	adaptStep   = 10 * time.Second
+)
+
+// ceiling is the highest target p may grow to: AdaptiveMax, its max_size,
+// the host's bound, and what the memory budget holds; never below its
+// configured min_idle.
+func (r *Registry) ceiling(p *Pool) int {
+	c := min(AdaptiveMax, r.cfg.MaxPoolSize)
+	if p.Config.MaxSize > 0 {
+		c = min(c, p.Config.MaxSize)
+	}
+	if _, total := r.budget.Usage(); total > 0 && p.Config.Memory > 0 {
+		c = min(c, int(total/int64(p.Config.Memory)))
+	}
+	return max(c, p.Config.MinIdle)
+}
+
+// missed records a cold miss of p and grows its target.
+func (r *Registry) missed(p *Pool) {
+	p.lastMiss.Store(time.Now().UnixNano())
+	cur := p.set.MinIdle()
+	next := min(r.ceiling(p), max(2*cur, cur+1))
+	if next <= cur || !p.growing.CompareAndSwap(false, true) {
+		return
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		p.growing.Store(false)
+		return
+	}
+	r.bg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.bg.Done()
+		defer p.growing.Store(false)
+		ctx, cancel := context.WithTimeout(r.stopCtx, 5*time.Minute)
+		defer cancel()
+		r.log.Debug("pool target grows with demand", "pool", p.Name, "from", cur, "to", next)
+		if err := p.set.Warm(ctx, next); err != nil && !errors.Is(err, sandboxset.ErrClosed) && ctx.Err() == nil {
+			r.log.Warn("grow pool with demand", "pool", p.Name, "target", next, "error", err)
+		}
+	}()
+}
+
+// relax lowers the target of pools whose demand fell, one step at a time.
+func (r *Registry) relax(now time.Time, pools []*Pool) {
+	for _, p := range pools {
+		cur := p.set.MinIdle()
+		if cur <= p.Config.MinIdle || p.growing.Load() {
+			continue
+		}
+		last := max(p.lastMiss.Load(), p.lastRelax.Load())
+		if now.Sub(time.Unix(0, p.lastMiss.Load())) < adaptQuiet || now.Sub(time.Unix(0, last)) < adaptStep {
+			continue
+		}
+		p.lastRelax.Store(now.UnixNano())
+		r.log.Debug("pool target shrinks as demand fell", "pool", p.Name, "from", cur, "to", cur-1)
+		if err := p.set.Shrink(cur - 1); err != nil && !errors.Is(err, sandboxset.ErrClosed) {
+			r.log.Warn("shrink pool as demand fell", "pool", p.Name, "error", err)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package registry
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// Back-to-back takes that each destroy their sandbox outrun a refill that
+// takes 100 ms: the cold misses grow the target until takes are warm again,
+// bounded by max_size; when demand stops, the target falls back to the
+// configured min_idle one step at a time.
+func TestTargetFollowsDemand(t *testing.T) {
+	mb := sandboxset.NewMockBackend()
+	mb.SetLatency(sandboxset.OpCreate, 100*time.Millisecond)
+	r, err := New(Config{Provider: testProvider{b: mb, scratch: sandboxset.DirScratch{Root: t.TempDir()}}, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background(), true)
+	if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20, MinIdle: 1, MaxSize: 6}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := r.Pool("fn")
+	ctx := context.Background()
+	var warmLast10 int
+	for i := range 60 {
+		_, ref, err := r.take(ctx, "fn", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= 50 && ref.Outcome() != sandboxset.Cold {
+			warmLast10++
+		}
+		if err := ref.Destroy("test"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	grown := p.set.MinIdle()
+	if grown <= 1 || grown > 6 {
+		t.Fatalf("target after 60 back-to-back takes: %d; want grown above 1, at most max_size 6", grown)
+	}
+	if warmLast10 < 8 {
+		t.Errorf("only %d of the last 10 takes found an idle sandbox with the target at %d", warmLast10, grown)
+	}
+	// Demand stops: nothing moves before adaptQuiet, then one step per
+	// adaptStep down to min_idle.
+	now := time.Now()
+	r.relax(now.Add(adaptQuiet/2), []*Pool{p})
+	if got := p.set.MinIdle(); got != grown {
+		t.Fatalf("target %d shrank to %d before demand was quiet for %v", grown, got, adaptQuiet)
+	}
+	for i := 1; p.set.MinIdle() > 1; i++ {
+		before := p.set.MinIdle()
+		r.relax(now.Add(adaptQuiet+time.Duration(i)*adaptStep), []*Pool{p})
+		if got := p.set.MinIdle(); got != before-1 {
+			t.Fatalf("step %d: target %d -> %d, want one less", i, before, got)
+		}
+	}
+	r.relax(now.Add(adaptQuiet+100*adaptStep), []*Pool{p})
+	if got := p.set.MinIdle(); got != 1 {
+		t.Fatalf("target %d below the configured min_idle 1", got)
+	}
+}
