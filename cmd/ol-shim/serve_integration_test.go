@@ -546,8 +546,14 @@ func TestServeSecurity(t *testing.T) {
 	}
 	mounts := strings.Fields(got[len(want):])
 	slices.Sort(mounts)
-	if strings.Join(mounts, " ") != "bind:/.ol-shim/init:false volume:/host:true" {
-		t.Errorf("sandbox mounts %v; want only the read-only init and the /host volume", mounts)
+	if strings.Join(mounts, " ") != "bind:/.ol-shim/ctl:true bind:/.ol-shim/init:false volume:/host:true" {
+		t.Errorf("sandbox mounts %v; want only the agent's control directory, the read-only init and the /host volume", mounts)
+	}
+	// The control directory is the sandbox's own, and only root on the
+	// host reaches it.
+	ctl := filepath.Join(d.root, "agents")
+	if fi, err := os.Stat(ctl); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s: %v, %v; want mode 0700", ctl, fi.Mode(), err)
 	}
 	if err := d.c.Release(ctx, l.ID); err != nil {
 		t.Fatal(err)

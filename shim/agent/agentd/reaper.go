@@ -10,17 +10,19 @@ import (
 	"syscall"
 )
 
-// Reaper reaps every child of the process (as PID 1 must, for the orphans
-// reparented to it) and hands the exit status of the children started
-// through it to whoever started them. One per process: it calls wait4(-1).
+// Reaper hands the exit status of the children started through it to
+// whoever started them. As PID 1 it reaps every child (as PID 1 must, for
+// the orphans reparented to it): one per process then, as it calls
+// wait4(-1). In any other process it waits for its own children only.
 type Reaper struct {
 	mu      sync.Mutex
 	waiters map[int]chan syscall.WaitStatus
+	all     bool // reap every child: PID 1
 }
 
 // NewReaper starts reaping.
 func NewReaper() *Reaper {
-	r := &Reaper{waiters: map[int]chan syscall.WaitStatus{}}
+	r := &Reaper{waiters: map[int]chan syscall.WaitStatus{}, all: os.Getpid() == 1}
 	sigs := make(chan os.Signal, 64)
 	signal.Notify(sigs, syscall.SIGCHLD)
 	go func() {
@@ -31,8 +33,21 @@ func NewReaper() *Reaper {
 	return r
 }
 
-// reap collects every child that has exited.
+// reap collects the children that have exited: all of them as PID 1,
+// else those started through it.
 func (r *Reaper) reap() {
+	if !r.all {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for pid, ch := range r.waiters {
+			var ws syscall.WaitStatus
+			if got, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); got == pid && err == nil {
+				ch <- ws
+				delete(r.waiters, pid)
+			}
+		}
+		return
+	}
 	for {
 		var ws syscall.WaitStatus
 		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)

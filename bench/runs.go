@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/open-lambda/ol-shim/shim/agent"
+	"github.com/open-lambda/ol-shim/shim/api"
+)
+
+// Series of group 3b.
+const (
+	sOlRunReuse      = "ol-shim run --reuse IMAGE true"
+	sOlRunBackToBack = "ol-shim run IMAGE true, back to back (fresh sandboxes, target grown)"
+	sAgentRoundTrip  = "agent round trip: streamed run of true in a hot sandbox (API)"
+)
+
+// runs: group 3b, ol-shim run served from the pool, against the same run's
+// docker run --rm (group 1+3, measured interleaved there).
+func (r *run) runs(ctx context.Context) error {
+	n := max(30, r.sz.coldRounds)
+	if err := r.quiet(ctx); err != nil {
+		return err
+	}
+	for range n {
+		if err := r.timed(sOlRunReuse, func() error { return r.olRun(ctx, "--reuse", r.image, "true") }); err != nil {
+			return err
+		}
+	}
+	// Back to back, one client, each run destroying its sandbox: the pool
+	// grows its target with the cold misses; the first runs let it.
+	if err := r.quiet(ctx); err != nil {
+		return err
+	}
+	for range 20 {
+		if err := r.olRun(ctx, r.image, "true"); err != nil {
+			return err
+		}
+	}
+	for range n {
+		if err := r.timed(sOlRunBackToBack, func() error { return r.olRun(ctx, r.image, "true") }); err != nil {
+			return err
+		}
+	}
+	// The agent alone: an API client in this process, a hot sandbox.
+	if err := r.quiet(ctx); err != nil {
+		return err
+	}
+	for i := range 3 * n {
+		d, err := r.streamTrue(ctx)
+		if err != nil {
+			return fail(sAgentRoundTrip, err)
+		}
+		if i >= 5 { // the first ones warm the hot path up
+			r.series[sAgentRoundTrip] = append(r.series[sAgentRoundTrip], d)
+		}
+	}
+	for _, s := range []string{sOlRunReuse, sOlRunBackToBack, sAgentRoundTrip} {
+		r.addLatency("3b. run from the pool", s)
+	}
+	dk := float64(pct(r.series[sDockerRun], .5))
+	for _, c := range []struct {
+		series string
+		goal   float64
+	}{{sOlRunReuse, 30}, {sOlRunBackToBack, 3}} {
+		ratio := dk / float64(pct(r.series[c.series], .5))
+		r.addTarget(fmt.Sprintf("docker run --rm / %s, p50", c.series), fmt.Sprintf("≥ %g×", c.goal), ratio >= c.goal, "%.1f×", ratio)
+	}
+	step("  run --reuse p50 %v, back to back p50 %v, agent round trip p50 %v (docker run p50 %v)",
+		ms(pct(r.series[sOlRunReuse], .5)), ms(pct(r.series[sOlRunBackToBack], .5)), ms(pct(r.series[sAgentRoundTrip], .5)), ms(pct(r.series[sDockerRun], .5)))
+	return nil
+}
+
+// streamTrue runs true in the hot pool through the streamed run API and
+// returns how long the round trip took.
+func (r *run) streamTrue(ctx context.Context) (time.Duration, error) {
+	begin := time.Now()
+	conn, err := r.d.c.RunStream(ctx, api.RunCall{RunRequest: api.RunRequest{Pool: "hot", Cmd: []string{"true"}, Reuse: true}})
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	var via string
+	x, err := agent.Run(ctx, agent.NewConn(conn), agent.Start{}, agent.Stdio{Hello: func(h agent.Hello) { via = h.Via }})
+	d := time.Since(begin)
+	if err != nil {
+		return 0, err
+	}
+	if x.Code != 0 || via != "agent" {
+		return 0, fmt.Errorf("true in pool hot: exit %d via %q", x.Code, via)
+	}
+	return d, nil
+}
