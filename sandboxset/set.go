@@ -183,21 +183,25 @@ func (s *Set) tryAcquire() (grant, *waiter) {
 	if s.closed {
 		return grant{err: fmt.Errorf("pool %q: %w", s.cfg.Name, ErrClosed)}, nil
 	}
-	if len(s.waiters) == 0 {
-		if n := len(s.idle); n > 0 {
-			e := s.idle[n-1]
-			s.idle[n-1] = nil
-			s.idle = s.idle[:n-1]
-			s.takeLocked(e)
-			s.refillLocked()
-			return grant{e: e}, nil
-		}
-		if s.maxSize == 0 || s.live < s.maxSize {
-			s.live++
-			s.creating++
-			s.refillLocked()
-			return grant{slot: true}, nil
-		}
+	if n := len(s.idle); n > 0 && len(s.waiters) == 0 {
+		e := s.idle[n-1]
+		s.idle[n-1] = nil
+		s.idle = s.idle[:n-1]
+		s.takeLocked(e)
+		s.refillLocked()
+		return grant{e: e}, nil
+	}
+	// A sandbox being paused is idle in milliseconds, a create takes
+	// hundreds: wait for it (its release hands it over; its failure hands
+	// over its slot), one waiter per pause in flight.
+	pauseServes := len(s.waiters) < s.pausing
+	// Waiters beyond the pauses in flight queue for max_size, in order.
+	queued := len(s.waiters) > s.pausing
+	if !pauseServes && !queued && (s.maxSize == 0 || s.live < s.maxSize) {
+		s.live++
+		s.creating++
+		s.refillLocked()
+		return grant{slot: true}, nil
 	}
 	w := &waiter{ch: make(chan grant, 1)}
 	s.waiters = append(s.waiters, w)

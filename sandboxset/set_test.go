@@ -779,3 +779,45 @@ func TestValidateSandboxID(t *testing.T) {
 	}
 	ref.Put()
 }
+
+// A Get while the only sandbox is being paused waits for that pause and
+// unpauses it (warm) rather than creating a sandbox (cold): the pause takes
+// milliseconds, a create hundreds.
+func TestGetWaitsForAPauseInFlight(t *testing.T) {
+	mb := NewMockBackend()
+	mb.SetLatency(OpPause, 50*time.Millisecond)
+	s, err := New(Config{Name: "p", Backend: mb, Scratch: DirScratch{Root: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	ctx := context.Background()
+	ref, err := s.GetOrCreateUnpaused(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := ref.Sandbox().ID()
+	put := make(chan error, 1)
+	go func() { put <- ref.Put() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Pausing == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the Put never started pausing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ref2, err := s.GetOrCreateUnpaused(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-put; err != nil {
+		t.Fatal(err)
+	}
+	if ref2.Outcome() != Warm || ref2.Sandbox().ID() != first {
+		t.Fatalf("Get during the pause: %v sandbox %s; want the paused one (%s), warm", ref2.Outcome(), ref2.Sandbox().ID(), first)
+	}
+	if created, _, _ := mb.Counts(); created != 1 {
+		t.Fatalf("%d sandboxes created; want 1", created)
+	}
+	ref2.Destroy("test")
+}
