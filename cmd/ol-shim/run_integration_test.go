@@ -88,6 +88,11 @@ func TestRunThroughAgentNoExec(t *testing.T) {
 	if out, _, code := d.cli("", "run", "--pool", "bb", "true"); code != 0 {
 		t.Fatalf("ol-shim run: exit %d: %s", code, out)
 	}
+	// A run that is not streamed (one JSON body) goes through the agent too.
+	res, err := d.c.Run(context.Background(), api.RunCall{RunRequest: api.RunRequest{Pool: "bb", Cmd: []string{"sh", "-c", "cat; echo err >&2; exit 4"}, Stdin: []byte("in\n")}, Timeout: "60s"})
+	if err != nil || res.ExitCode != 4 || string(res.Stdout) != "in\n" || string(res.Stderr) != "err\n" {
+		t.Fatalf("POST /v1/run without an upgrade: %+v, %v", res, err)
+	}
 	until := time.Now()
 	if n := d.execCreates(t, since, until); n != 0 {
 		t.Fatalf("dockerd recorded %d exec_create events for runs served by agents", n)
@@ -430,5 +435,43 @@ func TestDockerCLIPlugin(t *testing.T) {
 	}
 	if out, code := docker("piped\n", "ol", "run", "-i", busybox, "cat"); code != 0 || out != "piped\n" {
 		t.Fatalf("docker ol run -i IMAGE cat: exit %d, output %q", code, out)
+	}
+}
+
+// A sandbox killed in the middle of a run: the CLI says what happened and
+// exits 125, also when it was sending stdin as the sandbox went.
+func TestRunSandboxKilledMidRun(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	cmd := exec.Command(bin, "--socket", d.socket, "run", "-i", "--pool", "bb", "sh", "-c", "echo ready; while read l; do :; done")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || l != "ready\n" {
+		t.Fatalf("%q %v", l, err)
+	}
+	out, err := exec.Command("docker", "ps", "-q", "--filter", "label="+api.LabelRoot+"="+rootID(d.root), "--filter", "status=running").Output()
+	if err != nil || len(strings.Fields(string(out))) == 0 {
+		t.Fatalf("the running sandbox: %q %v", out, err)
+	}
+	for _, id := range strings.Fields(string(out)) {
+		exec.Command("docker", "kill", id).Run()
+	}
+	go func() {
+		for range 100 {
+			if _, err := io.WriteString(stdin, "more\n"); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(stderr.String(), "sandbox") {
+		t.Fatalf("run whose sandbox was killed: %v, stderr %q; want exit 125 and a message naming the sandbox", err, stderr.String())
 	}
 }

@@ -71,7 +71,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 )
 
 // Frame kinds.
@@ -300,4 +302,31 @@ func Decode(f Frame, v any) error {
 // Fail returns an error frame's payload.
 func Fail(code int, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Pair returns the two ends of an in-process connection with kernel
+// buffers (a unix socket pair), for speaking the protocol to oneself: an
+// unbuffered net.Pipe would deadlock where both ends send first, as the
+// hello and the start frame do.
+func Pair() (net.Conn, net.Conn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "agent-pair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			} else {
+				syscall.Close(fds[1])
+			}
+			return nil, nil, fmt.Errorf("socketpair: %w", err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1], nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
@@ -24,7 +23,10 @@ func (s *Sandbox) Session(ctx context.Context) (io.ReadWriteCloser, string, erro
 	if s.d.agentOn() {
 		s.d.log.Warn("the sandbox's agent does not answer; running through docker exec", "sandbox", s.id, "error", err)
 	}
-	mine, theirs := net.Pipe()
+	mine, theirs, err := agent.Pair()
+	if err != nil {
+		return nil, "", err
+	}
 	// The exec lives as long as the session, not as the call that opened
 	// it; closing the session ends it.
 	go s.serveExec(context.WithoutCancel(ctx), agent.NewConn(theirs))

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -29,7 +29,11 @@ type RunSession struct {
 	start agent.Start
 	hello agent.Hello
 	reuse bool
+	ended sync.Once // the registry's count of sessions (Close waits for them)
 }
+
+// end counts the session out of the registry's sessions.
+func (s *RunSession) end() { s.ended.Do(s.r.bg.Done) }
 
 // Hello returns what the session tells its client first.
 func (s *RunSession) Hello() agent.Hello { return s.hello }
@@ -52,9 +56,19 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 	if err != nil {
 		return nil, err
 	}
+	// Close waits for sessions: count this one in unless it is closing.
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.finish(p, ref, false)
+		return nil, fmt.Errorf("pool %q: %w", p.Name, sandboxset.ErrClosed)
+	}
+	r.bg.Add(1)
+	r.mu.Unlock()
 	conn, via, err := rn.Session(ctx, ref.Sandbox())
 	if err != nil {
 		r.finish(p, ref, false)
+		r.bg.Done()
 		return nil, fmt.Errorf("run in sandbox %s: %w", ref.Sandbox().ID(), err)
 	}
 	return &RunSession{
@@ -68,6 +82,7 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 func (s *RunSession) Abort() {
 	s.agent.Close()
 	s.r.finish(s.p, s.ref, false)
+	s.end()
 }
 
 // Relay runs the session for client, which speaks the run protocol: the
@@ -82,6 +97,7 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 	defer func() {
 		s.agent.Close()
 		s.r.finish(s.p, s.ref, clean && s.reuse)
+		s.end()
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -115,8 +131,10 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 	// agent's connection kills the process group.
 	clientGone := make(chan error, 1)
 	go func() {
-		clientGone <- relayClient(client, s.agent)
-		s.agent.Close()
+		if err := relayClient(client, s.agent); err != nil {
+			clientGone <- err
+			s.agent.Close()
+		}
 	}()
 	done := context.AfterFunc(ctx, func() { s.agent.Close() })
 	defer done()
@@ -166,7 +184,9 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 }
 
 // relayClient forwards the client's stdin, resizes and signals to the
-// agent until the client goes away or sends what it may not.
+// agent until the client goes away or sends what it may not; that is its
+// error. A write to the agent that fails ends the forwarding with no error:
+// the agent's side reports its own failure.
 func relayClient(client, to *agent.Conn) error {
 	for {
 		f, err := client.Read()
@@ -175,8 +195,8 @@ func relayClient(client, to *agent.Conn) error {
 		}
 		switch f.Kind {
 		case agent.KindStdin, agent.KindResize, agent.KindSignal:
-			if err := to.Write(f.Kind, f.Payload); err != nil {
-				return err
+			if to.Write(f.Kind, f.Payload) != nil {
+				return nil
 			}
 		default:
 			return fmt.Errorf("%w: frame %q from a client", agent.ErrProtocol, f.Kind)
@@ -215,7 +235,11 @@ func (r *Registry) Run(ctx context.Context, req api.RunRequest) (*api.RunResult,
 	if err != nil {
 		return nil, err
 	}
-	mine, theirs := net.Pipe()
+	mine, theirs, err := agent.Pair()
+	if err != nil {
+		s.Abort()
+		return nil, err
+	}
 	relayed := make(chan error, 1)
 	go func() {
 		_, err := s.Relay(ctx, agent.NewConn(theirs))

@@ -1,0 +1,90 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/agent"
+	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/spec"
+)
+
+// runProvider is testProvider whose sandboxes run commands through session.
+type runProvider struct {
+	testProvider
+	session func() io.ReadWriteCloser
+}
+
+func (p runProvider) Session(context.Context, sandboxset.Sandbox) (io.ReadWriteCloser, string, error) {
+	return p.session(), "agent", nil
+}
+
+// dyingAgent takes the start frame, then refuses every write (its sandbox
+// is gone) and reports EOF on read a little later.
+type dyingAgent struct {
+	writes int
+	closed chan struct{}
+}
+
+func (a *dyingAgent) Write(p []byte) (int, error) {
+	if a.writes++; a.writes <= 2 { // the start frame: its header, its payload
+		return len(p), nil
+	}
+	return 0, errors.New("broken pipe")
+}
+
+func (a *dyingAgent) Read([]byte) (int, error) {
+	select {
+	case <-time.After(100 * time.Millisecond):
+	case <-a.closed:
+	}
+	return 0, io.EOF
+}
+
+func (a *dyingAgent) Close() error {
+	select {
+	case <-a.closed:
+	default:
+		close(a.closed)
+	}
+	return nil
+}
+
+// A sandbox that dies while the client sends stdin: the client gets an
+// error frame that names the sandbox, not a connection closed on it.
+func TestRelayAgentDiesWhileClientSends(t *testing.T) {
+	mb := sandboxset.NewMockBackend()
+	p := runProvider{testProvider: testProvider{b: mb, scratch: sandboxset.DirScratch{Root: t.TempDir()}}}
+	p.session = func() io.ReadWriteCloser { return &dyingAgent{closed: make(chan struct{})} }
+	r, err := New(Config{Provider: p, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background(), true)
+	if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := r.OpenRun(ctx, api.RunRequest{Pool: "fn", Cmd: []string{"cat"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs, err := agent.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s.Relay(ctx, agent.NewConn(theirs))
+		theirs.Close()
+	}()
+	_, err = agent.Run(ctx, agent.NewConn(mine), agent.Start{}, agent.Stdio{Stdin: strings.NewReader("some input\n")})
+	var e *agent.Error
+	if !errors.As(err, &e) || e.Code != agent.CodeFailed || !strings.Contains(e.Message, "sandbox") {
+		t.Fatalf("run whose agent died: %#v; want an error frame of code 125 naming the sandbox", err)
+	}
+}
