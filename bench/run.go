@@ -141,7 +141,7 @@ func (r *run) baseConfig() string {
 	return "[adhoc]\nmin_idle = 1\nmemory = \"32M\"\n\n" +
 		r.poolConfig("warm", "min_idle = 1") +
 		r.poolConfig("hot", "min_idle = 8\npause_grace = \"1h\"") +
-		r.poolConfig("cold", "") +
+		r.poolConfig("cold", "adapt = false") +
 		r.poolConfig("burst", fmt.Sprintf("min_idle = %d\nmax_size = %d", r.sz.burstMinIdle, r.sz.burstMinIdle)) +
 		r.poolConfig("burst-fresh", fmt.Sprintf("min_idle = %d", r.sz.burstMinIdle)) +
 		fmt.Sprintf("[pools.burst-fn]\nimage = %q\ncmd = [\"/runtime\"]\nmemory = \"32M\"\nready = { socket = \"ol.sock\" }\nmin_idle = %d\nmax_size = %d\n", runtimeImage, r.sz.burstMinIdle, r.sz.burstMinIdle)

@@ -298,6 +298,14 @@ func TestInstalledService(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(out, "hi from a sandbox") {
 		t.Fatalf("ol-shim run: want exit 3 and its output, got %v: %s", err, out)
 	}
+	// As Docker's CLI plugin, which make install linked, with stdin.
+	out, err = h.try("echo through docker ol | docker ol run -i " + busybox + " sh -c 'cat; exit 5'")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 || !strings.Contains(out, "through docker ol") {
+		t.Fatalf("docker ol run: want exit 5 and stdin echoed, got %v: %s", err, out)
+	}
+	if out := h.sh("ol-shim run --pool shell sh -c 'echo $PPID'"); strings.TrimSpace(out) != "1" {
+		t.Errorf("a run's command should be the child of the sandbox's init (PID 1), got: %q", out)
+	}
 
 	t.Log("systemctl restart ol-shim and kill -9 of it, with three containers writing to quota'd volumes: not one write fails")
 	for i := range 3 {
@@ -418,7 +426,7 @@ func TestInstalledService(t *testing.T) {
 	h.sh("docker volume rm e2evol")
 	h.sh("make -C /src uninstall PURGE=1")
 	checks := map[string]string{
-		"files":      "ls -d /usr/local/bin/ol-shim /etc/systemd/system/ol-shim.service /etc/systemd/system/ol-shim.socket /etc/docker/plugins/ol-shim.json /etc/ol-shim /var/lib/ol-shim /run/ol-shim/ol-shim.sock 2>/dev/null || true",
+		"files":      "ls -d /usr/local/bin/ol-shim /usr/local/lib/docker/cli-plugins/docker-ol /etc/systemd/system/ol-shim.service /etc/systemd/system/ol-shim.socket /etc/docker/plugins/ol-shim.json /etc/ol-shim /var/lib/ol-shim /run/ol-shim/ol-shim.sock 2>/dev/null || true",
 		"units":      "systemctl list-units --all --no-legend 'ol-shim*' || true",
 		"containers": "docker ps -aq --filter label=io.ol-shim.managed",
 		"volumes":    "docker volume ls -q",

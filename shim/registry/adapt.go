@@ -12,7 +12,8 @@ import (
 // finds no idle sandbox (a cold miss: runs consume sandboxes faster than the
 // pool refills them) doubles the pool's target of idle sandboxes, up to its
 // ceiling; a pool with no cold miss for adaptQuiet loses one of its target
-// every adaptStep, down to its configured min_idle. The target is what
+// every adaptStep, down to its configured min_idle (adapt = false in a
+// pool's config keeps it at min_idle). The target is what
 // status shows as the pool's min_idle now, next to the configured one.
 const (
 	// AdaptiveMax bounds the target of a pool that sets no max_size.
@@ -37,6 +38,9 @@ func (r *Registry) ceiling(p *Pool) int {
 
 // missed records a cold miss of p and grows its target.
 func (r *Registry) missed(p *Pool) {
+	if !p.Config.Adapts() {
+		return
+	}
 	p.lastMiss.Store(time.Now().UnixNano())
 	cur := p.set.MinIdle()
 	next := min(r.ceiling(p), max(2*cur, cur+1))

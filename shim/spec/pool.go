@@ -98,7 +98,13 @@ type PoolConfig struct {
 	PauseGrace     Duration     `toml:"pause_grace" json:"pause_grace,omitempty"`
 	ScratchSize    Size         `toml:"scratch_size" json:"scratch_size,omitempty"`
 	ScratchInodes  int64        `toml:"scratch_inodes" json:"scratch_inodes,omitempty"`
+	// Adapt: the pool's target of idle sandboxes follows demand, above
+	// min_idle (the default); false keeps it at min_idle.
+	Adapt *bool `toml:"adapt" json:"adapt,omitempty"`
 }
+
+// Adapts reports whether the pool's target follows demand.
+func (p PoolConfig) Adapts() bool { return p.Adapt == nil || *p.Adapt }
 
 // Spec returns the container spec of the pool.
 func (p PoolConfig) Spec() PoolSpec {
