@@ -476,6 +476,11 @@ func (r *run) burst(ctx context.Context) error {
 		if err := r.quiet(ctx); err != nil {
 			return err
 		}
+		if side.pool == "burst-fresh" {
+			if err := r.growBurst(ctx, n, c, side.fn); err != nil {
+				return err
+			}
+		}
 		lat, wall, err := burst(n, c, side.fn)
 		if err != nil {
 			return fail(side.series, err)

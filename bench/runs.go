@@ -92,3 +92,41 @@ func (r *run) streamTrue(ctx context.Context) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// sBurstFreshFirst is the first burst of fresh runs, before the pool's
+// target grew.
+const sBurstFreshFirst = "burst: ol-shim run --pool burst-fresh true, first burst (target at min_idle)"
+
+// growBurst runs bursts of fresh runs until the pool's target stops
+// growing (three at most), the first one timed as sBurstFreshFirst: the
+// measured burst then meets a pool sized by the demand it saw.
+func (r *run) growBurst(ctx context.Context, n, c int, fn func() error) error {
+	target := func() int {
+		p, err := r.d.c.Pool(ctx, "burst-fresh")
+		if err != nil {
+			return -1
+		}
+		return p.Stats.MinIdle
+	}
+	for i := range 3 {
+		before := target()
+		lat, _, err := burst(n, c, fn)
+		if err != nil {
+			return fail(sBurstFreshFirst, err)
+		}
+		if i == 0 {
+			r.series[sBurstFreshFirst] = lat
+			r.addLatency("4. burst", sBurstFreshFirst)
+		}
+		if err := r.quiet(ctx); err != nil {
+			return err
+		}
+		after := target()
+		step("  warm-up burst %d of burst-fresh: p99 %v, target %d -> %d", i+1, ms(pct(lat, .99)), before, after)
+		if after <= before {
+			break
+		}
+	}
+	r.addValue("4. burst", "burst-fresh target after the warm-up bursts", fmt.Sprint(target()))
+	return nil
+}

@@ -86,6 +86,11 @@ const (
 	// DefaultAdHocMinIdle keeps one sandbox of every image that was run
 	// warm, so its runs are warm from the second on.
 	DefaultAdHocMinIdle = 1
+	// DefaultAdHocPauseGrace keeps a sandbox returned to an ad-hoc pool
+	// (ol-shim run --reuse) unpaused this long, so the next run gets it
+	// with no unpause. After a run nothing of it runs on (its agent killed
+	// its process group), so an unpaused idle sandbox costs nothing.
+	DefaultAdHocPauseGrace = time.Second
 )
 
 // LoadConfig reads a config file. A missing file at the default path is an
@@ -97,6 +102,7 @@ func LoadConfig(path string, mustExist bool) (Config, error) {
 	if errors.Is(err, os.ErrNotExist) && !mustExist {
 		c.setDefaults()
 		c.AdHoc.MinIdle = DefaultAdHocMinIdle
+		c.AdHoc.PauseGrace = spec.Duration(DefaultAdHocPauseGrace)
 		return c, nil
 	}
 	if err != nil {
@@ -133,6 +139,9 @@ func ParseConfig(text string) (Config, error) {
 	c.setDefaults()
 	if !md.IsDefined("adhoc", "min_idle") {
 		c.AdHoc.MinIdle = DefaultAdHocMinIdle
+	}
+	if !md.IsDefined("adhoc", "pause_grace") {
+		c.AdHoc.PauseGrace = spec.Duration(DefaultAdHocPauseGrace)
 	}
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for k := range c.Pools {

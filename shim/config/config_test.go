@@ -137,3 +137,22 @@ func TestShippedFiles(t *testing.T) {
 		t.Errorf("plugin.json does not point at %s as %s:\n%s", api.DefaultPluginSocket, api.DefaultPluginName, b)
 	}
 }
+
+// Ad-hoc pools keep one sandbox warm and a returned one unpaused for a
+// second unless the file says otherwise, 0 included.
+func TestAdHocDefaults(t *testing.T) {
+	c, err := ParseConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdHoc.MinIdle != 1 || time.Duration(c.AdHoc.PauseGrace) != time.Second {
+		t.Errorf("defaults: min_idle %d, pause_grace %v; want 1 and 1s", c.AdHoc.MinIdle, time.Duration(c.AdHoc.PauseGrace))
+	}
+	c, err = ParseConfig("[adhoc]\nmin_idle = 0\npause_grace = \"0s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdHoc.MinIdle != 0 || c.AdHoc.PauseGrace != 0 {
+		t.Errorf("explicit zeros: min_idle %d, pause_grace %v; want both 0", c.AdHoc.MinIdle, time.Duration(c.AdHoc.PauseGrace))
+	}
+}

@@ -17,7 +17,7 @@ import (
 // status shows as the pool's min_idle now, next to the configured one.
 const (
 	// AdaptiveMax bounds the target of a pool that sets no max_size.
-	AdaptiveMax = 16
+	AdaptiveMax = 32
 	adaptQuiet  = 30 * time.Second
 	adaptStep   = 10 * time.Second
 )
