@@ -12,12 +12,18 @@ type Ref struct {
 	set      *Set
 	e        *entry
 	outcome  Outcome
+	missed   bool // no idle sandbox was there when the Get came
 	released atomic.Bool
 }
 
-func (s *Set) newRef(e *entry, o Outcome, start time.Time) *Ref {
+// Missed reports whether the Get that returned r found no idle sandbox:
+// it created one, or waited for one (returned, paused or made by a
+// refill). A pool whose Gets miss is short of idle sandboxes.
+func (r *Ref) Missed() bool { return r.missed }
+
+func (s *Set) newRef(e *entry, o Outcome, start time.Time, missed bool) *Ref {
 	s.stats.got(o, time.Since(start))
-	return &Ref{set: s, e: e, outcome: o}
+	return &Ref{set: s, e: e, outcome: o, missed: missed}
 }
 
 // Sandbox returns the held sandbox, unpaused.

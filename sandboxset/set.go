@@ -137,11 +137,13 @@ func (s *Set) Name() string { return s.cfg.Name }
 // ends. After Close it returns an error for which errors.Is(err, ErrClosed).
 func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 	start := time.Now()
+	missed := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("pool %q: get sandbox: %w", s.cfg.Name, err)
 		}
 		g, w := s.tryAcquire()
+		missed = missed || w != nil || g.slot
 		if w != nil {
 			var err error
 			if g, err = s.wait(ctx, w); err != nil {
@@ -156,9 +158,9 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 			if err != nil {
 				return nil, err
 			}
-			return s.newRef(e, Cold, start), nil
+			return s.newRef(e, Cold, start, missed), nil
 		case g.e.hot:
-			return s.newRef(g.e, Hot, start), nil
+			return s.newRef(g.e, Hot, start, missed), nil
 		}
 		e := g.e
 		if err := e.sb.Unpause(ctx); err != nil {
@@ -171,7 +173,7 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 			_ = s.destroy(e, ReasonUnpauseFailed)
 			continue
 		}
-		return s.newRef(e, Warm, start), nil
+		return s.newRef(e, Warm, start, missed), nil
 	}
 }
 

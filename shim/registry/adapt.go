@@ -9,8 +9,8 @@ import (
 )
 
 // Pools follow demand, as OpenWhisk's reactive prewarming does: a take that
-// finds no idle sandbox (a cold miss: runs consume sandboxes faster than the
-// pool refills them) doubles the pool's target of idle sandboxes, up to its
+// finds no idle sandbox (a miss: it had to create one or wait for one, as
+// runs consume sandboxes faster than the pool refills them) doubles the pool's target of idle sandboxes, up to its
 // ceiling; a pool with no cold miss for adaptQuiet loses one of its target
 // every adaptStep, down to its configured min_idle (adapt = false in a
 // pool's config keeps it at min_idle). The target is what

@@ -56,7 +56,7 @@ func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandbo
 	}
 	p.lastUsed.Store(time.Now().UnixNano())
 	// The first take of a pool is cold by construction: no demand yet.
-	if p.takes.Add(1) > 1 && ref.Outcome() == sandboxset.Cold {
+	if p.takes.Add(1) > 1 && ref.Missed() {
 		r.missed(p)
 	}
 	return p, ref, nil
