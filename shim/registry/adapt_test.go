@@ -35,11 +35,11 @@ func TestTargetFollowsDemand(t *testing.T) {
 		if i >= 50 && ref.Outcome() != sandboxset.Cold {
 			warmLast10++
 		}
-		if err := ref.Destroy("test"); err != nil {
-			t.Fatal(err)
-		}
+		r.finish(p, ref, false) // as a run ends: destroy, then warm the pool
+
 		time.Sleep(10 * time.Millisecond)
 	}
+	r.bg.Wait()
 	grown := p.set.MinIdle()
 	if grown <= 1 || grown > 6 {
 		t.Fatalf("target after 60 back-to-back takes: %d; want grown above 1, at most max_size 6", grown)

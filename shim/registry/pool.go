@@ -119,15 +119,18 @@ func (r *Registry) checkCount(pool, what string, n int, memory int64) error {
 	return nil
 }
 
-// warm fills p to its MinIdle in the background.
+// warm fills p to its target (MinIdle, or what demand raised it to) in
+// the background.
 func (r *Registry) warm(p *Pool) {
-	if p.Config.MinIdle == 0 {
+	// To its target now: min_idle, or higher where demand raised it.
+	n := max(p.Config.MinIdle, p.set.MinIdle())
+	if n == 0 {
 		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
-		if err := p.set.Warm(ctx, p.Config.MinIdle); err != nil && !errors.Is(err, sandboxset.ErrClosed) {
+		if err := p.set.Warm(ctx, n); err != nil && !errors.Is(err, sandboxset.ErrClosed) {
 			r.log.Warn("warm pool", "pool", p.Name, "error", err)
 		}
 	}()

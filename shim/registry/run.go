@@ -220,9 +220,7 @@ func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 		if err := ref.Destroy(ReasonRunDone); err != nil {
 			r.log.Warn("destroy after run", "pool", p.Name, "sandbox", id, "error", err)
 		}
-		if p.Config.MinIdle > 0 {
-			r.warm(p)
-		}
+		r.warm(p)
 	}()
 }
 
