@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/agent"
 )
 
@@ -41,6 +42,10 @@ func (b *Backend) makeCtl(id string) error {
 // there is removed without following a symlink out of it.
 func (d *Docker) removeCtl(id string) {
 	if !d.agentOn() || id == "" {
+		return
+	}
+	if err := sandboxset.ValidateSandboxID(id); err != nil {
+		d.log.Warn("not removing a control directory by a bad sandbox ID", "error", err)
 		return
 	}
 	if err := os.RemoveAll(d.ctlDir(id)); err != nil {
@@ -120,4 +125,28 @@ func (s *Sandbox) DialAgent(ctx context.Context) (net.Conn, error) {
 		return nil, fmt.Errorf("agent of sandbox %s: %w", s.id, err)
 	}
 	return c, nil
+}
+
+// sweepCtl removes the control directories of sandboxes other than keep:
+// at a start, once reconcile removed every container no pool adopted, those
+// are what a process killed between making a directory and its container
+// left.
+func (d *Docker) sweepCtl(keep []string) {
+	if !d.agentOn() {
+		return
+	}
+	entries, err := os.ReadDir(d.cfg.AgentDir)
+	if err != nil {
+		d.log.Warn("list the sandboxes' control directories", "error", err)
+		return
+	}
+	kept := map[string]bool{}
+	for _, id := range keep {
+		kept[id] = true
+	}
+	for _, e := range entries {
+		if !kept[e.Name()] {
+			d.removeCtl(e.Name())
+		}
+	}
 }

@@ -136,6 +136,9 @@ func (p *Provider) Reconcile(ctx context.Context, pools map[string]registry.Adop
 		p.adopted[id] = true
 	}
 	p.mu.Unlock()
+	if err == nil {
+		p.d.sweepCtl(rep.AdoptedSandboxes)
+	}
 	return rep, err
 }
 
