@@ -490,6 +490,9 @@ func (r *run) burst(ctx context.Context) error {
 		r.addValue("4. burst", side.series+": throughput", fmt.Sprintf("%.1f req/s (%d requests, %d clients, %v)", float64(n)/wall.Seconds(), n, c, wall.Round(100*time.Millisecond)))
 		step("  %s: %d requests in %v, p50 %v, p99 %v", side.series, n, wall.Round(100*time.Millisecond), ms(pct(lat, .5)), ms(pct(lat, .99)))
 	}
+	if err := r.burst24(ctx); err != nil {
+		return err
+	}
 	dk := pct(r.series[sBurstDocker], .99)
 	for _, s := range []string{sBurstFn, sBurstReuse, sBurstFresh} {
 		ol := pct(r.series[s], .99)

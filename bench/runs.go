@@ -130,3 +130,39 @@ func (r *run) growBurst(ctx context.Context, n, c int, fn func() error) error {
 	r.addValue("4. burst", "burst-fresh target after the warm-up bursts", fmt.Sprint(target()))
 	return nil
 }
+
+// Series of the burst of 24 fresh runs.
+const (
+	sBurst24Docker = "burst of 24: docker run --rm IMAGE true"
+	sBurst24Fresh  = "burst of 24: ol-shim run --pool burst-fresh true (target grown)"
+)
+
+// burst24 measures the burst of 24 fresh runs from 16 clients
+// against 24 docker runs, after the bursts before it grew the pool's
+// target. With -quick the burst group is already this size.
+func (r *run) burst24(ctx context.Context) error {
+	if r.sz.burstRequests == 24 {
+		return nil
+	}
+	for _, side := range []struct {
+		series string
+		fn     func() error
+	}{
+		{sBurst24Docker, func() error { return r.dockerRun(ctx) }},
+		{sBurst24Fresh, func() error { return r.olRun(ctx, "--pool", "burst-fresh", "true") }},
+	} {
+		if err := r.quiet(ctx); err != nil {
+			return err
+		}
+		lat, _, err := burst(24, 16, side.fn)
+		if err != nil {
+			return fail(side.series, err)
+		}
+		r.series[side.series] = lat
+		r.addLatency("4. burst", side.series)
+		step("  %s: p50 %v, p99 %v", side.series, ms(pct(lat, .5)), ms(pct(lat, .99)))
+	}
+	dk, ol := pct(r.series[sBurst24Docker], .99), pct(r.series[sBurst24Fresh], .99)
+	r.addTarget("burst of 24 from 16 clients: docker run p99 / ol-shim run --pool burst-fresh true p99 (target grown)", "≥ 5×", float64(dk) >= 5*float64(ol), "%.1f×", float64(dk)/float64(ol))
+	return nil
+}
