@@ -35,11 +35,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"demo", "--backend", "nope"}, `--backend "nope": unknown backend (valid: mock, docker)`},
 		{[]string{"demo", "--rounds", "0"}, "--rounds 0: must be at least 1"},
 		{[]string{"demo", "--min-idle", "-1"}, "min idle -1 is negative"},
-<<<<<<< Updated upstream
 		{[]string{"init", "no-such-command-here"}, `ol-shim init: start "no-such-command-here"`},
-=======
-		{[]string{"init", "extra"}, "init: takes no arguments"},
->>>>>>> Stashed changes
 		{[]string{"--socket", "/nonexistent.sock", "run", "--timeout", "-5s", "img", "true"}, "--timeout -5s: want a positive duration"},
 	}
 	for _, tc := range tests {

@@ -439,7 +439,6 @@ func TestAPIEdges(t *testing.T) {
 		t.Error(err)
 	}
 }
-<<<<<<< Updated upstream
 
 // mockProvider is a mock provider with scratch directories under root.
 func mockProvider(tb testing.TB, root string) *mock.Provider {
@@ -450,5 +449,3 @@ func mockProvider(tb testing.TB, root string) *mock.Provider {
 	}
 	return mp
 }
-=======
->>>>>>> Stashed changes
