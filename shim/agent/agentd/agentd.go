@@ -234,7 +234,7 @@ func (p *proc) run(c *agent.Conn) {
 	case ws = <-p.status:
 	case <-gone:
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		ws = <-p.status
+		<-p.status
 		close(exited)
 		pumps.Wait()
 		return
