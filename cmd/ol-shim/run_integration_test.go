@@ -475,3 +475,65 @@ func TestRunSandboxKilledMidRun(t *testing.T) {
 		t.Fatalf("run whose sandbox was killed: %v, stderr %q; want exit 125 and a message naming the sandbox", err, stderr.String())
 	}
 }
+
+// Code in a sandbox can remove its agent's socket and listen there itself.
+// The daemon, root on the host, then talks to a hostile agent: one that
+// claims a 4 GiB frame, sends bytes that are no frame, floods output, or
+// sends frames only the daemon may send. Each run fails with exit 125 and a
+// message, the daemon's memory stays flat, it keeps serving, and the
+// sandbox is destroyed rather than reused.
+func TestRunHostileSandboxAgent(t *testing.T) {
+	evil := filepath.Join(t.TempDir(), "evilagent")
+	build := exec.Command("go", "build", "-o", evil, "../../hack/evilagent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the hostile agent: %v\n%s", err, out)
+	}
+	d := newDaemon(t, bbConfig+"max_size = 1\n") // one sandbox: the next run gets the one planted
+	d.waitIdle("bb", 1)
+	pid := d.cmd.Process.Pid
+	before := rss(t, pid)
+	for _, mode := range []string{"bigframe", "garbage", "flood", "hello"} {
+		payload, err := os.Open(evil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "--socket", d.socket, "run", "-i", "--reuse", "--pool", "bb", "sh", "-c",
+			"cat > /tmp/evil && chmod +x /tmp/evil && (setsid /tmp/evil "+mode+" "+agent.SocketPath+" </dev/null >/dev/null 2>&1 &) && sleep 1")
+		cmd.Stdin = payload
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: plant the hostile agent: %v\n%s", mode, err, out)
+		}
+		payload.Close()
+		before0, _ := d.c.Pool(context.Background(), "bb")
+		cmd = exec.Command(bin, "--socket", d.socket, "run", "--timeout", "5s", "--pool", "bb", "echo", "never")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err = cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.HasPrefix(stderr.String(), "ol-shim: ") {
+			t.Errorf("%s: run against a hostile agent: %v, stderr %q; want exit 125 with a message", mode, err, stderr.String())
+		}
+		if strings.Contains(stdout.String(), "never") {
+			t.Errorf("%s: the command ran, so the hostile agent was not the one answering: the test proves nothing", mode)
+		}
+		t.Logf("%s: exit %v, %d bytes of stdout, stderr %q", mode, err, stdout.Len(), strings.TrimSpace(stderr.String()))
+		if _, err := d.c.Status(context.Background()); err != nil {
+			t.Fatalf("%s: the daemon stopped answering: %v", mode, err)
+		}
+		eventually(t, mode+": the sandbox is destroyed, not reused", 30*time.Second, func() error {
+			p, err := d.c.Pool(context.Background(), "bb")
+			if err != nil {
+				return err
+			}
+			if p.Stats.Destroyed() <= before0.Stats.Destroyed() {
+				return fmt.Errorf("destroyed %d, before %d", p.Stats.Destroyed(), before0.Stats.Destroyed())
+			}
+			return nil
+		})
+		d.waitIdle("bb", 1)
+	}
+	if grew := rss(t, pid) - before; grew > 32<<20 {
+		t.Errorf("the daemon's RSS grew by %d MiB through the hostile agents", grew>>20)
+	}
+}

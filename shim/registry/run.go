@@ -150,7 +150,7 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 				if s.r.stopCtx.Err() != nil {
 					return fail(agent.CodeFailed, errors.New("the daemon is stopping"))
 				}
-				return fail(agent.CodeFailed, fmt.Errorf("%w: run timed out", context.DeadlineExceeded))
+				return fail(agent.CodeFailed, fmt.Errorf("run timed out: %w", context.DeadlineExceeded))
 			}
 			return fail(agent.CodeFailed, fmt.Errorf("sandbox %s: lost its process runner: %w", s.hello.Sandbox, err))
 		}

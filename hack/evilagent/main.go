@@ -1,0 +1,70 @@
+// Command evilagent is a hostile stand-in for a sandbox's agent, for the
+// integration tests: code in a sandbox can remove the agent's socket and
+// listen there itself. It answers every connection one way, named by its
+// first argument:
+//
+//	bigframe  a frame header claiming 4 GiB
+//	garbage   bytes that are no frame at all
+//	flood     stdout frames without end
+//	hello     frames only the daemon may send (a hello, then an exit)
+package main
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+)
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: evilagent bigframe|garbage|flood|hello SOCKET")
+		os.Exit(2)
+	}
+	mode, path := os.Args[1], os.Args[2]
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		go serve(mode, c)
+	}
+}
+
+func frame(kind byte, p []byte) []byte {
+	h := []byte{kind, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
+	return append(h, p...)
+}
+
+func serve(mode string, c net.Conn) {
+	defer c.Close()
+	// The connection stays open after what it sends, read to its end:
+	// the daemon must act on what it got, not on a hang-up.
+	defer io.Copy(io.Discard, c)
+	switch mode {
+	case "bigframe":
+		c.Write([]byte{'o', 0xff, 0xff, 0xff, 0xff})
+		c.Write(make([]byte, 1<<20))
+	case "garbage":
+		c.Write([]byte("HTTP/1.1 200 OK\r\n\r\nthis is not the run protocol"))
+	case "flood":
+		go io.Copy(io.Discard, c)
+		f := frame('o', make([]byte, 64<<10))
+		for {
+			if _, err := c.Write(f); err != nil {
+				return
+			}
+		}
+	case "hello":
+		c.Write(frame('h', []byte(`{"pool":"forged","sandbox":"forged","via":"agent"}`)))
+		c.Write(frame('x', []byte(`{"code":0}`)))
+	}
+}
