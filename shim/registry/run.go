@@ -204,8 +204,8 @@ func relayClient(client, to *agent.Conn) error {
 	}
 }
 
-// finish puts a run's sandbox back (reuse) or destroys it and lets its
-// pool refill, off the caller's path.
+// finish puts a run's sandbox back (reuse) or destroys it off the caller's
+// path; the pool refills to its target as the destroy frees the slot.
 func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 	id := ref.Sandbox().ID()
 	if reuse {
@@ -220,7 +220,6 @@ func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 		if err := ref.Destroy(ReasonRunDone); err != nil {
 			r.log.Warn("destroy after run", "pool", p.Name, "sandbox", id, "error", err)
 		}
-		r.warm(p)
 	}()
 }
 

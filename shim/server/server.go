@@ -149,16 +149,24 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 
 // timeoutCtx bounds a request by the timeout it names, or the default.
 func timeoutCtx(r *http.Request, timeout string) (context.Context, context.CancelFunc, error) {
-	d := api.DefaultAcquireTimeout
-	if timeout != "" {
-		v, err := time.ParseDuration(timeout)
-		if err != nil || v <= 0 {
-			return nil, nil, fmt.Errorf("%w: timeout %q: want a positive duration like 30s", errBadRequest, timeout)
-		}
-		d = v
+	d, err := parseTimeout(timeout, api.DefaultAcquireTimeout)
+	if err != nil {
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), d)
 	return ctx, cancel, nil
+}
+
+// parseTimeout parses a request's timeout; empty is def.
+func parseTimeout(timeout string, def time.Duration) (time.Duration, error) {
+	if timeout == "" {
+		return def, nil
+	}
+	v, err := time.ParseDuration(timeout)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%w: timeout %q: want a positive duration like 30s", errBadRequest, timeout)
+	}
+	return v, nil
 }
 
 // Thresholds of DiskHealth.Warning.
@@ -441,15 +449,12 @@ func (a *Server) run(w http.ResponseWriter, r *http.Request) {
 // sandbox is bounded as an acquire is; the run by its timeout, or by
 // registry.MaxRun.
 func (a *Server) runStream(w http.ResponseWriter, r *http.Request, req api.RunCall) {
-	run := registry.MaxRun
-	if req.Timeout != "" {
-		v, err := time.ParseDuration(req.Timeout)
-		if err != nil || v <= 0 {
-			writeError(w, fmt.Errorf("%w: timeout %q: want a positive duration like 30s", errBadRequest, req.Timeout))
-			return
-		}
-		run = min(v, registry.MaxRun)
+	run, err := parseTimeout(req.Timeout, registry.MaxRun)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
+	run = min(run, registry.MaxRun)
 	// The run outlives the handler's request context once hijacked.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), run)
 	defer cancel()
