@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,83 @@ func TestRelayAgentDiesWhileClientSends(t *testing.T) {
 	var e *agent.Error
 	if !errors.As(err, &e) || e.Code != agent.CodeFailed || !strings.Contains(e.Message, "sandbox") {
 		t.Fatalf("run whose agent died: %#v; want an error frame of code 125 naming the sandbox", err)
+	}
+}
+
+// A hostile API client that, mid-run, sends a frame header claiming 4 GiB
+// (or a kind only the agent may send) is cut off at once: the relay ends
+// with a protocol error without reading or holding the payload, and the
+// agent's connection closes, so the process group is killed.
+func TestRelayCutsOffHostileClient(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"4 GiB header", []byte{agent.KindStdin, 0xff, 0xff, 0xff, 0xff}},
+		{"an exit frame", append([]byte{agent.KindExit, 0, 0, 0, 2}, "{}"...)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			agentEnd, daemonEnd, err := agent.Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer agentEnd.Close()
+			mb := sandboxset.NewMockBackend()
+			p := runProvider{testProvider: testProvider{b: mb, scratch: sandboxset.DirScratch{Root: t.TempDir()}}}
+			p.session = func() io.ReadWriteCloser { return daemonEnd }
+			r, err := New(Config{Provider: p, Root: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close(context.Background(), true)
+			if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			s, err := r.OpenRun(ctx, api.RunRequest{Pool: "fn", Cmd: []string{"sleep", "30"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mine, theirs, err := agent.Pair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer mine.Close()
+			relayed := make(chan error, 1)
+			go func() {
+				_, err := s.Relay(ctx, agent.NewConn(theirs))
+				relayed <- err
+			}()
+			cl := agent.NewConn(mine)
+			if f, err := cl.Read(); err != nil || f.Kind != agent.KindHello {
+				t.Fatalf("hello: %v %v", f, err)
+			}
+			if err := cl.WriteJSON(agent.KindStart, agent.Start{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := mine.Write(c.frame); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-relayed:
+				if !errors.Is(err, agent.ErrProtocol) {
+					t.Fatalf("relay ended with %v; want a protocol error", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the relay kept a hostile client")
+			}
+			// The agent's side sees its connection closed: the agent would
+			// kill the process group.
+			ac := agent.NewConn(agentEnd)
+			agentEnd.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, err := ac.Read(); err != nil {
+					if errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatal("the agent's connection stayed open after the client was cut off")
+					}
+					return
+				}
+			}
+		})
 	}
 }
