@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"sync"
 	"time"
 )
 
@@ -39,25 +40,29 @@ func IsBackground(ctx context.Context) bool {
 // context: destroys and background creates.
 const DefaultOpTimeout = 60 * time.Second
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+// The rules are compiled on first use: a counted repetition is costly to
+// compile, and the client, which links this package, starts on every run.
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`) })
 
 // ValidateName reports whether name can name a pool: 1 to 100 characters,
 // letters, digits, '_', '.' and '-', starting with a letter or digit. Sandbox
 // IDs are derived from it and must be valid Docker volume names.
 func ValidateName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !nameRE().MatchString(name) {
 		return fmt.Errorf("pool name %q: must be 1-100 characters of [A-Za-z0-9_.-] starting with a letter or digit", name)
 	}
 	return nil
 }
 
-var sandboxIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}-[0-9a-f]{16}$`)
+var sandboxIDRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}-[0-9a-f]{16}$`)
+})
 
 // ValidateSandboxID reports whether id is a sandbox ID a Set makes: its
 // pool's name (see ValidateName), '-' and 16 hex digits; so at most 117
 // characters, always one path element, never "." or "..".
 func ValidateSandboxID(id string) error {
-	if !sandboxIDRE.MatchString(id) {
+	if !sandboxIDRE().MatchString(id) {
 		if len(id) > 130 {
 			id = id[:130] + "..."
 		}

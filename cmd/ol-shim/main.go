@@ -1,64 +1,15 @@
-// Command ol-shim keeps warm pools of paused containers for serverless
-// functions on a Docker host.
+// Command ol-shim is the client of ol-shim, which keeps warm pools of paused
+// containers for serverless functions on a Docker host: run, status, pool
+// and version. The daemon's commands (serve, demo, init) are ol-shimd's;
+// ol-shim hands them on to it.
 //
 // Installed as docker-ol in Docker's cli-plugins directory, the same binary
 // is a Docker CLI plugin: `docker ol run -it IMAGE sh` is `ol-shim run -it
 // IMAGE sh`.
 package main
 
-import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-
-	"github.com/urfave/cli/v2"
-)
-
-// pluginName is the binary's name as a Docker CLI plugin ("docker ol").
-const pluginName = "docker-ol"
+import "github.com/open-lambda/ol-shim/internal/clicmd"
 
 func main() {
-	args := os.Args
-	if filepath.Base(args[0]) == pluginName {
-		var done bool
-		args, done = cliPlugin(args)
-		if done {
-			return
-		}
-	}
-	if err := newApp().Run(args); err != nil {
-		var ec cli.ExitCoder
-		if errors.As(err, &ec) {
-			if msg := err.Error(); msg != "" {
-				fmt.Fprintf(os.Stderr, "ol-shim: %s\n", msg)
-			}
-			os.Exit(ec.ExitCode())
-		}
-		fmt.Fprintf(os.Stderr, "ol-shim: %v\n", err)
-		os.Exit(1)
-	}
-}
-
-// cliPlugin answers the Docker CLI's plugin protocol: the metadata call,
-// and "docker-ol ol ARGS..." (the CLI passes the plugin's name first) for
-// "docker ol ARGS...". It returns the arguments to run as ol-shim, or true
-// when it answered alone.
-func cliPlugin(args []string) ([]string, bool) {
-	if len(args) > 1 && args[1] == "docker-cli-plugin-metadata" {
-		json.NewEncoder(os.Stdout).Encode(struct {
-			SchemaVersion    string
-			Vendor           string
-			Version          string
-			ShortDescription string
-			URL              string
-		}{"0.1.0", "ol-shim", version, "Run commands in warm sandboxes from ol-shim's pools", "https://github.com/open-lambda/ol-shim"})
-		return nil, true
-	}
-	out := []string{"ol-shim"}
-	if len(args) > 1 && args[1] == "ol" {
-		args = args[1:]
-	}
-	return append(out, args[1:]...), false
+	clicmd.Main(clicmd.NewApp(clicmd.Forwarders()...))
 }

@@ -1,4 +1,4 @@
-package main
+package clicmd
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ var versionCommand = &cli.Command{
 	Name:  "version",
 	Usage: "print the version of ol-shim",
 	Action: func(c *cli.Context) error {
-		fmt.Fprintf(c.App.Writer, "ol-shim %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(c.App.Writer, "ol-shim %s (%s, %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return nil
 	},
 }

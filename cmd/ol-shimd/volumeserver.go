@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/open-lambda/ol-shim/internal/clicmd"
 	"github.com/open-lambda/ol-shim/shim/daemon"
 )
 
@@ -33,7 +34,7 @@ var volumeServerCommand = &cli.Command{
 		defer stop()
 		return daemon.ServeVolume(ctx, daemon.VolumeServerConfig{
 			Name: c.String("name"), DataDir: c.String("data"), Mountpoint: c.String("mountpoint"), Socket: c.String("socket"),
-			MaxBytes: c.Int64("size"), MaxInodes: c.Int64("inodes"), Version: version, Logger: log,
+			MaxBytes: c.Int64("size"), MaxInodes: c.Int64("inodes"), Version: clicmd.Version, Logger: log,
 		})
 	},
 }

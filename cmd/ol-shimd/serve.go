@@ -18,6 +18,7 @@ import (
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
+	"github.com/open-lambda/ol-shim/internal/clicmd"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/config"
 	"github.com/open-lambda/ol-shim/shim/daemon"
@@ -135,7 +136,7 @@ func serve(c *cli.Context) error {
 	defer stop()
 	d, err := daemon.New(ctx, daemon.Config{
 		Root: root, Backend: s.backend, Scratch: s.scratchMode, PluginName: s.pluginName, DockerHost: s.dockerHost,
-		Budget: budget, Lease: s.lease, DestroyOnExit: s.destroyOnExit, File: file, Version: version, Logger: log,
+		Budget: budget, Lease: s.lease, DestroyOnExit: s.destroyOnExit, File: file, Version: clicmd.Version, Logger: log,
 		Metrics: c.String("metrics-addr") != "" && !purge, PluginOnly: c.Bool("plugin-only"),
 		Notify: func(status string) { notify(status) },
 		// Quota'd volumes are served by processes of their own, which

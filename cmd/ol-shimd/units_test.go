@@ -27,7 +27,8 @@ func TestSystemdUnitsVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		text := strings.ReplaceAll(string(b), "/usr/local/bin/ol-shim", self)
+		text := strings.ReplaceAll(string(b), "/usr/local/bin/ol-shimd", self)
+		text = strings.ReplaceAll(text, "/usr/local/bin/ol-shim", self)
 		if err := os.WriteFile(filepath.Join(dir, u), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// build builds the client into a new directory, with ol-shimd beside it
+// when daemon is true.
+func build(t *testing.T, daemon bool) string {
+	t.Helper()
+	dir := t.TempDir()
+	pkgs := []string{"."}
+	if daemon {
+		pkgs = append(pkgs, "../ol-shimd")
+	}
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "ol-shim")
+}
+
+// TestDaemonCommandsHandedOn: ol-shim runs a daemon command as ol-shimd in
+// the same process (a supervisor's PID stays right), and says what is
+// missing when ol-shimd is not there.
+func TestDaemonCommandsHandedOn(t *testing.T) {
+	bin := build(t, true)
+	out, err := exec.Command(bin, "serve", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--config") {
+		t.Fatalf("ol-shim serve --help: %v\n%s", err, out)
+	}
+
+	// init's command prints its parent's PID: ol-shimd's, which must be
+	// the PID of the ol-shim process started here.
+	var stdout bytes.Buffer
+	cmd := exec.Command(bin, "init", "--", "/bin/sh", "-c", "echo $PPID")
+	cmd.Stdout = &stdout
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ol-shim init -- sh: %v", err)
+	}
+	if got := strings.TrimSpace(stdout.String()); got != strconv.Itoa(cmd.Process.Pid) {
+		t.Errorf("init's child's parent is %s, want the ol-shim process %d", got, cmd.Process.Pid)
+	}
+
+	alone := build(t, false)
+	t.Setenv("PATH", "/nonexistent")
+	out, err = exec.Command(alone, "serve").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(out), "ol-shimd: the daemon's program is neither next to") {
+		t.Errorf("ol-shim serve without ol-shimd: %v\n%s", err, out)
+	}
+	// The client's own commands need no ol-shimd.
+	if out, err := exec.Command(alone, "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "ol-shim ") {
+		t.Errorf("ol-shim version without ol-shimd: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,60 @@
+package clicmd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+)
+
+// PluginName is the binary's name as a Docker CLI plugin ("docker ol").
+const PluginName = "docker-ol"
+
+// Main runs app on the process's arguments (as a Docker CLI plugin when
+// called docker-ol), prints an error once and exits with its code.
+func Main(app *cli.App) {
+	args := os.Args
+	if filepath.Base(args[0]) == PluginName {
+		var done bool
+		args, done = cliPlugin(args)
+		if done {
+			return
+		}
+	}
+	if err := app.Run(args); err != nil {
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) {
+			if msg := err.Error(); msg != "" {
+				fmt.Fprintf(os.Stderr, "ol-shim: %s\n", msg)
+			}
+			os.Exit(ec.ExitCode())
+		}
+		fmt.Fprintf(os.Stderr, "ol-shim: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// cliPlugin answers the Docker CLI's plugin protocol: the metadata call,
+// and "docker-ol ol ARGS..." (the CLI passes the plugin's name first) for
+// "docker ol ARGS...". It returns the arguments to run as ol-shim, or true
+// when it answered alone.
+func cliPlugin(args []string) ([]string, bool) {
+	if len(args) > 1 && args[1] == "docker-cli-plugin-metadata" {
+		json.NewEncoder(os.Stdout).Encode(struct {
+			SchemaVersion    string
+			Vendor           string
+			Version          string
+			ShortDescription string
+			URL              string
+		}{"0.1.0", "ol-shim", Version, "Run commands in warm sandboxes from ol-shim's pools", "https://github.com/open-lambda/ol-shim"})
+		return nil, true
+	}
+	out := []string{"ol-shim"}
+	if len(args) > 1 && args[1] == "ol" {
+		args = args[1:]
+	}
+	return append(out, args[1:]...), false
+}
