@@ -74,7 +74,7 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 		if err != nil {
 			return res, err
 		}
-		srv, err := scratch.MountQuota(dir, mnt, q, "ol-shim-bench")
+		srv, err := scratch.MountQuota(dir, mnt, q, "ol-shim-bench", true)
 		if err != nil {
 			return res, fail("mount the FUSE quota", err)
 		}

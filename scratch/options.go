@@ -50,6 +50,9 @@ type Options struct {
 	// that dockerd never recorded (its create was cut off) is removed by
 	// the daemon's orphan sweep.
 	Sandbox bool `json:"sandbox,omitempty"`
+	// NoPassthrough keeps the volume's reads in its server: a writer is
+	// then never refused because a passthrough reader holds the file.
+	NoPassthrough bool `json:"no_passthrough,omitempty"`
 }
 
 // DefaultMode is the mode of a volume's root unless the mode option says
@@ -87,6 +90,8 @@ const (
 	// OptSandbox ("true") marks a sandbox's scratch volume; the daemon
 	// sets it.
 	OptSandbox = "sandbox"
+	// OptPassthrough ("false") keeps reads in the volume's server.
+	OptPassthrough = "passthrough"
 )
 
 // QuotaOptions returns the volume options that give a volume these quotas;
@@ -104,12 +109,13 @@ func QuotaOptions(size, inodes int64) map[string]string {
 
 // optionKeys are the options Create accepts, with what each takes.
 var optionKeys = map[string]string{
-	OptSize:    "bytes, with an optional K, M, G or T suffix (powers of 1024), e.g. 64M",
-	OptInodes:  "a positive count of files and directories",
-	OptUID:     "owner of the volume's root, 0-4294967294",
-	OptGID:     "group of the volume's root, 0-4294967294",
-	OptSandbox: "true for a sandbox's scratch volume (set by ol-shim itself)",
-	OptMode:    "octal permissions of the volume's root, e.g. 0750",
+	OptSize:        "bytes, with an optional K, M, G or T suffix (powers of 1024), e.g. 64M",
+	OptInodes:      "a positive count of files and directories",
+	OptUID:         "owner of the volume's root, 0-4294967294",
+	OptGID:         "group of the volume's root, 0-4294967294",
+	OptSandbox:     "true for a sandbox's scratch volume (set by ol-shim itself)",
+	OptMode:        "octal permissions of the volume's root, e.g. 0750",
+	OptPassthrough: "true (the default: read-only opens of a quota'd volume's files are read by the kernel, and a writer waits for them to close) or false (every read goes through the volume's server)",
 }
 
 // ValidOptions describes the options Create accepts, for error messages.
@@ -153,6 +159,10 @@ func ParseOptions(opts map[string]string) (Options, error) {
 			} else {
 				o.GID = int(n)
 			}
+		case OptPassthrough:
+			var on bool
+			on, err = strconv.ParseBool(v)
+			o.NoPassthrough = !on
 		case OptMode:
 			var n uint64
 			n, err = strconv.ParseUint(v, 8, 32)

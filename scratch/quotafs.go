@@ -16,7 +16,8 @@ import (
 // accounted afterwards from what the backing filesystem reports.
 type quotaNode struct {
 	*confinedNode
-	q *Quota
+	q  *Quota
+	io *ioModes
 }
 
 var (
@@ -37,12 +38,13 @@ var (
 // newQuotaRoot returns the root node of a quota'd, confined loopback over
 // dir, and its root (whose descriptor the mount holds).
 func newQuotaRoot(dir string, q *Quota) (*quotaNode, *confinedRoot, error) {
-	wrap := func(c *confinedNode) fs.InodeEmbedder { return &quotaNode{confinedNode: c, q: q} }
+	io := &ioModes{m: map[uint64]*ioCount{}, closed: make(chan struct{})}
+	wrap := func(c *confinedNode) fs.InodeEmbedder { return &quotaNode{confinedNode: c, q: q, io: io} }
 	root, n, err := newConfinedRoot(dir, wrap)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &quotaNode{confinedNode: n, q: q}, root, nil
+	return &quotaNode{confinedNode: n, q: q, io: io}, root, nil
 }
 
 // lstat stats the entry name of n, not following it.
@@ -85,26 +87,43 @@ func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32,
 	lf := fh.(*fs.LoopbackFile)
 	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), true)
 	n.recharge()
-	return ch, &quotaFile{lf: lf, q: n.q, ino: out.Attr.Ino}, fflags | fuse.FOPEN_KEEP_CACHE, 0
+	// A new inode: no passthrough open of it exists, so this cannot fail.
+	f := &quotaFile{lf: lf, q: n.q, ino: out.Attr.Ino, io: n.io, ioIno: ch.StableAttr().Ino, write: isWrite(flags)}
+	var ioFlags uint32
+	f.kind, ioFlags, _ = n.io.open(f.ioIno, f.write, false)
+	return ch, f, fflags | ioFlags, 0
 }
 
-// Open opens a file with a handle that accounts its writes. With
-// O_TRUNC the backing open truncates, which the charge reflects.
+// Open opens a file with a handle that accounts its writes, or, read-only,
+// one whose reads the kernel does itself (see ioModes). With O_TRUNC the
+// backing open truncates, which the charge reflects.
 func (n *quotaNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	// The I/O mode is decided first: a writer refused must not have
+	// truncated the file.
+	sa := n.StableAttr()
+	write := isWrite(flags)
+	kind, ioFlags, errno := n.io.open(sa.Ino, write, sa.Mode&syscall.S_IFMT == syscall.S_IFREG)
+	if errno != 0 {
+		return nil, 0, errno
+	}
 	fh, fflags, errno := n.confinedNode.Open(ctx, flags)
 	if errno != 0 {
+		n.io.close(sa.Ino, kind, write)
 		return nil, 0, errno
 	}
 	lf := fh.(*fs.LoopbackFile)
 	var a fuse.AttrOut
 	if errno := lf.Getattr(ctx, &a); errno != 0 {
+		n.io.close(sa.Ino, kind, write)
 		lf.Release(ctx)
 		return nil, 0, errno
 	}
+	f := &quotaFile{lf: lf, q: n.q, ino: a.Ino, io: n.io, ioIno: sa.Ino, kind: kind, write: write}
 	n.q.opened(a.Ino, chargeOfAttr(&a.Attr))
-	// Every change to the file comes through this mount, so the kernel's
-	// page cache stays right across opens: keep it.
-	return &quotaFile{lf: lf, q: n.q, ino: a.Ino}, fflags | fuse.FOPEN_KEEP_CACHE, 0
+	if f.kind == ioPassthrough {
+		return &ptFile{f}, fflags | ioFlags, 0
+	}
+	return f, fflags | ioFlags, 0
 }
 
 // made is the common tail of Mkdir, Mknod and Symlink.
@@ -258,16 +277,20 @@ func (n *quotaNode) CopyFileRange(context.Context, fs.FileHandle, uint64, *fs.In
 }
 
 // quotaFile is an open file of a quota'd volume. It has no passthrough
-// descriptor, no Writev, no Ioctl and no CopyFileRange: every write reaches
+// descriptor (ptFile adds one to read-only opens), no Writev, no Ioctl and no CopyFileRange: every write reaches
 // Write, where it is accounted. Its Flush answers ENOSYS: writes reach the
 // backing file at once, so there is nothing to flush at close, and the
 // kernel stops sending FLUSH after the first ENOSYS (one round trip less
 // per close; without a Flush method go-fuse would answer OK, and the kernel
 // would keep asking).
 type quotaFile struct {
-	lf  *fs.LoopbackFile
-	q   *Quota
-	ino uint64
+	lf    *fs.LoopbackFile
+	q     *Quota
+	ino   uint64
+	io    *ioModes
+	ioIno uint64 // its inode in io (the FUSE inode number)
+	kind  ioKind
+	write bool
 }
 
 var (
@@ -345,6 +368,7 @@ func (f *quotaFile) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.A
 
 // Release closes the file; an unlinked file is freed at its last close.
 func (f *quotaFile) Release(ctx context.Context) syscall.Errno {
+	f.io.close(f.ioIno, f.kind, f.write)
 	a, errno := f.stat(ctx)
 	if errno == 0 {
 		f.q.closed(f.ino, chargeOfAttr(&a.Attr), a.Nlink)
@@ -355,6 +379,7 @@ func (f *quotaFile) Release(ctx context.Context) syscall.Errno {
 }
 
 func (f *quotaFile) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f.io.serverReads.Add(1)
 	return f.lf.Read(ctx, buf, off)
 }
 func (f *quotaFile) Fsync(ctx context.Context, flags uint32) syscall.Errno {
@@ -376,10 +401,19 @@ func (f *quotaFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock,
 	return f.lf.Setlkw(ctx, owner, lk, flags)
 }
 
+// QuotaMount is a mounted quota'd volume: its FUSE server (Unmount, Wait)
+// and whether its reads go to the kernel's passthrough.
+type QuotaMount struct {
+	*fuse.Server
+	Passthrough Passthrough
+	io          *ioModes
+}
+
 // MountQuota mounts a quota'd loopback of dir at mnt (nosuid, nodev,
 // allow_other with the kernel checking permissions, no extended attributes)
-// and returns the server; Unmount it with server.Unmount.
-func MountQuota(dir, mnt string, q *Quota, name string) (*fuse.Server, error) {
+// and returns the mount; Unmount it with its Unmount. With passthrough,
+// read-only opens are read by the kernel where it can (see ioModes).
+func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*QuotaMount, error) {
 	root, cr, err := newQuotaRoot(dir, q)
 	if err != nil {
 		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
@@ -411,9 +445,16 @@ func MountQuota(dir, mnt string, q *Quota, name string) (*fuse.Server, error) {
 		unix.Close(cr.fd)
 		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
 	}
+	pt := Passthrough("off: turned off (volume option passthrough=false)")
+	if passthrough && !noPassthrough {
+		pt = probePassthrough(srv, cr.fd)
+	}
+	root.io.mu.Lock()
+	root.io.on = pt == "on"
+	root.io.mu.Unlock()
 	go func() {
 		srv.Wait()
 		unix.Close(cr.fd)
 	}()
-	return srv, nil
+	return &QuotaMount{Server: srv, Passthrough: pt, io: root.io}, nil
 }

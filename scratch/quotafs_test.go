@@ -40,6 +40,7 @@ type qfs struct {
 	t        *testing.T
 	dir, mnt string
 	q        *Quota
+	srv      *QuotaMount
 }
 
 // mountQuota mounts a quota'd loopback of a fresh directory (or of dir,
@@ -58,11 +59,11 @@ func (f *qfs) mount(maxBytes, maxInodes int64) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	srv, err := MountQuota(f.dir, f.mnt, q, "test")
+	srv, err := MountQuota(f.dir, f.mnt, q, "test", true)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	f.q = q
+	f.q, f.srv = q, srv
 	f.t.Cleanup(func() {
 		if err := srv.Unmount(); err != nil {
 			f.t.Errorf("unmount %s: %v", f.mnt, err)

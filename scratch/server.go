@@ -20,7 +20,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/internal/serve"
@@ -42,6 +41,9 @@ type ServerHealth struct {
 	Started    time.Time `json:"started"`
 	BytesUsed  int64     `json:"bytes_used"`
 	InodesUsed int64     `json:"inodes_used"`
+	// Passthrough is "on" when the kernel reads files itself, or "off: "
+	// and why (an older server says nothing).
+	Passthrough Passthrough `json:"passthrough,omitempty"`
 }
 
 // ServerStatus is a volume's FUSE server, as Status shows it.
@@ -52,7 +54,8 @@ type ServerStatus struct {
 	InProcess bool      `json:"in_process,omitempty"`
 	// Alive is false once the server died: the volume's containers get I/O
 	// errors until it is mounted again.
-	Alive bool `json:"alive"`
+	Alive       bool        `json:"alive"`
+	Passthrough Passthrough `json:"passthrough,omitempty"`
 }
 
 // volumeServer serves one quota'd volume's FUSE mount.
@@ -67,7 +70,7 @@ type volumeServer interface {
 
 // inProcess is a FUSE server of the daemon's own process.
 type inProcess struct {
-	srv     *fuse.Server
+	srv     *QuotaMount
 	q       *Quota
 	started time.Time
 }
@@ -78,7 +81,7 @@ func (s *inProcess) usage() (int64, int64, error) {
 }
 
 func (s *inProcess) status() ServerStatus {
-	return ServerStatus{PID: os.Getpid(), Started: s.started, InProcess: true, Alive: true}
+	return ServerStatus{PID: os.Getpid(), Started: s.started, InProcess: true, Alive: true, Passthrough: s.srv.Passthrough}
 }
 
 func (s *inProcess) unmount(m *Manager, name string) error {
@@ -125,7 +128,7 @@ func (s *process) alive() bool {
 }
 
 func (s *process) status() ServerStatus {
-	return ServerStatus{PID: s.health.PID, Version: s.health.Version, Started: s.health.Started, Alive: s.alive()}
+	return ServerStatus{PID: s.health.PID, Version: s.health.Version, Started: s.health.Started, Alive: s.alive(), Passthrough: s.health.Passthrough}
 }
 
 func (s *process) usage() (int64, int64, error) {
@@ -185,7 +188,8 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 	defer logf.Close()
 	o := v.rec.Options
 	cmd := exec.Command(m.serverBinary, "volume-server", "--name", name, "--data", m.dataDir(name), "--mountpoint", m.mountDir(name),
-		"--socket", sock, "--size", strconv.FormatInt(o.Size, 10), "--inodes", strconv.FormatInt(o.InodeLimit(), 10))
+		"--socket", sock, "--size", strconv.FormatInt(o.Size, 10), "--inodes", strconv.FormatInt(o.InodeLimit(), 10),
+		"--passthrough="+strconv.FormatBool(!o.NoPassthrough))
 	// Its own session: a signal to the daemon's process group (Ctrl-C, a
 	// stop) does not reach it, and it outlives the daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -321,8 +325,10 @@ type ServerConfig struct {
 	Socket     string
 	MaxBytes   int64
 	MaxInodes  int64
-	Version    string
-	Logger     *slog.Logger
+	// Passthrough lets the kernel read files opened read-only.
+	Passthrough bool
+	Version     string
+	Logger      *slog.Logger
 }
 
 // ServeVolume serves one quota'd volume until it is unmounted (by a
@@ -337,7 +343,7 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
 	}
-	srv, err := MountQuota(cfg.DataDir, cfg.Mountpoint, q, cfg.Name)
+	srv, err := MountQuota(cfg.DataDir, cfg.Mountpoint, q, cfg.Name, cfg.Passthrough)
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
 	}
@@ -367,7 +373,7 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, _ *http.Request) {
 		b, i := q.Usage()
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(ServerHealth{Name: cfg.Name, PID: os.Getpid(), Version: cfg.Version, Started: started, BytesUsed: b, InodesUsed: i})
+		json.NewEncoder(w).Encode(ServerHealth{Name: cfg.Name, PID: os.Getpid(), Version: cfg.Version, Started: started, BytesUsed: b, InodesUsed: i, Passthrough: srv.Passthrough})
 	})
 	mux.HandleFunc("POST /v1/unmount", func(w http.ResponseWriter, _ *http.Request) {
 		log.Info("unmount requested", "volume", cfg.Name)
@@ -376,7 +382,7 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	})
 	hs := serve.Server(mux, serve.DefaultLimits)
 	go hs.Serve(serve.Listener(l, serve.DefaultLimits))
-	log.Info("serving volume", "volume", cfg.Name, "mountpoint", cfg.Mountpoint, "pid", os.Getpid())
+	log.Info("serving volume", "volume", cfg.Name, "mountpoint", cfg.Mountpoint, "pid", os.Getpid(), "passthrough", srv.Passthrough)
 	stop := context.AfterFunc(ctx, unmount)
 	defer stop()
 	srv.Wait()

@@ -186,3 +186,59 @@ func TestVolumeServerKilled(t *testing.T) {
 	}
 	_ = api.LabelRoot
 }
+
+// TestVolumePassthrough: a quota'd volume's server reads through the
+// kernel's FUSE passthrough on this kernel (6.18) and status says so; a
+// volume made with passthrough=false says it is off; containers read and
+// write both, and a writer of a file a passthrough reader holds open is
+// refused (ETXTBSY) rather than written past the quota.
+func TestVolumePassthrough(t *testing.T) {
+	d := newDaemonWith(t, "", nil)
+	on, off := "it-passthrough-on", "it-passthrough-off"
+	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=16M", on)
+	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=16M", "--opt", "passthrough=false", off)
+	t.Cleanup(func() { exec.Command("docker", "volume", "rm", "-f", on, off).Run() })
+	for _, vol := range []string{on, off} {
+		out := mustRun(t, "docker", "run", "--rm", "--network", "none", "-v", vol+":/data", busybox,
+			"sh", "-c", "dd if=/dev/zero of=/data/f bs=1M count=4 2>/dev/null && md5sum /data/f | cut -c1-8 && wc -c < /data/f")
+		if f := strings.Fields(out); len(f) != 2 || f[0] != "b5cfa9d6" || f[1] != "4194304" {
+			t.Errorf("volume %s: write 4 MiB then read it back: %q", vol, out)
+		}
+	}
+	// A reader holds the file open; a writer beside it is refused on the
+	// passthrough volume, and writes on the other.
+	script := "exec 3</data/f; sleep 0.3; if echo x >> /data/f; then echo WROTE; else echo REFUSED; fi; head -c 4 <&3 | wc -c"
+	for vol, want := range map[string]string{on: "REFUSED", off: "WROTE"} {
+		out := mustRun(t, "docker", "run", "--rm", "--network", "none", "-v", vol+":/data", busybox, "sh", "-c", script+" 2>&1")
+		if !strings.Contains(out, want) || !strings.HasSuffix(strings.TrimSpace(out), "4") {
+			t.Errorf("volume %s: a writer beside a reader: %q, want %s and the reader's 4 bytes", vol, out, want)
+		}
+	}
+	// Status, while each is mounted.
+	holders := map[string]string{}
+	for _, vol := range []string{on, off} {
+		holders[vol] = strings.TrimSpace(mustRun(t, "docker", "run", "-d", "--network", "none", "-v", vol+":/data", busybox, "sleep", "60"))
+		id := holders[vol]
+		t.Cleanup(func() { exec.Command("docker", "rm", "-f", id).Run() })
+	}
+	eventually(t, "passthrough in status", 10*time.Second, func() error {
+		st, err := d.c.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		got := map[string]string{}
+		for _, v := range st.Volumes {
+			if v.Server != nil {
+				got[v.Name] = v.Server.Passthrough
+			}
+		}
+		if got[on] != "on" || !strings.HasPrefix(got[off], "off: ") {
+			return fmt.Errorf("passthrough in status: %q", got)
+		}
+		return nil
+	})
+	out, _, _ := d.cli("", "status")
+	if !strings.Contains(out, "reads: passthrough on") || !strings.Contains(out, "reads: passthrough off: turned off") {
+		t.Errorf("ol-shim status does not say how volumes read:\n%s", out)
+	}
+}

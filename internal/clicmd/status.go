@@ -128,6 +128,9 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 					server += " (OLD: serves until its last unmount)"
 				}
 			}
+			if s.Alive && s.Passthrough != "" {
+				server += "; reads: passthrough " + s.Passthrough
+			}
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, used, quota, strings.TrimSpace(inodes), v.Mounts, server)
 	}

@@ -170,6 +170,9 @@ type VolumeServer struct {
 	// Old is set when it runs another version than the daemon (started
 	// before an upgrade; it serves until its volume's last unmount).
 	Old bool `json:"old,omitempty"`
+	// Passthrough is "on" when the kernel reads the volume's files itself
+	// (FUSE passthrough), or "off: " and why.
+	Passthrough string `json:"passthrough,omitempty"`
 }
 
 // VolumeOptions are a volume's settings (`docker volume create --opt`).

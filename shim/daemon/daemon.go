@@ -479,7 +479,7 @@ func (d *Daemon) volumes() []api.VolumeStatus {
 			Options: api.VolumeOptions{Size: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode}}
 		if s := v.Server; s != nil {
 			vs.Server = &api.VolumeServer{PID: s.PID, Version: s.Version, Started: s.Started, InProcess: s.InProcess, Alive: s.Alive,
-				Old: !s.InProcess && s.Version != d.cfg.Version}
+				Old: !s.InProcess && s.Version != d.cfg.Version, Passthrough: string(s.Passthrough)}
 		}
 		out = append(out, vs)
 	}

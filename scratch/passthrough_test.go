@@ -1,0 +1,240 @@
+package scratch
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// needPassthrough fails (in CI) or skips when the kernel gives no FUSE
+// passthrough: this machine runs Linux 6.18, where it must be on.
+func needPassthrough(t *testing.T, f *qfs) {
+	t.Helper()
+	if f.srv.Passthrough == "on" {
+		return
+	}
+	var u unix.Utsname
+	unix.Uname(&u)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("FUSE passthrough %s (kernel %s)", f.srv.Passthrough, unix.ByteSliceToString(u.Release[:]))
+	}
+	t.Skipf("FUSE passthrough %s", f.srv.Passthrough)
+}
+
+// waitClosed waits until the server has seen every file of f closed: the
+// kernel sends RELEASE after close returns, and until then a reader of a
+// file just written is not given passthrough (it shares the inode with a
+// cached open).
+func waitClosed(t *testing.T, f *qfs) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		f.srv.io.mu.Lock()
+		n := len(f.srv.io.m)
+		f.srv.io.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d inodes still open in the server 5 s after their last close", n)
+		}
+	}
+}
+
+// TestPassthroughReadsSkipServer: a read-only open's reads are done by the
+// kernel (no READ reaches the server) and return the file's data, mmap
+// included.
+func TestPassthroughReadsSkipServer(t *testing.T) {
+	f := mountQuota(t, 64*mib, 0)
+	needPassthrough(t, f)
+	data := bytes.Repeat([]byte("passthrough!"), 100000)
+	if err := os.WriteFile(f.path("r"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, f)
+	before := f.srv.io.serverReads.Load()
+	got, err := os.ReadFile(f.path("r"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %d bytes, %v; want %d", len(got), err, len(data))
+	}
+	file, err := os.Open(f.path("r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	m, err := unix.Mmap(int(file.Fd()), 0, len(data), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap of a passthrough file: %v", err)
+	}
+	if !bytes.Equal(m, data) {
+		t.Error("mmap of a passthrough file: other data")
+	}
+	unix.Munmap(m)
+	if n := f.srv.io.serverReads.Load() - before; n != 0 {
+		t.Errorf("%d READ requests reached the server for read-only opens; want 0 (passthrough)", n)
+	}
+}
+
+// TestPassthroughWriterStaysAccounted is the attack of a writer opened
+// while a read-only passthrough open of the same file is live: the kernel
+// wants every open of an inode in passthrough mode to be a passthrough
+// open on the same backing file, and a writer given one writes straight to
+// the backing file, past the quota. The writer is refused (ETXTBSY) until
+// the reader closes, an O_TRUNC writer truncates nothing, and then the
+// writer is held to the quota.
+func TestPassthroughWriterStaysAccounted(t *testing.T) {
+	f := mountQuota(t, 8*mib, 0)
+	needPassthrough(t, f)
+	if err := f.write("f", 4096); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, f)
+	reader, err := os.Open(f.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte{'w'}, mib)
+	fill := func(w *os.File) (int64, error) {
+		var written int64
+		for i := 0; i < 16; i++ {
+			n, err := w.WriteAt(chunk, int64(i)*mib)
+			written += int64(n)
+			if err != nil {
+				return written, err
+			}
+		}
+		return written, nil
+	}
+	for _, flags := range []int{os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC} {
+		w, err := os.OpenFile(f.path("f"), flags, 0)
+		if err == nil {
+			n, werr := fill(w)
+			w.Close()
+			t.Errorf("open(flags %#x) beside a passthrough reader: opened; wrote %d bytes into an 8 MiB volume (%v)", flags, n, werr)
+		} else if !errors.Is(err, syscall.ETXTBSY) {
+			t.Errorf("open(flags %#x) beside a passthrough reader: %v, want ETXTBSY", flags, err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(f.dir+"/f", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != 4096 {
+		t.Errorf("the file is %d bytes after refused writers, want 4096 (an O_TRUNC open truncated it?)", st.Size)
+	}
+	if b, _ := f.usage(); b > 8*mib {
+		t.Errorf("usage %d, over the 8 MiB quota", b)
+	}
+	buf := make([]byte, 4096)
+	if n, err := reader.ReadAt(buf, 0); n != 4096 || buf[0] != 'x' {
+		t.Errorf("passthrough reader: %d bytes %q..., %v", n, buf[:1], err)
+	}
+	reader.Close()
+
+	// With the reader gone, a writer opens and is held to the quota.
+	var w *os.File
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		// The kernel sends RELEASE after close returns.
+		if w, err = os.OpenFile(f.path("f"), os.O_WRONLY, 0); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("a writer after the reader closed: %v", err)
+	}
+	n, werr := fill(w)
+	w.Close()
+	if !errors.Is(werr, syscall.ENOSPC) || n > 8*mib {
+		t.Errorf("16 MiB into an 8 MiB volume: %d bytes written, %v; want ENOSPC at the limit", n, werr)
+	}
+	if b, _ := f.usage(); b > 8*mib {
+		t.Errorf("usage %d, over the 8 MiB quota", b)
+	}
+}
+
+// TestPassthroughMixedOpens: readers share passthrough; a reader of a file
+// open for writing reads through the server; each reads current data.
+func TestPassthroughMixedOpens(t *testing.T) {
+	f := mountQuota(t, 64*mib, 0)
+	needPassthrough(t, f)
+	if err := os.WriteFile(f.path("m"), []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	read := func(what string, file *os.File) string {
+		t.Helper()
+		buf := make([]byte, 16)
+		n, err := file.ReadAt(buf, 0)
+		if err != nil && n == 0 {
+			t.Fatalf("%s: read: %v", what, err)
+		}
+		return string(buf[:n])
+	}
+	open := func(what string, flags int) *os.File {
+		t.Helper()
+		file, err := os.OpenFile(f.path("m"), flags, 0)
+		if err != nil {
+			t.Fatalf("%s: open: %v", what, err)
+		}
+		return file
+	}
+	// A writer first, then readers: they read through the server and see
+	// each write (tail -f of a log being written).
+	w := open("writer", os.O_RDWR)
+	r1 := open("reader beside a writer", os.O_RDONLY)
+	r2 := open("second reader beside a writer", os.O_RDONLY)
+	before := f.srv.io.serverReads.Load()
+	w.WriteAt([]byte("two"), 0)
+	for _, r := range []*os.File{r1, r2} {
+		if got := read("reader beside a writer", r); got != "two" {
+			t.Errorf("reader beside a writer reads %q, want two", got)
+		}
+	}
+	if f.srv.io.serverReads.Load() == before {
+		t.Error("readers beside a writer: no READ reached the server (passthrough beside a writer?)")
+	}
+	w.Close()
+	r1.Close()
+	r2.Close()
+
+	// Then readers alone share passthrough, and read the last write.
+	waitClosed(t, f)
+	before = f.srv.io.serverReads.Load()
+	r3 := open("passthrough reader", os.O_RDONLY)
+	r4 := open("second passthrough reader", os.O_RDONLY)
+	for _, r := range []*os.File{r3, r4} {
+		if got := read("passthrough reader", r); got != "two" {
+			t.Errorf("passthrough reader reads %q, want two", got)
+		}
+	}
+	if n := f.srv.io.serverReads.Load() - before; n != 0 {
+		t.Errorf("%d READs reached the server for readers alone", n)
+	}
+	r3.Close()
+	r4.Close()
+}
+
+// TestPassthroughOffFallsBack: with passthrough off the mount says why,
+// and reads go through the server and return the data.
+func TestPassthroughOffFallsBack(t *testing.T) {
+	noPassthrough = true
+	f := mountQuota(t, 64*mib, 0)
+	noPassthrough = false
+	if f.srv.Passthrough == "on" {
+		t.Fatal("passthrough on after it was turned off")
+	}
+	data := bytes.Repeat([]byte("x"), 3*mib)
+	if err := os.WriteFile(f.path("r"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := f.srv.io.serverReads.Load()
+	if got, err := os.ReadFile(f.path("r")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back without passthrough: %d bytes, %v", len(got), err)
+	}
+	if f.srv.io.serverReads.Load() == before {
+		t.Error("no READ reached the server with passthrough off")
+	}
+}
