@@ -16,13 +16,14 @@ import (
 // and on a FUSE-quota'd mount of a directory on the same disk (the mount
 // every quota'd volume gets): sequential write and read, 1 MiB at a time,
 // no fsync (this measures what the mount adds, not the disk), and small
-// files created (1 KiB each), stat'ed and removed.
+// files (create, write 4 KiB, read back, delete); the FUSE mount twice: as
+// volumes are made by default, and with passthrough=true.
 func (r *run) fuseIO() error {
 	// Each kind twice, alternating, keeping the faster of the two: the page
 	// cache and writeback of the first runs must not favour either.
-	var res [2]ioResult
+	var res [3]ioResult
 	for rep := range 2 {
-		for i, kind := range []string{"plain", "fuse"} {
+		for i, kind := range []string{"plain", "fuse", "fuse-passthrough"} {
 			got, err := r.ioOnce(kind, rep)
 			if err != nil {
 				return err
@@ -49,8 +50,16 @@ func (r *run) fuseIO() error {
 		fmt.Sprintf("%s / %s (%s)", rate(res[0].write), rate(res[1].write), share(res[0].write, res[1].write)))
 	r.addValue(g, fmt.Sprintf("sequential read %.0f MiB: plain / FUSE quota", mib),
 		fmt.Sprintf("%s / %s (%s)", rate(res[0].read), rate(res[1].read), share(res[0].read, res[1].read)))
-	r.addValue(g, fmt.Sprintf("%d small files created, stat'ed, removed: plain / FUSE quota", r.sz.ioFiles),
+	r.addValue(g, fmt.Sprintf("sequential read %.0f MiB: plain / FUSE quota with passthrough=true", mib),
+		fmt.Sprintf("%s / %s (%s)", rate(res[0].read), rate(res[2].read), share(res[0].read, res[2].read)))
+	r.addValue(g, fmt.Sprintf("%d small files (create, write 4 KiB, read back, delete): plain / FUSE quota", r.sz.ioFiles),
 		fmt.Sprintf("%v / %v (%s)", res[0].files.Round(time.Millisecond), res[1].files.Round(time.Millisecond), share(res[0].files, res[1].files)))
+	r.addValue(g, fmt.Sprintf("%d small files: plain / FUSE quota with passthrough=true", r.sz.ioFiles),
+		fmt.Sprintf("%v / %v (%s)", res[0].files.Round(time.Millisecond), res[2].files.Round(time.Millisecond), share(res[0].files, res[2].files)))
+	ratio := func(plain, fuse time.Duration) float64 { return plain.Seconds() / fuse.Seconds() }
+	r.addTarget("volumes: sequential read, FUSE quota with passthrough=true / plain", "≥ 90 %", ratio(res[0].read, res[2].read) >= .9, "%.0f %%", 100*ratio(res[0].read, res[2].read))
+	r.addTarget("volumes: sequential write, FUSE quota / plain", "≥ 90 %", ratio(res[0].write, res[1].write) >= .9, "%.0f %%", 100*ratio(res[0].write, res[1].write))
+	r.addTarget("volumes: small files, FUSE quota / plain", "≥ 50 %", ratio(res[0].files, res[1].files) >= .5, "%.0f %%", 100*ratio(res[0].files, res[1].files))
 	return nil
 }
 
@@ -64,7 +73,7 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 	}
 	defer os.RemoveAll(dir)
 	target := dir
-	if kind == "fuse" {
+	if kind != "plain" {
 		mnt := dir + "-mnt"
 		if err := os.MkdirAll(mnt, 0o755); err != nil {
 			return res, err
@@ -74,11 +83,14 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 		if err != nil {
 			return res, err
 		}
-		srv, err := scratch.MountQuota(dir, mnt, q, "ol-shim-bench", true)
+		srv, err := scratch.MountQuota(dir, mnt, q, "ol-shim-bench", kind == "fuse-passthrough")
 		if err != nil {
 			return res, fail("mount the FUSE quota", err)
 		}
 		defer srv.Unmount()
+		if kind == "fuse-passthrough" && srv.Passthrough != "on" {
+			return res, fmt.Errorf("FUSE passthrough asked for: %s", srv.Passthrough)
+		}
 		target = mnt
 	}
 	if res.write, err = writeBig(target, r.sz.ioBytes); err != nil {
@@ -138,15 +150,19 @@ func readBig(dir string) (time.Duration, error) {
 
 func smallFiles(dir string, n int) (time.Duration, error) {
 	begin := time.Now()
-	small := block[:1024]
+	small := block[:4096]
 	for i := range n {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), small, 0o644); err != nil {
 			return 0, err
 		}
 	}
 	for i := range n {
-		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("f%05d", i))); err != nil {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)))
+		if err != nil {
 			return 0, err
+		}
+		if len(b) != len(small) {
+			return 0, fmt.Errorf("f%05d: read %d bytes back, wrote %d", i, len(b), len(small))
 		}
 	}
 	for i := range n {

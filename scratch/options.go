@@ -50,9 +50,11 @@ type Options struct {
 	// that dockerd never recorded (its create was cut off) is removed by
 	// the daemon's orphan sweep.
 	Sandbox bool `json:"sandbox,omitempty"`
-	// NoPassthrough keeps the volume's reads in its server: a writer is
-	// then never refused because a passthrough reader holds the file.
-	NoPassthrough bool `json:"no_passthrough,omitempty"`
+	// Passthrough lets the kernel read the files of a quota'd volume that
+	// are opened read-only (FUSE passthrough), where it can. Off by
+	// default: a writer of a file such readers hold open is refused (see
+	// ioModes), which a volume written while read must not see.
+	Passthrough bool `json:"passthrough,omitempty"`
 }
 
 // DefaultMode is the mode of a volume's root unless the mode option says
@@ -90,7 +92,7 @@ const (
 	// OptSandbox ("true") marks a sandbox's scratch volume; the daemon
 	// sets it.
 	OptSandbox = "sandbox"
-	// OptPassthrough ("false") keeps reads in the volume's server.
+	// OptPassthrough ("true") lets the kernel read files opened read-only.
 	OptPassthrough = "passthrough"
 )
 
@@ -115,7 +117,7 @@ var optionKeys = map[string]string{
 	OptGID:         "group of the volume's root, 0-4294967294",
 	OptSandbox:     "true for a sandbox's scratch volume (set by ol-shim itself)",
 	OptMode:        "octal permissions of the volume's root, e.g. 0750",
-	OptPassthrough: "true (the default: read-only opens of a quota'd volume's files are read by the kernel, and a writer waits for them to close) or false (every read goes through the volume's server)",
+	OptPassthrough: "true: files opened read-only are read by the kernel (FUSE passthrough), fast, but a file held open that way cannot be opened for writing until it is closed (ETXTBSY); false, the default: every read goes through the volume's server",
 }
 
 // ValidOptions describes the options Create accepts, for error messages.
@@ -160,9 +162,7 @@ func ParseOptions(opts map[string]string) (Options, error) {
 				o.GID = int(n)
 			}
 		case OptPassthrough:
-			var on bool
-			on, err = strconv.ParseBool(v)
-			o.NoPassthrough = !on
+			o.Passthrough, err = strconv.ParseBool(v)
 		case OptMode:
 			var n uint64
 			n, err = strconv.ParseUint(v, 8, 32)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func waitClosed(t *testing.T, f *qfs) {
 // kernel (no READ reaches the server) and return the file's data, mmap
 // included.
 func TestPassthroughReadsSkipServer(t *testing.T) {
-	f := mountQuota(t, 64*mib, 0)
+	f := mountPassthrough(t, 64*mib, 0)
 	needPassthrough(t, f)
 	data := bytes.Repeat([]byte("passthrough!"), 100000)
 	if err := os.WriteFile(f.path("r"), data, 0o644); err != nil {
@@ -87,7 +88,7 @@ func TestPassthroughReadsSkipServer(t *testing.T) {
 // the reader closes, an O_TRUNC writer truncates nothing, and then the
 // writer is held to the quota.
 func TestPassthroughWriterStaysAccounted(t *testing.T) {
-	f := mountQuota(t, 8*mib, 0)
+	f := mountPassthrough(t, 8*mib, 0)
 	needPassthrough(t, f)
 	if err := f.write("f", 4096); err != nil {
 		t.Fatal(err)
@@ -159,7 +160,7 @@ func TestPassthroughWriterStaysAccounted(t *testing.T) {
 // TestPassthroughMixedOpens: readers share passthrough; a reader of a file
 // open for writing reads through the server; each reads current data.
 func TestPassthroughMixedOpens(t *testing.T) {
-	f := mountQuota(t, 64*mib, 0)
+	f := mountPassthrough(t, 64*mib, 0)
 	needPassthrough(t, f)
 	if err := os.WriteFile(f.path("m"), []byte("one"), 0o644); err != nil {
 		t.Fatal(err)
@@ -217,11 +218,12 @@ func TestPassthroughMixedOpens(t *testing.T) {
 	r4.Close()
 }
 
-// TestPassthroughOffFallsBack: with passthrough off the mount says why,
-// and reads go through the server and return the data.
+// TestPassthroughOffFallsBack: with passthrough asked for but unavailable
+// (as on a kernel before 6.9), the mount says why, and reads go through
+// the server and return the data.
 func TestPassthroughOffFallsBack(t *testing.T) {
 	noPassthrough = true
-	f := mountQuota(t, 64*mib, 0)
+	f := mountPassthrough(t, 64*mib, 0)
 	noPassthrough = false
 	if f.srv.Passthrough == "on" {
 		t.Fatal("passthrough on after it was turned off")
@@ -237,4 +239,27 @@ func TestPassthroughOffFallsBack(t *testing.T) {
 	if f.srv.io.serverReads.Load() == before {
 		t.Error("no READ reached the server with passthrough off")
 	}
+}
+
+// TestPassthroughOffByDefault: a volume made without the option reads
+// through its server, and a writer beside a reader is never refused.
+func TestPassthroughOffByDefault(t *testing.T) {
+	f := mountQuota(t, 64*mib, 0)
+	if !strings.HasPrefix(string(f.srv.Passthrough), "off: not asked for") {
+		t.Errorf("passthrough without the option: %q", f.srv.Passthrough)
+	}
+	if err := f.write("log", 10); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, f)
+	r, err := os.Open(f.path("log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := os.OpenFile(f.path("log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatalf("a writer beside a reader on a volume without passthrough: %v", err)
+	}
+	w.Close()
 }

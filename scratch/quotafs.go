@@ -445,8 +445,11 @@ func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*Quot
 		unix.Close(cr.fd)
 		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
 	}
-	pt := Passthrough("off: turned off (volume option passthrough=false)")
-	if passthrough && !noPassthrough {
+	pt := Passthrough("off: not asked for (volume option passthrough=true)")
+	switch {
+	case passthrough && noPassthrough:
+		pt = "off: turned off for a test"
+	case passthrough:
 		pt = probePassthrough(srv, cr.fd)
 	}
 	root.io.mu.Lock()

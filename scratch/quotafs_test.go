@@ -41,6 +41,8 @@ type qfs struct {
 	dir, mnt string
 	q        *Quota
 	srv      *QuotaMount
+	// passthrough is the volume option.
+	passthrough bool
 }
 
 // mountQuota mounts a quota'd loopback of a fresh directory (or of dir,
@@ -53,13 +55,22 @@ func mountQuota(t *testing.T, maxBytes, maxInodes int64) *qfs {
 	return f
 }
 
+// mountPassthrough is mountQuota with the volume option passthrough=true.
+func mountPassthrough(t *testing.T, maxBytes, maxInodes int64) *qfs {
+	t.Helper()
+	needFUSE(t)
+	f := &qfs{t: t, dir: t.TempDir(), mnt: t.TempDir(), passthrough: true}
+	f.mount(maxBytes, maxInodes)
+	return f
+}
+
 func (f *qfs) mount(maxBytes, maxInodes int64) {
 	f.t.Helper()
 	q, err := NewQuota(f.dir, maxBytes, maxInodes)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	srv, err := MountQuota(f.dir, f.mnt, q, "test", true)
+	srv, err := MountQuota(f.dir, f.mnt, q, "test", f.passthrough)
 	if err != nil {
 		f.t.Fatal(err)
 	}

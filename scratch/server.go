@@ -189,7 +189,7 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 	o := v.rec.Options
 	cmd := exec.Command(m.serverBinary, "volume-server", "--name", name, "--data", m.dataDir(name), "--mountpoint", m.mountDir(name),
 		"--socket", sock, "--size", strconv.FormatInt(o.Size, 10), "--inodes", strconv.FormatInt(o.InodeLimit(), 10),
-		"--passthrough="+strconv.FormatBool(!o.NoPassthrough))
+		"--passthrough="+strconv.FormatBool(o.Passthrough))
 	// Its own session: a signal to the daemon's process group (Ctrl-C, a
 	// stop) does not reach it, and it outlives the daemon.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

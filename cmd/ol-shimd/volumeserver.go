@@ -24,7 +24,7 @@ var volumeServerCommand = &cli.Command{
 		&cli.StringFlag{Name: "socket", Required: true, Usage: "control socket"},
 		&cli.Int64Flag{Name: "size", Usage: "byte quota; 0: none"},
 		&cli.Int64Flag{Name: "inodes", Usage: "inode quota; 0: none"},
-		&cli.BoolFlag{Name: "passthrough", Value: true, Usage: "let the kernel read files opened read-only (FUSE passthrough), where it can"},
+		&cli.BoolFlag{Name: "passthrough", Usage: "let the kernel read files opened read-only (FUSE passthrough), where it can"},
 	},
 	Action: func(c *cli.Context) error {
 		log, err := newLogger("info")
