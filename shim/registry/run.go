@@ -93,10 +93,12 @@ func (s *RunSession) Abort() {
 // and is destroyed otherwise. The result is the exit, or why the run
 // failed (also sent to the client as an error frame where it can be).
 func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit, error) {
-	clean := false
+	clean, finished := false, false
 	defer func() {
 		s.agent.Close()
-		s.r.finish(s.p, s.ref, clean && s.reuse)
+		if !finished {
+			s.r.finish(s.p, s.ref, clean && s.reuse)
+		}
 		s.end()
 	}()
 	ctx, cancel := context.WithCancel(ctx)
@@ -165,6 +167,14 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 				return fail(agent.CodeFailed, err)
 			}
 			clean = true
+			if s.reuse {
+				// The sandbox goes back before the client hears of the
+				// exit, so a client's next run finds it hot. Closing the
+				// agent's connection kills what the command left behind.
+				s.agent.Close()
+				s.r.finish(s.p, s.ref, true)
+				finished = true
+			}
 			return x, client.WriteJSON(agent.KindExit, x)
 		case agent.KindError:
 			var e agent.Error
