@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/open-lambda/ol-shim/shim/agent"
@@ -80,7 +81,9 @@ func runAction(c *cli.Context) (int, error) {
 		req.Timeout = d.String()
 	}
 	stdinTerm := term.IsTerminal(int(os.Stdin.Fd()))
-	interactive := c.Bool("interactive") || (!c.IsSet("interactive") && !stdinTerm)
+	// Without -i, stdin goes along when it is a pipe or a file (not a
+	// terminal, and not /dev/null, which the command gets anyway).
+	interactive := c.Bool("interactive") || (!c.IsSet("interactive") && !stdinTerm && !isDevNull(os.Stdin))
 	outFd := int(os.Stdout.Fd())
 	if req.TTY {
 		if w, h, err := term.GetSize(outFd); err == nil {
@@ -139,4 +142,11 @@ func runAction(c *cli.Context) (int, error) {
 		return agent.CodeFailed, err
 	}
 	return x.Code, nil
+}
+
+// isDevNull reports whether f is the null device.
+func isDevNull(f *os.File) bool {
+	var st, null unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &st) == nil && unix.Stat(os.DevNull, &null) == nil &&
+		st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
 }
