@@ -1,10 +1,17 @@
 //go:build e2e
 
-// Package e2e installs ol-shim on a Debian bookworm host with systemd as PID
-// 1 and its own dockerd (a Docker-in-Docker container of the image
-// hack/e2e-image.sh builds), exactly as the README tells a user, and checks
-// what a user would: volumes with quotas, status, run, restarts of ol-shim
-// and of dockerd, and an uninstall that leaves nothing behind.
+// Package e2e installs ol-shim on two hosts, exactly as the README tells a
+// user, and checks what a user would: volumes with quotas, status, run,
+// restarts of ol-shim and of dockerd, and an uninstall that leaves nothing
+// behind. The same test code drives both hosts:
+//   - dind: Debian 12 with systemd as PID 1 and its own dockerd 20.10, in a
+//     Docker-in-Docker container of the image hack/e2e-image.sh builds; it
+//     shares this machine's kernel and cgroup v1 hierarchy;
+//   - vm: Debian 13 in a QEMU VM (hack/vm-image.sh; E2E_VM_IMAGE names it):
+//     its own kernel 6.12, cgroup v2, systemd 257, Docker 26 with the
+//     systemd cgroup driver, what most users run.
+//
+// E2E_HOSTS chooses (default "dind,vm").
 //
 //	make e2e
 package e2e
@@ -17,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,10 +52,14 @@ func run(name string, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// host is the Docker-in-Docker container: a systemd host.
+// host is a systemd host the test installs ol-shim on: the
+// Docker-in-Docker container (id) or the VM (vm).
 type host struct {
 	t  *testing.T
 	id string
+	vm *vm
+	// slow scales the test's waits: the VM runs on QEMU's software CPU.
+	slow time.Duration
 }
 
 // sh runs a shell script inside the host and returns its combined output;
@@ -64,13 +76,35 @@ func (h *host) sh(script string) string {
 // try runs a shell script inside the host; its error is the caller's to
 // judge.
 func (h *host) try(script string) (string, error) {
+	if h.vm != nil {
+		return h.vm.exec(script, 10*time.Minute)
+	}
 	return run("docker", "exec", h.id, "sh", "-c", script)
 }
+
+// background starts a shell script in the host and does not wait for it.
+func (h *host) background(script string) {
+	h.t.Helper()
+	var out string
+	var err error
+	if h.vm != nil {
+		out, err = h.vm.exec("setsid sh -c "+quote(script)+" </dev/null >/dev/null 2>&1 &", time.Minute)
+	} else {
+		out, err = run("docker", "exec", "-d", h.id, "sh", "-c", script)
+	}
+	if err != nil {
+		h.t.Fatalf("start in the host: %s: %v\n%s", script, err, out)
+	}
+}
+
+// quote quotes s for sh.
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // eventually retries fn every half second until it succeeds or limit
 // passes.
 func (h *host) eventually(what string, limit time.Duration, fn func() error) {
 	h.t.Helper()
+	limit *= h.slow
 	deadline := time.Now().Add(limit)
 	for {
 		err := fn()
@@ -102,15 +136,30 @@ func runFlags(t *testing.T) []string {
 		"--security-opt", "apparmor=unconfined", "--device", "/dev/fuse"}, common...)
 }
 
-// boot starts the host and waits for systemd and its dockerd.
-func boot(t *testing.T) *host {
+// boot starts the host of that kind and waits for systemd and its dockerd.
+func boot(t *testing.T, kind string) *host {
 	t.Helper()
+	if kind == "vm" {
+		image := os.Getenv("E2E_VM_IMAGE")
+		if image == "" {
+			t.Fatal("E2E_VM_IMAGE: the VM image's directory, from hack/vm-image.sh (make e2e sets it)")
+		}
+		h := &host{t: t, vm: bootVM(t, image), slow: 4}
+		t.Cleanup(func() {
+			if t.Failed() {
+				logs, _ := h.try("systemctl --no-pager --failed; journalctl --no-pager -n 150")
+				t.Logf("VM journal:\n%s", logs)
+			}
+		})
+		h.settle()
+		return h
+	}
 	args := append([]string{"run", "-d", "--name", fmt.Sprintf("ol-shim-e2e-%d", os.Getpid()), "--hostname", "ol-shim-e2e"}, runFlags(t)...)
 	out, err := run("docker", append(args, hostImage)...)
 	if err != nil {
 		t.Fatalf("start the systemd host (build its image with hack/e2e-image.sh): %v\n%s", err, out)
 	}
-	h := &host{t: t, id: strings.TrimSpace(out)}
+	h := &host{t: t, id: strings.TrimSpace(out), slow: 1}
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs, _ := h.try("systemctl --no-pager --failed; journalctl --no-pager -n 100")
@@ -130,6 +179,14 @@ func boot(t *testing.T) *host {
 			t.Errorf("remove the host: %v\n%s", err, out)
 		}
 	})
+	h.settle()
+	return h
+}
+
+// settle waits for systemd and dockerd in the host.
+func (h *host) settle() {
+	t := h.t
+	t.Helper()
 	h.eventually("systemd up", 90*time.Second, func() error {
 		out, err := h.try("systemctl is-system-running")
 		switch s := strings.TrimSpace(out); s {
@@ -147,7 +204,8 @@ func boot(t *testing.T) *host {
 		_, err := h.try("docker info")
 		return err
 	})
-	return h
+	info, _ := h.try("docker version --format 'Docker {{.Server.Version}} (API {{.Server.APIVersion}})'; docker info --format 'cgroup v{{.CgroupVersion}}, driver {{.CgroupDriver}}'; uname -r; systemctl --version | head -1")
+	t.Logf("host: %s", strings.Join(strings.Fields(strings.ReplaceAll(info, "\n", "; ")), " "))
 }
 
 // pipe runs from | to and fails the test, with to's output, if either
@@ -175,6 +233,13 @@ func (h *host) pipe(what string, from, to *exec.Cmd) {
 // load copies the test images into the host's dockerd (no registry).
 func (h *host) load(images ...string) {
 	h.t.Helper()
+	if h.vm != nil {
+		if out, err := run("docker", append([]string{"save", "-o", h.vm.share("images.tar")}, images...)...); err != nil {
+			h.t.Fatalf("docker save: %v\n%s", err, out)
+		}
+		h.sh("docker load -i /mnt/share/images.tar")
+		return
+	}
 	h.pipe("docker save | docker load in the host", exec.Command("docker", append([]string{"save"}, images...)...),
 		exec.Command("docker", "exec", "-i", h.id, "docker", "load"))
 }
@@ -190,6 +255,20 @@ func (h *host) copySource(dir string) {
 	}
 	pack := exec.Command("sh", "-c", "(git ls-files; echo bin/ol-shim; echo bin/ol-shimd) | tar -c -T -")
 	pack.Dir = dir
+	if h.vm != nil {
+		f, err := os.Create(h.vm.share("src.tar"))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		pack.Stdout = f
+		err = pack.Run()
+		f.Close()
+		if err != nil {
+			h.t.Fatalf("pack the source: %v", err)
+		}
+		h.sh("mkdir -p /src && tar -x -C /src -f /mnt/share/src.tar")
+		return
+	}
 	h.pipe("copy the source into the host", pack, exec.Command("docker", "exec", "-i", h.id, "sh", "-c", "mkdir -p /src && tar -x -C /src"))
 }
 
@@ -204,7 +283,7 @@ type poolStats struct {
 }
 
 func (h *host) pools() (map[string]poolStats, error) {
-	out, err := run("docker", "exec", h.id, "ol-shim", "status", "--json")
+	out, err := h.try("ol-shim status --json")
 	if err != nil {
 		return nil, fmt.Errorf("ol-shim status --json: %v: %s", err, out)
 	}
@@ -262,11 +341,24 @@ func sample(lines []string) string {
 	return strings.Join(out, " | ")
 }
 
+// hosts are the hosts to test on: E2E_HOSTS, default both.
+func hosts() []string {
+	if s := os.Getenv("E2E_HOSTS"); s != "" {
+		return strings.Split(s, ",")
+	}
+	return []string{"dind", "vm"}
+}
+
 func TestInstalledService(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Fatal("needs root (Docker-in-Docker)")
+		t.Fatal("needs root (Docker-in-Docker, QEMU)")
 	}
-	h := boot(t)
+	for _, kind := range hosts() {
+		t.Run(kind, func(t *testing.T) { installedService(t, boot(t, kind)) })
+	}
+}
+
+func installedService(t *testing.T, h *host) {
 	h.load(busybox, runtimeI)
 	h.copySource(repo(t))
 
@@ -297,12 +389,12 @@ func TestInstalledService(t *testing.T) {
 		t.Errorf("status does not list the example pools:\n%s", out)
 	}
 	out, err = h.try("ol-shim run " + busybox + " sh -c 'echo hi from a sandbox; exit 3'")
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(out, "hi from a sandbox") {
+	if exitCode(err) != 3 || !strings.Contains(out, "hi from a sandbox") {
 		t.Fatalf("ol-shim run: want exit 3 and its output, got %v: %s", err, out)
 	}
 	// As Docker's CLI plugin, which make install linked, with stdin.
 	out, err = h.try("echo through docker ol | docker ol run -i " + busybox + " sh -c 'cat; exit 5'")
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 || !strings.Contains(out, "through docker ol") {
+	if exitCode(err) != 5 || !strings.Contains(out, "through docker ol") {
 		t.Fatalf("docker ol run: want exit 5 and stdin echoed, got %v: %s", err, out)
 	}
 	if out := h.sh("ol-shim run --pool shell sh -c 'echo $PPID'"); strings.TrimSpace(out) != "1" {
@@ -335,9 +427,15 @@ func TestInstalledService(t *testing.T) {
 		t.Logf("writer %d: %s lines, no failed write", i, strings.Fields(n)[0])
 		h.sh(fmt.Sprintf("docker rm -f e2ew%d && docker volume rm e2ew%d", i, i))
 	}
+	// Adopted, not remade: every paused container of the pool after the
+	// restarts was there before them. (Fewer may remain: a target that
+	// grew with the earlier runs shrinks back 30 s after them, which on
+	// the slow VM can fall in the restarts.)
 	after := h.warm("shell", 1)
-	if strings.Join(before, ",") != strings.Join(after, ",") {
-		t.Errorf("pool shell: paused containers %v before the restart, %v after: not adopted", before, after)
+	for _, id := range after {
+		if !slices.Contains(before, id) {
+			t.Errorf("pool shell: paused containers %v before the restart, %v after: %s is new, not adopted", before, after, id)
+		}
 	}
 	if p, err := h.pools(); err != nil || p["shell"].Stats.Creates != 0 {
 		t.Errorf("pool shell made sandboxes after the restart (%+v, %v): it should have adopted its paused one", p["shell"], err)
@@ -352,10 +450,8 @@ func TestInstalledService(t *testing.T) {
 	// successes and the errors it saw.
 	h.sh("rm -rf /tmp/load && mkdir /tmp/load")
 	for w := range 4 {
-		if out, err := run("docker", "exec", "-d", h.id, "sh", "-c", fmt.Sprintf(
-			"while [ ! -e /tmp/load/stop ]; do if ol-shim run --pool shell --reuse true >/dev/null 2>>/tmp/load/err-%d; then echo ok >>/tmp/load/ok-%d; fi; done; touch /tmp/load/done-%d", w, w, w)); err != nil {
-			t.Fatalf("start a load client: %v\n%s", err, out)
-		}
+		h.background(fmt.Sprintf(
+			"while [ ! -e /tmp/load/stop ]; do if ol-shim run --pool shell --reuse true >/dev/null 2>>/tmp/load/err-%d; then echo ok >>/tmp/load/ok-%d; fi; done; touch /tmp/load/done-%d", w, w, w))
 	}
 	countOK := func() int { return strings.Count(h.sh("cat /tmp/load/ok-* 2>/dev/null || true"), "ok") }
 	h.eventually("load running", time.Minute, func() error {

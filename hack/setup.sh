@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ol-shim's build and tests need on a Debian host, if missing:
-# Go (checked, not installed), docker.io, fuse3, busybox-static, and
-# debootstrap (for the end-to-end tests' systemd host image).
+# Go (checked, not installed), docker.io, fuse3, busybox-static,
+# debootstrap (for the end-to-end tests' host images), and QEMU and cpio
+# (for the end-to-end tests' VM).
 set -euo pipefail
 
 if ! command -v go >/dev/null 2>&1; then
@@ -15,6 +16,9 @@ command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need root to install: ${missing[*]}" >&2
