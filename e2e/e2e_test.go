@@ -383,6 +383,14 @@ func installedService(t *testing.T, h *host) {
 		t.Fatalf("a 16M write into an 8M volume: want ENOSPC, got %v: %s", err, out)
 	}
 	h.sh("docker run --rm --network none -v e2evol:/data " + busybox + " sh -c 'rm /data/fill && echo kept > /data/marker'")
+	var st struct {
+		Size      int64 `json:"size"`
+		BytesUsed int64 `json:"bytes_used"`
+	}
+	if out := h.sh("docker volume inspect -f '{{json .Status}}' e2evol"); json.Unmarshal([]byte(out), &st) != nil ||
+		st.Size != 8<<20 || st.BytesUsed <= 0 || st.BytesUsed > 1<<20 {
+		t.Errorf("docker volume inspect: status %s, want size 8388608 and the few KiB the marker takes", out)
+	}
 
 	t.Log("status and run")
 	if out := h.sh("ol-shim status"); !strings.Contains(out, "hello") || !strings.Contains(out, "shell") {
@@ -391,6 +399,15 @@ func installedService(t *testing.T, h *host) {
 	out, err = h.try("ol-shim run " + busybox + " sh -c 'echo hi from a sandbox; exit 3'")
 	if exitCode(err) != 3 || !strings.Contains(out, "hi from a sandbox") {
 		t.Fatalf("ol-shim run: want exit 3 and its output, got %v: %s", err, out)
+	}
+	// Output streams: the first line reaches the caller seconds before the
+	// second is written (each line stamped with the host's uptime as it
+	// arrives).
+	out = h.sh("ol-shim run " + busybox + " sh -c 'echo a; sleep 3; echo b' | while read l; do echo \"$(cut -d' ' -f1 /proc/uptime) $l\"; done")
+	var ta, tb float64
+	var la, lb string
+	if n, _ := fmt.Sscan(out, &ta, &la, &tb, &lb); n != 4 || la != "a" || lb != "b" || tb-ta < 2 {
+		t.Errorf("ol-shim run does not stream: lines as they arrived: %q", out)
 	}
 	// As Docker's CLI plugin, which make install linked, with stdin.
 	out, err = h.try("echo through docker ol | docker ol run -i " + busybox + " sh -c 'cat; exit 5'")

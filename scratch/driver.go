@@ -139,6 +139,7 @@ func wireVolume(st Status, withStatus bool) *volume.Volume {
 			"uid":         st.Options.UID,
 			"gid":         st.Options.GID,
 			"mode":        fmt.Sprintf("%04o", st.Options.Mode),
+			"passthrough": st.Options.Passthrough,
 		}
 	}
 	return v
