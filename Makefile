@@ -119,7 +119,10 @@ fuzz: ## run each fuzz target for FUZZTIME executions (default 100000x, about 10
 ctrl-c: ## check that Ctrl-C in make run stops the command before the dockerd it started (root; no dockerd may be running)
 	$(GO) run ./hack/ctrlc
 
-check: setup lint test fuzz ctrl-c integration e2e ## the whole test suite: what CI runs (needs root)
+CHECK_STEPS := setup lint test fuzz ctrl-c integration e2e
+check: ## the whole test suite, step by step with the time of each: what CI runs (needs root)
+	@total=$$(date +%s); for step in $(CHECK_STEPS); do s=$$(date +%s); $(MAKE) --no-print-directory $$step || { echo "check: make $$step failed after $$(( $$(date +%s) - s )) s"; exit 1; }; \
+		echo "check: make $$step took $$(( $$(date +%s) - s )) s"; done; echo "check: all of it took $$(( $$(date +%s) - total )) s"
 
 clean: ## remove build output
 	rm -rf bin build
