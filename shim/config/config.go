@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/open-lambda/ol-shim/internal/units"
+	"github.com/open-lambda/ol-shim/shim/imageref"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -153,7 +154,7 @@ func ParseConfig(text string) (Config, error) {
 		if err := spec.ValidatePoolName(name); err != nil {
 			return c, fmt.Errorf("%w: [pools.%s]: %w", ErrInvalidConfig, name, err)
 		}
-		if err := c.Pools[name].Validate(); err != nil {
+		if err := imageref.Pool(c.Pools[name]); err != nil {
 			return c, fmt.Errorf("%w: [pools.%s]: %w", ErrInvalidConfig, name, err)
 		}
 	}

@@ -67,6 +67,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"negative duration", "[pools.a]\nimage = \"x\"\npause_grace = \"-1s\"\n", "must not be negative"},
 		{"bad pool name", "[pools.\"../x\"]\nimage = \"x\"\n", "[pools.../x]: pool name"},
 		{"no image", "[pools.a]\nmin_idle = 1\n", "[pools.a]: invalid pool spec: image: required"},
+		{"image not of Docker's grammar", "[pools.a]\nimage = \"UPPER/Case\"\n", `[pools.a]: invalid pool spec: image "UPPER/Case"`},
 		{"min over max", "[pools.a]\nimage = \"x\"\nmin_idle = 3\nmax_size = 2\n", "min_idle 3 is more than max_size 2"},
 		{"host network", "[pools.a]\nimage = \"x\"\nnetwork = \"host\"\n", `network "host": not allowed`},
 		{"bad backend", "[daemon]\nbackend = \"vm\"\n", `backend "vm"`},

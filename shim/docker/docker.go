@@ -51,6 +51,7 @@ import (
 	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/imageref"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -204,7 +205,7 @@ func (d *Docker) Backend(pool string, ps spec.PoolSpec) (*Backend, error) {
 	if err := spec.ValidatePoolName(pool); err != nil {
 		return nil, err
 	}
-	if err := ps.Validate(); err != nil {
+	if err := imageref.Spec(ps); err != nil {
 		return nil, fmt.Errorf("pool %q: %w", pool, err)
 	}
 	if len(ps.Cmd) == 0 && d.cfg.InitBinary == "" {

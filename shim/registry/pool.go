@@ -19,6 +19,7 @@ import (
 	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/config"
+	"github.com/open-lambda/ol-shim/shim/imageref"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -52,7 +53,7 @@ func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, 
 	if err := spec.ValidatePoolName(name); err != nil {
 		return nil, err
 	}
-	if err := pc.Validate(); err != nil {
+	if err := imageref.Pool(pc); err != nil {
 		return nil, fmt.Errorf("pool %q: %w", name, err)
 	}
 	if err := r.allowed(name, pc); err != nil {
@@ -288,7 +289,7 @@ func (r *Registry) poolFor(name, image string) (*Pool, error) {
 	}
 	a := r.adhoc
 	r.mu.Unlock()
-	if err := spec.ValidateImage(image); err != nil {
+	if err := imageref.Validate(image); err != nil {
 		return nil, err
 	}
 	if err := r.makeRoomForAdHoc(a); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/imageref"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
@@ -416,7 +417,7 @@ func (a *Server) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Image != "" {
-		if err := spec.ValidateImage(req.Image); err != nil {
+		if err := imageref.Validate(req.Image); err != nil {
 			writeError(w, err)
 			return
 		}

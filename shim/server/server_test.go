@@ -263,6 +263,8 @@ func TestAPIBadInput(t *testing.T) {
 		{"negative warm", "POST", "/v1/pools/fn/warm", `{"n": -1}`, 400, "count"},
 		{"run on mock", "POST", "/v1/run", `{"image": "x", "cmd": ["true"]}`, 501, "mock backend cannot run"},
 		{"run bad image", "POST", "/v1/run", `{"image": "a b", "cmd": ["true"]}`, 400, "image"},
+		{"run image not of Docker's grammar", "POST", "/v1/run", `{"image": "UPPER/Case", "cmd": ["true"]}`, 400, "image"},
+		{"pool image not of Docker's grammar", "PUT", "/v1/pools/fn", `{"image": "UPPER/Case"}`, 400, "image"},
 		{"no such endpoint", "GET", "/v2/status", ``, 404, "no such endpoint"},
 		{"bad renew", "POST", "/v1/leases/x/renew", `{"lease": "-5m"}`, 400, "lease"},
 	}

@@ -15,10 +15,11 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
-	"github.com/distribution/reference"
 )
 
 // ErrInvalidSpec marks a pool spec that cannot be used. Nothing is created
@@ -85,9 +86,11 @@ var (
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 	userRE   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)
 	netRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	// imageIDRE matches an image ID, which names a local image too.
-	imageIDRE = regexp.MustCompile(`^(sha256:)?[a-f0-9]{64}$`)
 )
+
+// imageIDRE matches an image ID; compiled on first use (the client links
+// this package and does not need it).
+var imageIDRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(sha256:)?[a-f0-9]{64}$`) })
 
 // Validate reports the first problem with the spec, naming the field.
 func (p PoolSpec) Validate() error {
@@ -159,17 +162,30 @@ func (p PoolSpec) Validate() error {
 	return nil
 }
 
-// ValidateImage reports whether image names a local image: a reference
-// (name, name:tag, name@digest) or an image ID. Errors are ErrInvalidSpec.
+// ValidateImage checks the form of an image reference: present, at most
+// maxImage bytes, no space or control character. shim/imageref checks it in
+// full, with Docker's grammar, at every daemon gate; this package does not,
+// so that the client it is linked into starts faster. Errors are
+// ErrInvalidSpec.
 func ValidateImage(image string) error {
 	if image == "" {
 		return fmt.Errorf("%w: image: required", ErrInvalidSpec)
 	}
-	if _, err := reference.ParseNormalizedNamed(image); err != nil && !imageIDRE.MatchString(image) {
-		return fmt.Errorf("%w: image %q: %v", ErrInvalidSpec, image, err)
+	if len(image) > maxImage {
+		return fmt.Errorf("%w: image: %d bytes, more than %d", ErrInvalidSpec, len(image), maxImage)
+	}
+	if i := strings.IndexFunc(image, func(r rune) bool { return r <= ' ' || r == 0x7f || r == utf8.RuneError }); i >= 0 {
+		return fmt.Errorf("%w: image %q: a space or control character at byte %d", ErrInvalidSpec, image, i)
 	}
 	return nil
 }
+
+// maxImage bounds an image reference (Docker's own names are far shorter).
+const maxImage = 4096
+
+// IsImageID reports whether image is an image ID (sha256:HEX or HEX),
+// which names a local image too.
+func IsImageID(image string) bool { return imageIDRE().MatchString(image) }
 
 // Limits every sandbox gets unless its pool sets its own: a fork bomb in one
 // sandbox stops at its pids limit, a busy loop at its CPU share, and the
