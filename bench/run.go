@@ -227,9 +227,9 @@ func (r *run) explain() {
 		case strings.Contains(t.what, "hot acquire+release"):
 			note("**Hot round trips: %s with 8 clients, against 5,000/s.** Each is two HTTP calls over the unix socket, and the client and the daemon share the machine's %d cores. A CPU profile of the same path in one process (`go test -run '^$' -bench APIHot -cpu 8 -cpuprofile cpu.out ./shim`) puts most of the time in net/http, syscalls and the Go scheduler, and about 4%% in ol-shim's registry and pool.", t.got, r.machine.cores)
 		case strings.Contains(t.what, "burst-fresh"):
-			note("**`ol-shim run` with a fresh sandbox per request is no faster than docker run in a burst (%s).** Like `docker run --rm`, each request gets a new sandbox and destroys it afterwards; once the burst has used up the %d warm ones, every request is a cold start plus a `docker exec`, and the pool's background refills compete with them. Reuse (`--reuse`, or calls to a function runtime in the sandbox) is what makes a burst cheap: see the other burst rows.", t.got, r.sz.burstMinIdle)
-		case strings.Contains(t.what, "--reuse"):
-			note("**`ol-shim run --reuse` in a burst: %s, against 5×.** Every request is a CLI process start and a `docker exec` in a warm sandbox; containerd starts `runc exec`, another process, so on %d cores the execs bound the throughput, and the queue of %d clients waiting for %d sandboxes is what the p99 measures. A function called over its socket (the `burst-fn` row) makes no exec.", t.got, r.machine.cores, r.sz.burstClients, r.sz.burstMinIdle)
+			note("**`ol-shim run` with a fresh sandbox per request, in a burst of %d: %s.** Like `docker run --rm`, each request gets a new sandbox and destroys it afterwards. Once the burst has used up the warm ones (the pool's target grows to at most %d), every request waits for a container create, which dockerd makes no faster than for docker run, while it also removes the used ones. A burst the grown target covers (24, its own row) is served warm; reuse (`--reuse`, or calls to a function runtime in the sandbox) is what makes a long burst cheap.", r.sz.burstRequests, t.got, 32)
+		case strings.Contains(t.what, "burst") && strings.Contains(t.what, "--reuse"):
+			note("**`ol-shim run --reuse` in a burst: %s, against 5×.** Every request is a CLI process start and a command started by a sandbox's agent; on %d cores the queue of %d clients waiting for %d sandboxes is what the p99 measures. A function called over its socket (the `burst-fn` row) starts no process.", t.got, r.machine.cores, r.sz.burstClients, r.sz.burstMinIdle)
 		case strings.Contains(t.what, "cold acquire / raw"):
 			note("**Cold acquire is %s a raw create+start.** On top of the create and start, ol-shim creates the scratch volume through its plugin (a round trip dockerd → plugin) before the container.", t.got)
 		case strings.Contains(t.what, "status"):
@@ -238,8 +238,8 @@ func (r *run) explain() {
 		case strings.Contains(t.what, "RSS"), strings.Contains(t.what, "reconcile"):
 			note("**%s: %s, against %s.**", t.what, t.got, t.goal)
 		case strings.Contains(t.what, "docker run --rm / ol-shim run"):
-			note("**`ol-shim run` against `docker run --rm`: %s, against 5×.** A run is a CLI process start, a warm acquire (an unpause: %s here), a `docker exec` of the command (containerd starts `runc exec`, another process) and its release; the exec is most of the %s. A function that serves requests itself, called over its socket, makes no exec (the `burst-fn` row).",
-				t.got, ms(warm), ms(p50(sOlRun)))
+			note("**%s: %s, against %s.** A run is a CLI process start (a few milliseconds), an acquire (a warm one is an unpause: %s here), the command started by the sandbox's agent (%s for the agent's round trip alone) and its release; the machine is shared and noisy, so these ratios move between runs.",
+				t.what, t.got, t.goal, ms(warm), ms(p50(sAgentRoundTrip)))
 		}
 	}
 }
