@@ -31,8 +31,8 @@ import (
 //   - a write open of an inode held by passthrough readers is refused with
 //     ETXTBSY ("text file busy", what the kernel answers for a conflict of
 //     I/O modes) until they close; otherwise it is cached, and every write
-//     reaches quotaFile.Write, accounted. A volume made with
-//     passthrough=false never refuses a writer (and never passes through).
+//     reaches quotaFile.Write, accounted. A volume made without
+//     passthrough=true never refuses a writer, and tracks nothing.
 // quotaFile has no PassthroughFd method, so go-fuse never gives it the
 // inode's backing file.
 
@@ -46,7 +46,7 @@ const (
 
 // ioModes tracks, per inode, the opens of each kind.
 type ioModes struct {
-	on bool // passthrough works on this mount (probed at mount)
+	on atomic.Bool // passthrough works on this mount (probed at mount)
 	mu sync.Mutex
 	m  map[uint64]*ioCount
 	// closed is closed (and replaced) at every close, for opens waiting
@@ -63,6 +63,10 @@ type ioCount struct{ passthrough, cached, writers int }
 // It returns the kind and the FUSE open flags for it, or ETXTBSY for a
 // writer of an inode open with passthrough.
 func (io *ioModes) open(ino uint64, write, regular bool) (ioKind, uint32, syscall.Errno) {
+	if !io.on.Load() {
+		// Every open is cached: nothing to decide, nothing to count.
+		return ioCached, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	io.mu.Lock()
 	defer io.mu.Unlock()
 	c := io.m[ino]
@@ -73,7 +77,7 @@ func (io *ioModes) open(ino uint64, write, regular bool) (ioKind, uint32, syscal
 	// The kernel sends RELEASE after close returns, so a file written and
 	// closed just before this open may still count as open: a reader
 	// waits a moment for that, rather than read through the server.
-	for deadline := time.Now().Add(releaseWait); !write && regular && io.on && c.passthrough == 0 && c.cached > 0; {
+	for deadline := time.Now().Add(releaseWait); !write && regular && c.passthrough == 0 && c.cached > 0; {
 		left := time.Until(deadline)
 		if left <= 0 {
 			break
@@ -95,7 +99,7 @@ func (io *ioModes) open(ino uint64, write, regular bool) (ioKind, uint32, syscal
 	switch {
 	case write && c.passthrough > 0:
 		return 0, 0, syscall.ETXTBSY
-	case !write && regular && io.on && c.writers == 0 && c.cached == 0:
+	case !write && regular && c.writers == 0 && c.cached == 0:
 		c.passthrough++
 		return ioPassthrough, 0, 0
 	}
@@ -114,7 +118,7 @@ func (io *ioModes) close(ino uint64, k ioKind, write bool) {
 	defer io.mu.Unlock()
 	c := io.m[ino]
 	if c == nil {
-		return
+		return // not counted: passthrough is off
 	}
 	switch k {
 	case ioPassthrough:
@@ -128,9 +132,7 @@ func (io *ioModes) close(ino uint64, k ioKind, write bool) {
 	if c.passthrough == 0 && c.cached == 0 && c.writers == 0 {
 		delete(io.m, ino)
 	}
-	if io.closed != nil {
-		close(io.closed)
-	}
+	close(io.closed)
 	io.closed = make(chan struct{})
 }
 

@@ -452,9 +452,7 @@ func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*Quot
 	case passthrough:
 		pt = probePassthrough(srv, cr.fd)
 	}
-	root.io.mu.Lock()
-	root.io.on = pt == "on"
-	root.io.mu.Unlock()
+	root.io.on.Store(pt == "on")
 	go func() {
 		srv.Wait()
 		unix.Close(cr.fd)
