@@ -48,7 +48,7 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 
 E2E_HOSTS ?= dind,vm
 e2e: build ## install and run ol-shim as a user would, on two systemd hosts: Debian 12 in Docker-in-Docker (dockerd 20.10, cgroup v1) and a Debian 13 QEMU VM (Docker 26, cgroup v2); images built once and cached; needs root
-	hack/with-docker.sh sh -c "hack/images.sh && hack/e2e-image.sh && img=\$$(hack/vm-image.sh) && E2E_VM_IMAGE=\$$img E2E_HOSTS=$(E2E_HOSTS) $(GO) test -tags e2e -count=1 -v -timeout 45m ./e2e"
+	GO=$(GO) E2E_HOSTS=$(E2E_HOSTS) hack/with-docker.sh hack/e2e.sh
 
 bench: build ## measure ol-shim against plain Docker on this host (about 20 min on 2 cores) and write BENCHMARKS.md, docs/bench-acquire.png and the README's headline; needs root
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) run ./bench -readme README.md'

@@ -112,11 +112,7 @@ func bootVM(t *testing.T, image string) *vm {
 	go func() { v.qemu.Wait(); logf.Close(); close(v.exited) }()
 	t.Cleanup(func() {
 		if t.Failed() {
-			console, _ := os.ReadFile(filepath.Join(dir, "console.log"))
-			if len(console) > 4000 {
-				console = console[len(console)-4000:]
-			}
-			t.Logf("VM console (end):\n%s", console)
+			reportConsole(t, filepath.Join(dir, "console.log"))
 		}
 		v.qemu.Process.Kill()
 		<-v.exited
@@ -205,3 +201,49 @@ func (v *vm) execLocked(script string, timeout time.Duration) (string, error) {
 
 // share is the host side of the VM's /mnt/share.
 func (v *vm) share(name string) string { return filepath.Join(v.dir, "share", name) }
+
+// guestFault is what the guest kernel prints when it dies of its own
+// fault (an oops, BUG, or panic) rather than of anything a test did to a
+// process; under QEMU's software CPU this happens, rarely, in code no test
+// touches.
+var guestFault = []string{"Kernel panic - not syncing", "BUG: ", "Oops: ", "general protection fault"}
+
+// reportConsole logs the VM's console after a failure: from the guest
+// kernel's first fault when there is one (the lines a bug report needs),
+// else its end. When the guest kernel panicked, the test's name goes to
+// the file E2E_GUEST_PANIC_FILE names, so hack/e2e.sh can tell a guest
+// that died under the emulator from a failure of ol-shim's.
+func reportConsole(t *testing.T, path string) {
+	raw, _ := os.ReadFile(path)
+	console := string(raw)
+	first := -1
+	for _, sig := range guestFault {
+		if i := strings.Index(console, sig); i >= 0 && (first < 0 || i < first) {
+			first = i
+		}
+	}
+	if first < 0 {
+		if len(console) > 4000 {
+			console = console[len(console)-4000:]
+		}
+		t.Logf("VM console (end):\n%s", console)
+		return
+	}
+	if i := strings.LastIndex(console[:first], "\n"); i >= 0 {
+		first = i + 1
+	}
+	fault := console[first:]
+	if len(fault) > 12000 {
+		fault = fault[:6000] + "\n[...]\n" + fault[len(fault)-6000:]
+	}
+	t.Logf("VM console, from the guest kernel's first fault:\n%s", fault)
+	if !strings.Contains(console, "Kernel panic - not syncing") {
+		return
+	}
+	if f := os.Getenv("E2E_GUEST_PANIC_FILE"); f != "" {
+		if w, err := os.OpenFile(f, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+			fmt.Fprintln(w, t.Name())
+			w.Close()
+		}
+	}
+}
