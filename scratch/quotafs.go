@@ -3,6 +3,7 @@ package scratch
 import (
 	"context"
 	"fmt"
+	"strings"
 	"syscall"
 	"time"
 
@@ -401,6 +402,23 @@ func (f *quotaFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock,
 	return f.lf.Setlkw(ctx, owner, lk, flags)
 }
 
+// quotaMountOptions are the mount options of every quota'd volume, whether
+// its server mounts it (MountQuota) or the daemon does for it (mountFUSE).
+func quotaMountOptions(name string) fuse.MountOptions {
+	return fuse.MountOptions{
+		AllowOther: true,
+		// No xattrs: the kernel then stops asking for
+		// security.capability before every write.
+		DisableXAttrs: true,
+		Options:       []string{"nosuid", "nodev", "default_permissions"},
+		FsName:        "ol-shim:" + name,
+		Name:          "ol-shim",
+		DirectMount:   true,
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+	}
+}
+
 // QuotaMount is a mounted quota'd volume: its FUSE server (Unmount, Wait)
 // and whether its reads go to the kernel's passthrough.
 type QuotaMount struct {
@@ -421,6 +439,12 @@ func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*Quot
 	// Every change comes through this mount, so the kernel may keep names
 	// and attributes long: fewer LOOKUP and GETATTR round trips.
 	cache := 30 * time.Second
+	opts := quotaMountOptions(name)
+	// A mount made already, whose /dev/fuse this process was handed
+	// (/dev/fd/N): go-fuse serves that descriptor and mounts nothing.
+	if strings.HasPrefix(mnt, "/dev/fd/") {
+		opts.DirectMount = false
+	}
 	srv, err := fs.Mount(mnt, root, &fs.Options{
 		EntryTimeout: &cache,
 		AttrTimeout:  &cache,
@@ -428,18 +452,7 @@ func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*Quot
 		// 0000 as 0644 (0755 for directories), and default_permissions
 		// then lets every user read a file no one may.
 		NullPermissions: true,
-		MountOptions: fuse.MountOptions{
-			AllowOther: true,
-			// No xattrs: the kernel then stops asking for
-			// security.capability before every write.
-			DisableXAttrs: true,
-			Options:       []string{"nosuid", "nodev", "default_permissions"},
-			FsName:        "ol-shim:" + name,
-			Name:          "ol-shim",
-			DirectMount:   true,
-			MaxWrite:      1 << 20,
-			MaxReadAhead:  1 << 20,
-		},
+		MountOptions:    opts,
 	})
 	if err != nil {
 		unix.Close(cr.fd)

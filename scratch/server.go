@@ -143,13 +143,18 @@ func (s *process) unmount(m *Manager, name string) error {
 	s.mu.Lock()
 	s.stopped = true
 	s.mu.Unlock()
-	c := &http.Client{Transport: unixTransport(s.socket), Timeout: 5 * time.Second}
-	resp, err := c.Post("http://volume-server/v1/unmount", "application/json", nil)
-	if err == nil {
-		resp.Body.Close()
+	// The daemon unmounts (a confined server cannot: no path leads to its
+	// mount), busy or not; servers of every version end when their mount
+	// goes, a busy one once its last user leaves.
+	mnt := m.mountDir(name)
+	err := unix.Unmount(mnt, 0)
+	if errors.Is(err, unix.EBUSY) {
+		err = unix.Unmount(mnt, unix.MNT_DETACH)
 	}
-	// The server exits once its mount is gone; a server that does not
-	// answer is killed, and its mount detached.
+	if err != nil && !errors.Is(err, unix.EINVAL) {
+		m.log.Warn("unmount a volume", "volume", name, "error", err)
+	}
+	// A server that does not end is killed, and its mount detached.
 	deadline := time.Now().Add(unmountWait)
 	for time.Now().Before(deadline) {
 		if unix.Kill(s.health.PID, 0) != nil {
@@ -187,14 +192,31 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 	}
 	defer logf.Close()
 	o := v.rec.Options
-	cmd := exec.Command(m.serverBinary, "volume-server", "--name", name, "--data", m.dataDir(name), "--mountpoint", m.mountDir(name),
+	// The daemon mounts; the server, in a mount namespace of its own,
+	// serves the mount's /dev/fuse (see mountns.go).
+	mnt := m.mountDir(name)
+	fuseDev, err := mountFUSE(mnt, name)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", name, err)
+	}
+	defer fuseDev.Close() // the server holds its own
+	undo := func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			m.log.Warn("detach the mount of a volume server that did not start", "volume", name, "error", err)
+		}
+	}
+	cmd := exec.Command(m.serverBinary, "volume-server", "--name", name, "--data", m.dataDir(name), "--mountpoint", mnt,
 		"--socket", sock, "--size", strconv.FormatInt(o.Size, 10), "--inodes", strconv.FormatInt(o.InodeLimit(), 10),
-		"--passthrough="+strconv.FormatBool(o.Passthrough))
+		"--passthrough="+strconv.FormatBool(o.Passthrough), "--fuse-fd", "3")
+	cmd.ExtraFiles = []*os.File{fuseDev}
 	// Its own session: a signal to the daemon's process group (Ctrl-C, a
-	// stop) does not reach it, and it outlives the daemon.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// stop) does not reach it, and it outlives the daemon. Its own mount
+	// namespace, private (Go makes it so), which it then confines itself
+	// in.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Unshareflags: syscall.CLONE_NEWNS}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
+		undo()
 		return nil, fmt.Errorf("volume %q: start its server: %w", name, err)
 	}
 	p := &process{socket: sock, exited: make(chan struct{})}
@@ -216,6 +238,7 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 		}
 		select {
 		case <-p.exited:
+			undo()
 			b, _ := os.ReadFile(logf.Name())
 			return nil, fmt.Errorf("volume %q: its server exited before serving: %s", name, clip(string(b)))
 		default:
@@ -223,6 +246,7 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 		if time.Now().After(deadline) {
 			p.markDead()
 			cmd.Process.Kill()
+			undo()
 			return nil, fmt.Errorf("volume %q: its server did not answer within %v", name, serverStartWait)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -327,8 +351,13 @@ type ServerConfig struct {
 	MaxInodes  int64
 	// Passthrough lets the kernel read files opened read-only.
 	Passthrough bool
-	Version     string
-	Logger      *slog.Logger
+	// FuseFD, when not 0, is the /dev/fuse descriptor of the volume's
+	// mount, which the daemon made at Mountpoint: the server serves it,
+	// then confines itself to an empty root (it must have been started in
+	// a mount namespace of its own), and leaves unmounting to the daemon.
+	FuseFD  int
+	Version string
+	Logger  *slog.Logger
 }
 
 // ServeVolume serves one quota'd volume until it is unmounted (by a
@@ -343,21 +372,44 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
 	}
-	srv, err := MountQuota(cfg.DataDir, cfg.Mountpoint, q, cfg.Name, cfg.Passthrough)
+	mnt := cfg.Mountpoint
+	if cfg.FuseFD != 0 {
+		mnt = fmt.Sprintf("/dev/fd/%d", cfg.FuseFD)
+	}
+	srv, err := MountQuota(cfg.DataDir, mnt, q, cfg.Name, cfg.Passthrough)
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
-	}
-	if err := dropCapabilities(); err != nil {
-		log.Warn("volume server keeps all its capabilities", "volume", cfg.Name, "error", err)
 	}
 	started := time.Now()
 	os.Remove(cfg.Socket)
 	l, err := net.Listen("unix", cfg.Socket)
 	if err != nil {
-		srv.Unmount()
+		if cfg.FuseFD == 0 {
+			srv.Unmount()
+		}
 		return fmt.Errorf("volume %q: control socket: %w", cfg.Name, err)
 	}
 	os.Chmod(cfg.Socket, 0o600)
+	// The socket is removed at the end through its directory's handle:
+	// once confined, no path leads there.
+	sockDir, err := unix.Open(filepath.Dir(cfg.Socket), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("volume %q: control socket: %w", cfg.Name, err)
+	}
+	defer unix.Close(sockDir)
+	confined := false
+	if cfg.FuseFD != 0 {
+		if err := confine(filepath.Dir(cfg.Socket)); err != nil {
+			log.Warn("volume server is not confined to an empty root; it still resolves every name inside its volume", "volume", cfg.Name, "error", err)
+		} else {
+			confined = true
+		}
+	}
+	// Unmounting is the daemon's once the mount is its (FuseFD), so the
+	// server needs CAP_SYS_ADMIN only for passthrough's backing files.
+	if err := dropCapabilities(cfg.FuseFD == 0 || srv.Passthrough == "on"); err != nil {
+		log.Warn("volume server keeps all its capabilities", "volume", cfg.Name, "error", err)
+	}
 	var once sync.Once
 	unmount := func() {
 		once.Do(func() {
@@ -376,18 +428,38 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 		json.NewEncoder(w).Encode(ServerHealth{Name: cfg.Name, PID: os.Getpid(), Version: cfg.Version, Started: started, BytesUsed: b, InodesUsed: i, Passthrough: srv.Passthrough})
 	})
 	mux.HandleFunc("POST /v1/unmount", func(w http.ResponseWriter, _ *http.Request) {
+		if cfg.FuseFD != 0 {
+			http.Error(w, "this volume's mount is the daemon's: unmount "+cfg.Mountpoint+" and the server ends", http.StatusConflict)
+			return
+		}
 		log.Info("unmount requested", "volume", cfg.Name)
 		w.WriteHeader(http.StatusNoContent)
 		unmount()
 	})
 	hs := serve.Server(mux, serve.DefaultLimits)
 	go hs.Serve(serve.Listener(l, serve.DefaultLimits))
-	log.Info("serving volume", "volume", cfg.Name, "mountpoint", cfg.Mountpoint, "pid", os.Getpid(), "passthrough", srv.Passthrough)
-	stop := context.AfterFunc(ctx, unmount)
-	defer stop()
-	srv.Wait()
+	log.Info("serving volume", "volume", cfg.Name, "mountpoint", cfg.Mountpoint, "pid", os.Getpid(), "passthrough", srv.Passthrough, "confined", confined)
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+	var stopped error
+	select {
+	case <-served:
+	case <-ctx.Done():
+		if cfg.FuseFD == 0 {
+			unmount()
+			<-served
+			break
+		}
+		// The mount is the daemon's: stopping here ends the
+		// connection, and its users get I/O errors until the daemon
+		// mounts the volume again (it notices within seconds).
+		stopped = fmt.Errorf("volume %q: stopped while mounted: %w", cfg.Name, context.Cause(ctx))
+	}
 	hs.Close()
-	os.Remove(cfg.Socket)
+	unix.Unlinkat(sockDir, filepath.Base(cfg.Socket), 0)
+	if stopped != nil {
+		return stopped
+	}
 	log.Info("volume unmounted; server exits", "volume", cfg.Name)
 	return nil
 }
@@ -399,14 +471,18 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 // network administration, no module loading), and can gain nothing back (no_new_privs, bounding set cut to the same).
 // CAP_SYS_ADMIN stays because unmounting needs it.
 var serverCaps = []uintptr{
-	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID, unix.CAP_SYS_ADMIN,
+	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID,
 }
 
-// dropCapabilities keeps serverCaps and drops every other capability, in
-// every thread of the process.
-func dropCapabilities() error {
+// dropCapabilities keeps serverCaps, and CAP_SYS_ADMIN if admin, and drops
+// every other capability, in every thread of the process.
+func dropCapabilities(admin bool) error {
 	var keep [2]uint32
-	for _, c := range serverCaps {
+	caps := serverCaps
+	if admin {
+		caps = append(caps[:len(caps):len(caps)], unix.CAP_SYS_ADMIN)
+	}
+	for _, c := range caps {
 		keep[c/32] |= 1 << (c % 32)
 	}
 	for c := uintptr(0); c <= unix.CAP_LAST_CAP; c++ {

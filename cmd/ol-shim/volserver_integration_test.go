@@ -139,16 +139,21 @@ func TestVolumeServerKilled(t *testing.T) {
 	if pid == os.Getpid() || pid == d.cmd.Process.Pid {
 		t.Fatalf("volume server pid %d is not a process of its own", pid)
 	}
-	// It runs with only the capabilities it needs, and cannot gain more.
+	// It runs with only the capabilities it needs (not CAP_SYS_ADMIN: the
+	// daemon mounts and unmounts), and cannot gain more.
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CapEff:\t000000000020001f", "CapBnd:\t000000000020001f", "NoNewPrivs:\t1"} {
+	for _, want := range []string{"CapEff:\t000000000000001f", "CapBnd:\t000000000000001f", "NoNewPrivs:\t1"} {
 		if !strings.Contains(string(status), want) {
 			t.Errorf("volume server: want %q in /proc/%d/status:\n%s", want, pid, status)
 		}
 	}
+	// It sees nothing of the host: a mount namespace of its own, whose
+	// root is empty but for its own descriptors (/proc/self/fd) and
+	// /dev/null.
+	confinedServer(t, pid)
 	mustRun(t, "kill", "-9", strconv.Itoa(pid))
 	eventually(t, "the daemon noticed the dead server", 10*time.Second, func() error {
 		st, err := d.c.Status(context.Background())
@@ -187,6 +192,39 @@ func TestVolumeServerKilled(t *testing.T) {
 	_ = api.LabelRoot
 }
 
+// confinedServer checks that the process pid (a volume server) is in a
+// mount namespace other than this one's and that its root holds nothing
+// but /proc/self/fd and /dev/null: no host path names anything from where
+// it stands.
+func confinedServer(t *testing.T, pid int) {
+	t.Helper()
+	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if own, _ := os.Readlink("/proc/self/ns/mnt"); ns == "" || ns == own {
+		t.Errorf("volume server %d: mount namespace %q, the host's is %q: want one of its own", pid, ns, own)
+	}
+	root := fmt.Sprintf("/proc/%d/root/", pid)
+	var seen []string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || p == root {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		seen = append(seen, rel)
+		if rel == "proc/self/fd" {
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	if want := "dev dev/null proc proc/self proc/self/fd"; strings.Join(seen, " ") != want {
+		t.Errorf("volume server %d sees %q at its root; want only %q", pid, seen, want)
+	}
+	for _, host := range []string{"etc/passwd", "var/lib", "proc/1", "dev/fuse", "tmp"} {
+		if _, err := os.Lstat(filepath.Join(root, host)); err == nil {
+			t.Errorf("volume server %d sees /%s", pid, host)
+		}
+	}
+}
+
 // TestVolumePassthrough: a quota'd volume made with passthrough=true reads
 // through the kernel's FUSE passthrough on this kernel (6.18) and status
 // says so; one made without says it is off; containers read and write
@@ -222,6 +260,7 @@ func TestVolumePassthrough(t *testing.T) {
 		id := holders[vol]
 		t.Cleanup(func() { exec.Command("docker", "rm", "-f", id).Run() })
 	}
+	pids := map[string]int{}
 	eventually(t, "passthrough in status", 10*time.Second, func() error {
 		st, err := d.c.Status(context.Background())
 		if err != nil {
@@ -231,6 +270,7 @@ func TestVolumePassthrough(t *testing.T) {
 		for _, v := range st.Volumes {
 			if v.Server != nil {
 				got[v.Name] = v.Server.Passthrough
+				pids[v.Name] = v.Server.PID
 			}
 		}
 		if got[on] != "on" || !strings.HasPrefix(got[off], "off: ") {
@@ -238,6 +278,15 @@ func TestVolumePassthrough(t *testing.T) {
 		}
 		return nil
 	})
+	// Both confined alike; a passthrough server keeps CAP_SYS_ADMIN, which
+	// the kernel asks of whoever opens a backing file.
+	for vol, caps := range map[string]string{on: "000000000020001f", off: "000000000000001f"} {
+		confinedServer(t, pids[vol])
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[vol]))
+		if !strings.Contains(string(status), "CapEff:\t"+caps) {
+			t.Errorf("volume %s's server: want CapEff %s:\n%s", vol, caps, status)
+		}
+	}
 	out, _, _ := d.cli("", "status")
 	if !strings.Contains(out, "reads: passthrough on") || !strings.Contains(out, "reads: passthrough off: not asked for") {
 		t.Errorf("ol-shim status does not say how volumes read:\n%s", out)

@@ -24,6 +24,7 @@ var volumeServerCommand = &cli.Command{
 		&cli.StringFlag{Name: "socket", Required: true, Usage: "control socket"},
 		&cli.Int64Flag{Name: "size", Usage: "byte quota; 0: none"},
 		&cli.Int64Flag{Name: "inodes", Usage: "inode quota; 0: none"},
+		&cli.IntFlag{Name: "fuse-fd", Usage: "the /dev/fuse descriptor of the volume's mount, made by the daemon (the server then confines itself to an empty root)"},
 		&cli.BoolFlag{Name: "passthrough", Usage: "let the kernel read files opened read-only (FUSE passthrough), where it can"},
 	},
 	Action: func(c *cli.Context) error {
@@ -35,7 +36,7 @@ var volumeServerCommand = &cli.Command{
 		defer stop()
 		return daemon.ServeVolume(ctx, daemon.VolumeServerConfig{
 			Name: c.String("name"), DataDir: c.String("data"), Mountpoint: c.String("mountpoint"), Socket: c.String("socket"),
-			MaxBytes: c.Int64("size"), MaxInodes: c.Int64("inodes"), Passthrough: c.Bool("passthrough"), Version: clicmd.Version, Logger: log,
+			MaxBytes: c.Int64("size"), MaxInodes: c.Int64("inodes"), Passthrough: c.Bool("passthrough"), FuseFD: c.Int("fuse-fd"), Version: clicmd.Version, Logger: log,
 		})
 	},
 }
