@@ -218,6 +218,20 @@ func TestPassthroughMixedOpens(t *testing.T) {
 	r4.Close()
 }
 
+// dropCache drops what the kernel cached of the data of the file at path
+// (the write left it there), so that the next read is the file system's.
+func dropCache(t *testing.T, path string) {
+	t.Helper()
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	if err := unix.Fadvise(int(file.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPassthroughOffFallsBack: with passthrough asked for but unavailable
 // (as on a kernel before 6.9), the mount says why, and reads go through
 // the server and return the data.
@@ -232,6 +246,7 @@ func TestPassthroughOffFallsBack(t *testing.T) {
 	if err := os.WriteFile(f.path("r"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	dropCache(t, f.path("r"))
 	before := f.srv.io.serverReads.Load()
 	if got, err := os.ReadFile(f.path("r")); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read back without passthrough: %d bytes, %v", len(got), err)
@@ -262,4 +277,61 @@ func TestPassthroughOffByDefault(t *testing.T) {
 		t.Fatalf("a writer beside a reader on a volume without passthrough: %v", err)
 	}
 	w.Close()
+}
+
+// TestRereadFromCache: without passthrough, a file read back after it was
+// written, or read again, costs no READ round trip: every change comes
+// through the mount, so the kernel keeps its cache of the data (explicit
+// data cache control: it does not drop it each time a write moves the
+// file's mtime, which cost the read after a write a READ per 128 KiB). What
+// it keeps stays right: a write, a hole punched and a truncate through the
+// mount are read back as they are, by a handle opened before and one
+// opened after.
+func TestRereadFromCache(t *testing.T) {
+	f := mountQuota(t, 64*mib, 0)
+	data := bytes.Repeat([]byte("cached.."), 2*mib/8)
+	if err := os.WriteFile(f.path("r"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held, err := os.Open(f.path("r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	readBack := func(what string, want []byte) {
+		t.Helper()
+		if got, err := os.ReadFile(f.path("r")); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: read %d bytes (%v), want %d as written", what, len(got), err, len(want))
+		}
+		got := make([]byte, len(data)+1)
+		n, _ := held.ReadAt(got, 0)
+		if !bytes.Equal(got[:n], want) {
+			t.Fatalf("%s: a handle opened before reads %d bytes, other than the %d written", what, n, len(want))
+		}
+	}
+	before := f.srv.io.serverReads.Load()
+	readBack("read after the write", data)
+	readBack("second read", data)
+	if n := f.srv.io.serverReads.Load() - before; n != 0 {
+		t.Errorf("%d READ requests reached the server for a file read back after it was written, then again; want 0", n)
+	}
+	w, err := os.OpenFile(f.path("r"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(data[5000:], "changed")
+	if _, err := w.WriteAt([]byte("changed"), 5000); err != nil {
+		t.Fatal(err)
+	}
+	readBack("after a write", data)
+	if err := unix.Fallocate(int(w.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 8192, 8192); err != nil {
+		t.Fatal(err)
+	}
+	clear(data[8192:16384])
+	readBack("after a hole punched", data)
+	w.Close()
+	if err := os.Truncate(f.path("r"), 100); err != nil {
+		t.Fatal(err)
+	}
+	readBack("after a truncate", data[:100])
 }
