@@ -31,6 +31,9 @@ type entry struct {
 	lastUsed time.Time   // guarded by Set.mu: when it was last returned
 	gen      uint64      // guarded by Set.mu: bumped whenever it leaves idle; stale grace timers compare it
 	timer    *time.Timer // guarded by Set.mu: pause-grace timer while hot and idle
+	// refillAfter: taken paused from idle by a Get, which starts the
+	// refill once its unpause is done. Only that Get touches it.
+	refillAfter bool
 }
 
 // grant is what a waiting Get is handed: a sandbox, a slot to create one in,
@@ -163,7 +166,16 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 			return s.newRef(g.e, Hot, start, missed), nil
 		}
 		e := g.e
-		if err := e.sb.Unpause(ctx); err != nil {
+		err := e.sb.Unpause(ctx)
+		if e.refillAfter {
+			// The refill this take calls for starts now, not alongside
+			// the unpause: on the same dockerd, a create slows it.
+			e.refillAfter = false
+			s.mu.Lock()
+			s.refillLocked()
+			s.mu.Unlock()
+		}
+		if err != nil {
 			s.stats.unpauseFailures.Add(1)
 			s.log.Warn("unpause failed; destroying sandbox", "sandbox", e.id, "error", err)
 			s.mu.Lock()
@@ -190,7 +202,11 @@ func (s *Set) tryAcquire() (grant, *waiter) {
 		s.idle[n-1] = nil
 		s.idle = s.idle[:n-1]
 		s.takeLocked(e)
-		s.refillLocked()
+		if e.hot {
+			s.refillLocked()
+		} else {
+			e.refillAfter = true // once unpaused: see GetOrCreateUnpaused
+		}
 		return grant{e: e}, nil
 	}
 	// A sandbox being paused is idle in milliseconds, a create takes
