@@ -381,8 +381,15 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
 	}
 	started := time.Now()
-	os.Remove(cfg.Socket)
-	l, err := net.Listen("unix", cfg.Socket)
+	// The socket is removed at the end through its directory's handle:
+	// once confined, no path leads there.
+	sockDir, err := unix.Open(filepath.Dir(cfg.Socket), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	var l net.Listener
+	if err == nil {
+		defer unix.Close(sockDir)
+		os.Remove(cfg.Socket)
+		l, err = net.Listen("unix", cfg.Socket)
+	}
 	if err != nil {
 		if cfg.FuseFD == 0 {
 			srv.Unmount()
@@ -390,13 +397,6 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("volume %q: control socket: %w", cfg.Name, err)
 	}
 	os.Chmod(cfg.Socket, 0o600)
-	// The socket is removed at the end through its directory's handle:
-	// once confined, no path leads there.
-	sockDir, err := unix.Open(filepath.Dir(cfg.Socket), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("volume %q: control socket: %w", cfg.Name, err)
-	}
-	defer unix.Close(sockDir)
 	confined := false
 	if cfg.FuseFD != 0 {
 		if err := confine(filepath.Dir(cfg.Socket)); err != nil {
@@ -466,10 +466,12 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 
 // serverCaps are the only capabilities a volume server keeps once its
 // volume is mounted: to act on files of any owner in the volume (as the
-// kernel already checked the sandbox may), and to unmount it. It loses
-// everything else (no raw I/O, no ptrace, no kill of others' processes, no
-// network administration, no module loading), and can gain nothing back (no_new_privs, bounding set cut to the same).
-// CAP_SYS_ADMIN stays because unmounting needs it.
+// kernel already checked the sandbox may). It loses everything else (no
+// raw I/O, no ptrace, no kill of others' processes, no network
+// administration, no module loading), and can gain nothing back
+// (no_new_privs, bounding set cut to the same). CAP_SYS_ADMIN stays only
+// where it is needed: for passthrough's backing files, and for a server
+// that mounted its volume itself and so unmounts it (dropCapabilities).
 var serverCaps = []uintptr{
 	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID,
 }
