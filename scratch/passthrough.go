@@ -112,19 +112,24 @@ func (io *ioModes) open(ino uint64, write, regular bool) (ioKind, uint32, syscal
 	return ioCached, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// close counts the end of an open of ino of kind k.
-func (io *ioModes) close(ino uint64, k ioKind, write bool) {
+// close counts the end of an open of ino of kind k. It reports whether
+// that was the last cached open of a regular file while passthrough is
+// on: the kernel's cache of the file through the mount then serves no
+// one (the next read-only open reads the backing file), and the kernel
+// would drop it in that open, where the reader waits for it.
+func (io *ioModes) close(ino uint64, k ioKind, write bool) (lastCached bool) {
 	io.mu.Lock()
 	defer io.mu.Unlock()
 	c := io.m[ino]
 	if c == nil {
-		return // not counted: passthrough is off
+		return false // not counted: passthrough is off
 	}
 	switch k {
 	case ioPassthrough:
 		c.passthrough--
 	case ioCached:
 		c.cached--
+		lastCached = c.cached == 0
 	}
 	if write {
 		c.writers--
@@ -134,6 +139,7 @@ func (io *ioModes) close(ino uint64, k ioKind, write bool) {
 	}
 	close(io.closed)
 	io.closed = make(chan struct{})
+	return lastCached
 }
 
 // releaseWait bounds how long a read-only open waits for the RELEASE of

@@ -89,7 +89,7 @@ func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32,
 	n.q.made(out.Attr.Ino, chargeOfAttr(&out.Attr), true)
 	n.recharge()
 	// A new inode: no passthrough open of it exists, so this cannot fail.
-	f := &quotaFile{lf: lf, q: n.q, ino: out.Attr.Ino, io: n.io, ioIno: ch.StableAttr().Ino, write: isWrite(flags)}
+	f := &quotaFile{lf: lf, q: n.q, ino: out.Attr.Ino, io: n.io, ioIno: ch.StableAttr().Ino, node: ch, write: isWrite(flags)}
 	var ioFlags uint32
 	f.kind, ioFlags, _ = n.io.open(f.ioIno, f.write, false)
 	return ch, f, fflags | ioFlags, 0
@@ -119,7 +119,7 @@ func (n *quotaNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 		lf.Release(ctx)
 		return nil, 0, errno
 	}
-	f := &quotaFile{lf: lf, q: n.q, ino: a.Ino, io: n.io, ioIno: sa.Ino, kind: kind, write: write}
+	f := &quotaFile{lf: lf, q: n.q, ino: a.Ino, io: n.io, ioIno: sa.Ino, node: n.EmbeddedInode(), kind: kind, write: write}
 	n.q.opened(a.Ino, chargeOfAttr(&a.Attr))
 	if f.kind == ioPassthrough {
 		return &ptFile{f}, fflags | ioFlags, 0
@@ -289,7 +289,8 @@ type quotaFile struct {
 	q     *Quota
 	ino   uint64
 	io    *ioModes
-	ioIno uint64 // its inode in io (the FUSE inode number)
+	ioIno uint64    // its inode in io (the FUSE inode number)
+	node  *fs.Inode // the file's inode in the mount
 	kind  ioKind
 	write bool
 }
@@ -369,7 +370,12 @@ func (f *quotaFile) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.A
 
 // Release closes the file; an unlinked file is freed at its last close.
 func (f *quotaFile) Release(ctx context.Context) syscall.Errno {
-	f.io.close(f.ioIno, f.kind, f.write)
+	if f.io.close(f.ioIno, f.kind, f.write) {
+		// Dropped here, after the close returned, rather than in the
+		// next reader's open (TestPassthroughOpenAfterWrite). Apart,
+		// because the kernel may wait on this server for a page.
+		go f.node.NotifyContent(0, 0)
+	}
 	a, errno := f.stat(ctx)
 	if errno == 0 {
 		f.q.closed(f.ino, chargeOfAttr(&a.Attr), a.Nlink)
