@@ -1,23 +1,31 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/docker/go-plugins-helpers/volume"
+
 	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/scratch"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // fuseIO: group 5, the filesystem side. The same I/O on a plain directory
-// and on a FUSE-quota'd mount of a directory on the same disk (the mount
-// every quota'd volume gets): sequential write and read, 1 MiB at a time,
+// and on a quota'd volume on the same disk, mounted through the daemon
+// and served by its volume-server process: sequential write and read, 1 MiB at a time,
 // no fsync (this measures what the mount adds, not the disk), and small
-// files (create, write 4 KiB, read back, delete); the FUSE mount twice: as
+// files (create, write 4 KiB, read back, delete); the volume twice: as
 // volumes are made by default, and with passthrough=true.
 func (r *run) fuseIO() error {
 	// Each kind twice, alternating, keeping the faster of the two: the page
@@ -72,33 +80,43 @@ func (r *run) fuseIO() error {
 
 type ioResult struct{ write, read, files time.Duration }
 
-// ioOnce runs the I/O once on a new plain directory or FUSE quota mount.
+// ioOnce runs the I/O once on a new plain directory or quota'd volume. A
+// volume is made and mounted through the bench daemon's volume plugin, as
+// dockerd does for a container: the daemon mounts it and its own
+// volume-server process serves it, confined, as every quota'd volume is.
 func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
-	dir := filepath.Join(r.dir, fmt.Sprintf("io-%s-%d", kind, rep))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(dir)
-	target := dir
-	if kind != "plain" {
-		mnt := dir + "-mnt"
-		if err := os.MkdirAll(mnt, 0o755); err != nil {
+	target := filepath.Join(r.dir, fmt.Sprintf("io-%s-%d", kind, rep))
+	if kind == "plain" {
+		if err := os.MkdirAll(target, 0o755); err != nil {
 			return res, err
 		}
-		defer os.Remove(mnt)
-		q, err := scratch.NewQuota(dir, 2*r.sz.ioBytes, int64(2*r.sz.ioFiles+16))
+		defer os.RemoveAll(target)
+	} else {
+		name := fmt.Sprintf("bench-io-%s-%d", kind, rep)
+		opts := scratch.QuotaOptions(2*r.sz.ioBytes, int64(2*r.sz.ioFiles+16))
+		if kind == "fuse-passthrough" {
+			opts[scratch.OptPassthrough] = "true"
+		}
+		if err := pluginCall("/VolumeDriver.Create", volume.CreateRequest{Name: name, Options: opts}, nil); err != nil {
+			return res, err
+		}
+		defer pluginCall("/VolumeDriver.Remove", volume.RemoveRequest{Name: name}, nil)
+		var m volume.MountResponse
+		if err := pluginCall("/VolumeDriver.Mount", volume.MountRequest{Name: name, ID: "ol-shim-bench-io"}, &m); err != nil {
+			return res, err
+		}
+		defer pluginCall("/VolumeDriver.Unmount", volume.UnmountRequest{Name: name, ID: "ol-shim-bench-io"}, nil)
+		srv, err := r.volumeServer(name)
 		if err != nil {
 			return res, err
 		}
-		srv, err := scratch.MountQuota(dir, mnt, q, "ol-shim-bench", kind == "fuse-passthrough")
-		if err != nil {
-			return res, fail("mount the FUSE quota", err)
+		if srv.InProcess {
+			return res, fmt.Errorf("volume %s: served inside the daemon, not by a volume-server process", name)
 		}
-		defer srv.Unmount()
 		if kind == "fuse-passthrough" && srv.Passthrough != "on" {
-			return res, fmt.Errorf("FUSE passthrough asked for: %s", srv.Passthrough)
+			return res, fmt.Errorf("volume %s: FUSE passthrough asked for: %s", name, srv.Passthrough)
 		}
-		target = mnt
+		target = m.Mountpoint
 	}
 	if res.write, err = writeBig(target, r.sz.ioBytes); err != nil {
 		return res, fail(kind+" write", err)
@@ -117,6 +135,60 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 		return res, fail(kind+" small files", err)
 	}
 	return res, nil
+}
+
+// volumeServer is what the daemon says of the server of a mounted volume.
+func (r *run) volumeServer(name string) (*api.VolumeServer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := r.d.c.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range st.Volumes {
+		if v.Name == name && v.Server != nil {
+			return v.Server, nil
+		}
+	}
+	return nil, fmt.Errorf("volume %s: mounted, but status shows no server for it", name)
+}
+
+// pluginCall sends req to the bench daemon's volume plugin as dockerd
+// does, and decodes the answer into out (when not nil).
+func pluginCall(path string, req, out any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", pluginSocket)
+		},
+	}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("volume plugin %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("volume plugin %s: %w", path, err)
+	}
+	var e volume.ErrorResponse
+	if json.Unmarshal(b, &e) == nil && e.Err != "" {
+		return fmt.Errorf("volume plugin %s: %s", path, e.Err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("volume plugin %s: %s", path, resp.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("volume plugin %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 var block = func() []byte {
