@@ -133,6 +133,71 @@ func TestRunFallsBackToExec(t *testing.T) {
 	}
 }
 
+// Through docker exec too, Ctrl-C reaches the command as SIGINT (dockerd
+// has no kill for an exec: the daemon signals its process), and a client
+// that goes away takes its command with it.
+func TestRunExecFallbackSignals(t *testing.T) {
+	d := newDaemon(t, bbConfig+"max_size = 1\n") // one sandbox: every run gets the one without an agent
+	d.waitIdle("bb", 1)
+	socks, _ := filepath.Glob(filepath.Join(d.root, "agents", "*", agent.SocketName))
+	if len(socks) != 1 {
+		t.Fatalf("agent sockets: %v, want one for the one sandbox", socks)
+	}
+	if err := os.Remove(socks[0]); err != nil {
+		t.Fatal(err)
+	}
+	start := func(script string) (*exec.Cmd, *bufio.Reader) {
+		t.Helper()
+		cmd := exec.Command(bin, "--socket", d.socket, "run", "--pool", "bb", "--reuse", "sh", "-c", script)
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r := bufio.NewReader(stdout)
+		if l, err := r.ReadString('\n'); err != nil || l != "ready\n" {
+			cmd.Process.Kill()
+			t.Fatalf("first line %q %v; log:\n%s", l, err, d.log.String())
+		}
+		return cmd, r
+	}
+	// interrupt sends SIGINT to the CLI and returns its output from then
+	// and how it ended; a signal that was dropped would leave it running,
+	// so it is killed after 30 s, which fails the test.
+	interrupt := func(cmd *exec.Cmd, r *bufio.Reader) (string, error) {
+		t.Helper()
+		late := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+		cmd.Process.Signal(syscall.SIGINT)
+		rest, _ := io.ReadAll(r)
+		err := cmd.Wait()
+		if !late.Stop() {
+			t.Fatalf("the command still ran 30 s after SIGINT; log:\n%s", d.log.String())
+		}
+		return string(rest), err
+	}
+	var ee *exec.ExitError
+	if _, err := interrupt(start("echo ready; exec sleep 1013")); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("sleep through docker exec after SIGINT: %v, want exit 130; log:\n%s", err, d.log.String())
+	}
+	if rest, err := interrupt(start("trap 'echo got INT; exit 42' INT; echo ready; while :; do sleep 0.1; done")); !errors.As(err, &ee) || ee.ExitCode() != 42 || !strings.Contains(rest, "got INT") {
+		t.Fatalf("trap through docker exec after SIGINT: %v, output %q; want exit 42; log:\n%s", err, rest, d.log.String())
+	}
+	if !strings.Contains(d.log.String(), "running through docker exec") {
+		t.Fatalf("the runs did not go through docker exec:\n%s", d.log.String())
+	}
+	// The client killed: its command ends too.
+	cmd, _ := start("echo ready; exec sleep 1019")
+	cmd.Process.Kill()
+	cmd.Wait()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if exec.Command("pgrep", "-f", "^sleep 1019$").Run() != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command of a client killed 15 s ago still runs through docker exec; log:\n%s", d.log.String())
+		}
+	}
+}
+
 // A sandbox that swaps its agent's socket for a symlink to a host socket
 // does not get the daemon (root on the host) to connect there: the run
 // goes through docker exec.

@@ -5,9 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/shim/agent"
 )
@@ -34,8 +39,9 @@ func (s *Sandbox) Session(ctx context.Context) (io.ReadWriteCloser, string, erro
 }
 
 // serveExec answers the run protocol on c by running the start frame's
-// command with docker exec. Signals cannot be delivered that way; they are
-// logged and dropped.
+// command with docker exec. Docker has no kill for an exec: signals, and
+// the SIGKILL for a client that goes away, go to the exec's process from
+// here (see signalExec).
 func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
 	defer c.Close()
 	fail := func(err error) {
@@ -84,7 +90,11 @@ func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
 		for {
 			f, err := c.Read()
 			if err != nil {
-				att.Close() // the client left; dockerd cannot kill an exec
+				// The client left: its command goes with it, as with the agent.
+				if err := s.signalExec(ctx, ex.ID, syscall.SIGKILL); err != nil {
+					s.d.log.Debug("kill a command run through docker exec whose client left", "sandbox", s.id, "error", err)
+				}
+				att.Close()
 				return
 			}
 			switch f.Kind {
@@ -103,7 +113,12 @@ func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
 					_, _ = s.d.cli.ExecResize(ctx, ex.ID, client.ExecResizeOptions{Height: uint(r.Rows), Width: uint(r.Cols)})
 				}
 			case agent.KindSignal:
-				s.d.log.Warn("a signal for a command run through docker exec is dropped: exec has no kill", "sandbox", s.id)
+				if len(f.Payload) != 1 || f.Payload[0] == 0 || f.Payload[0] > 64 {
+					continue
+				}
+				if err := s.signalExec(ctx, ex.ID, syscall.Signal(f.Payload[0])); err != nil {
+					s.d.log.Warn("a signal for a command run through docker exec was not delivered", "sandbox", s.id, "signal", int(f.Payload[0]), "error", err)
+				}
 			}
 		}
 	}()
@@ -136,6 +151,50 @@ func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
 		x.Signal = x.Code - 128
 	}
 	_ = c.WriteJSON(agent.KindExit, x)
+}
+
+// signalExec sends sig to the process of a running exec. dockerd reports
+// the process's pid in its own pid namespace, which is the daemon's where
+// it runs beside dockerd (as installed); the process is signalled only if
+// a pidfd taken on that pid names a process of this sandbox's container
+// (its cgroup path holds the container's ID) that was still alive after
+// the check, so neither a reused pid nor another pid namespace's process
+// gets it.
+func (s *Sandbox) signalExec(ctx context.Context, execID string, sig syscall.Signal) error {
+	cctx, cancel := s.d.callCtx(ctx)
+	defer cancel()
+	// dockerd records the exec's pid only once its start returns, which
+	// can be after the command's first output (it says running before).
+	var insp client.ExecInspectResult
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if insp, err = s.d.cli.ExecInspect(cctx, execID, client.ExecInspectOptions{}); err != nil {
+			return err
+		}
+		if insp.PID > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !insp.Running || insp.PID <= 0 {
+		return fmt.Errorf("the command is not running (dockerd: running %v, pid %d, exit code %d)", insp.Running, insp.PID, insp.ExitCode)
+	}
+	fd, err := unix.PidfdOpen(insp.PID, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd of pid %d: %w", insp.PID, err)
+	}
+	defer unix.Close(fd)
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", insp.PID))
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(cg), s.container) {
+		return fmt.Errorf("pid %d is not in container %.12s here (another pid namespace than dockerd's?)", insp.PID, s.container)
+	}
+	// Alive now, so alive when its cgroup was read: that was this process.
+	if err := unix.PidfdSendSignal(fd, 0, nil, 0); err != nil {
+		return fmt.Errorf("pid %d: %w", insp.PID, err)
+	}
+	return unix.PidfdSendSignal(fd, sig, nil, 0)
 }
 
 // frameWriter writes what it is given as frames of one kind.
