@@ -112,11 +112,10 @@ func TestRunThroughAgentNoExec(t *testing.T) {
 	}
 }
 
-// A sandbox whose agent does not answer is served through docker exec,
-// and the log says so.
-func TestRunFallsBackToExec(t *testing.T) {
-	d := newDaemon(t, bbConfig)
-	d.waitIdle("bb", 1)
+// silenceAgent removes the agent socket of the daemon's one sandbox: its
+// runs then go through docker exec.
+func (d *testDaemon) silenceAgent(t *testing.T) {
+	t.Helper()
 	socks, _ := filepath.Glob(filepath.Join(d.root, "agents", "*", agent.SocketName))
 	if len(socks) != 1 {
 		t.Fatalf("agent sockets: %v, want one for the one sandbox", socks)
@@ -124,6 +123,14 @@ func TestRunFallsBackToExec(t *testing.T) {
 	if err := os.Remove(socks[0]); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A sandbox whose agent does not answer is served through docker exec,
+// and the log says so.
+func TestRunFallsBackToExec(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	d.silenceAgent(t)
 	h, x, out, err := d.stream(t, api.RunCall{RunRequest: api.RunRequest{Pool: "bb", Cmd: []string{"sh", "-c", "echo via exec; exit 4"}}}, nil)
 	if err != nil || x.Code != 4 || out != "via exec\n" || h.Via != "exec" {
 		t.Fatalf("run with no agent: hello %+v exit %+v output %q %v", h, x, out, err)
@@ -139,13 +146,7 @@ func TestRunFallsBackToExec(t *testing.T) {
 func TestRunExecFallbackSignals(t *testing.T) {
 	d := newDaemon(t, bbConfig+"max_size = 1\n") // one sandbox: every run gets the one without an agent
 	d.waitIdle("bb", 1)
-	socks, _ := filepath.Glob(filepath.Join(d.root, "agents", "*", agent.SocketName))
-	if len(socks) != 1 {
-		t.Fatalf("agent sockets: %v, want one for the one sandbox", socks)
-	}
-	if err := os.Remove(socks[0]); err != nil {
-		t.Fatal(err)
-	}
+	d.silenceAgent(t)
 	start := func(script string) (*exec.Cmd, *bufio.Reader) {
 		t.Helper()
 		cmd := exec.Command(bin, "--socket", d.socket, "run", "--pool", "bb", "--reuse", "sh", "-c", script)
