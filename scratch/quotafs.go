@@ -372,7 +372,7 @@ func (f *quotaFile) Setattr(ctx context.Context, in *fuse.SetAttrIn, out *fuse.A
 func (f *quotaFile) Release(ctx context.Context) syscall.Errno {
 	if f.io.close(f.ioIno, f.kind, f.write) {
 		// Dropped here, after the close returned, rather than in the
-		// next reader's open (TestPassthroughOpenAfterWrite). Apart,
+		// next reader's open (TestPassthroughDropsWritersCache). Apart,
 		// because the kernel may wait on this server for a page.
 		go f.node.NotifyContent(0, 0)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,11 +87,19 @@ func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
 	_ = c.WriteJSON(agent.KindStarted, agent.Started{})
 
 	// The client's frames: stdin to the exec, resizes to dockerd.
+	var ended atomic.Bool // the command's exit was seen
+	defer ended.Store(true)
 	go func() {
 		for {
 			f, err := c.Read()
 			if err != nil {
-				// The client left: its command goes with it, as with the agent.
+				// The client left before the command's end: the command goes
+				// with it, as with the agent. (After the end, the session's
+				// close lands here too, with nothing to kill.)
+				if ended.Load() {
+					att.Close()
+					return
+				}
 				if err := s.signalExec(ctx, ex.ID, syscall.SIGKILL); err != nil {
 					s.d.log.Debug("kill a command run through docker exec whose client left", "sandbox", s.id, "error", err)
 				}
