@@ -313,6 +313,41 @@ func TestRunExitCodes(t *testing.T) {
 	}
 }
 
+// Through docker exec, a command that cannot start gives docker run's
+// exit code and dockerd's reason on stderr, not on stdout: dockerd writes
+// a failed start's error into the exec's output stream.
+func TestRunExecFallbackExitCodes(t *testing.T) {
+	// One sandbox at most: every run takes the one whose agent is silenced.
+	d := newDaemon(t, bbConfig+"max_size = 1\n")
+	d.waitIdle("bb", 1)
+	d.silenceAgent(t)
+	for _, c := range []struct {
+		args   []string
+		code   int
+		reason string
+	}{
+		{[]string{"-u", "no-such-user", "true"}, 126, "no-such-user"},
+		{[]string{"no-such-command"}, 127, "no-such-command"},
+		{[]string{"/etc"}, 126, "/etc"},
+		{[]string{"sh", "-c", "echo out; echo err >&2; exit 126"}, 126, ""},
+		{[]string{"sh", "-c", "echo out; exit 3"}, 3, ""},
+	} {
+		stdout, stderr, code := d.cli("", append([]string{"run", "--reuse", "--pool", "bb"}, c.args...)...)
+		if code != c.code {
+			t.Errorf("ol-shim run %q through docker exec: exit %d, want %d; stdout %q stderr %q", c.args, code, c.code, stdout, stderr)
+		}
+		if c.reason != "" && (stdout != "" || !strings.HasPrefix(stderr, "ol-shim: ") || !strings.Contains(stderr, c.reason)) {
+			t.Errorf("ol-shim run %q through docker exec: stdout %q, stderr %q; want nothing on stdout and the reason on stderr", c.args, stdout, stderr)
+		}
+		if c.reason == "" && stdout != "out\n" {
+			t.Errorf("ol-shim run %q through docker exec: stdout %q, want the command's", c.args, stdout)
+		}
+	}
+	if n := strings.Count(d.log.String(), "running through docker exec"); n < 5 {
+		t.Fatalf("%d of 5 runs went through docker exec; log:\n%s", n, d.log.String())
+	}
+}
+
 // Ctrl-C on the CLI reaches the command as SIGINT.
 func TestRunCtrlC(t *testing.T) {
 	d := newDaemon(t, bbConfig)

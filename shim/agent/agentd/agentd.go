@@ -425,15 +425,25 @@ func hasKey(env []string, key string) bool {
 }
 
 // Listen makes the agent's socket at path, replacing a stale one, readable
-// and writable by its owner only.
+// and writable by its owner only. The socket listens under a temporary
+// name and is renamed into place: the daemon takes the name's existence
+// as the agent's readiness, and a socket bound but not yet listening
+// refuses connections.
 func Listen(path string) (net.Listener, error) {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("agent socket %s: %w", path, err)
+	tmp := path + ".new"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("agent socket %s: %w", tmp, err)
 	}
-	l, err := net.Listen("unix", path)
+	l, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, fmt.Errorf("agent socket: %w", err)
 	}
-	_ = os.Chmod(path, 0o600)
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	_ = os.Chmod(tmp, 0o600)
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("agent socket %s: %w", path, err)
+	}
 	return l, nil
 }

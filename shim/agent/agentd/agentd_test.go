@@ -217,3 +217,37 @@ type writerFunc func([]byte)
 func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
 
 var _ io.Writer = writerFunc(nil)
+
+// The daemon takes the socket's existence as the agent's readiness: the
+// name must not appear before the socket listens, or a run that comes in
+// that window is refused and falls back to docker exec.
+func TestListenNameAppearsListening(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, agent.SocketName)
+	var refused int
+	for i := 0; i < 300 && refused == 0; i++ {
+		found := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := os.Lstat(sock); err == nil {
+					c, err := net.Dial("unix", sock)
+					if err == nil {
+						c.Close()
+					}
+					found <- err
+					return
+				}
+			}
+		}()
+		l, err := Listen(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-found; err != nil {
+			refused++
+			t.Errorf("round %d: the socket's name was there and the connect failed: %v", i, err)
+		}
+		l.Close()
+		os.Remove(sock)
+	}
+}
