@@ -3,6 +3,7 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/spec"
@@ -70,6 +72,40 @@ func TestLifecycle(t *testing.T) {
 	}
 	if err := sb.Destroy(ctx, "again"); err != nil {
 		t.Errorf("Destroy of a container already gone: %v", err)
+	}
+}
+
+// Runs through docker exec in a sandbox paused and unpaused back to back,
+// as a pool does between runs that reuse it: a command that cannot start
+// gives its own error, never dockerd's "is paused". dockerd records a
+// pause or unpause when its call returns and again when containerd's event
+// for it arrives; after a failed exec start, a late pause event can mark
+// the running container paused until the unpause event follows.
+func TestExecAfterQuickPauseCycles(t *testing.T) {
+	e := newEnv(t)
+	b := e.backend("cycle", sleepSpec)
+	sb := e.create(b, "cycle-1")
+	ctx := context.Background()
+	defer sb.Destroy(ctx, "test")
+	for i := range 200 {
+		if err := sb.Pause(ctx); err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		time.Sleep(time.Duration(i%7) * time.Millisecond)
+		if err := sb.Unpause(ctx); err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		c, via, err := sb.Session(ctx)
+		if err != nil || via != "exec" {
+			t.Fatalf("cycle %d: session %q: %v", i, via, err)
+		}
+		var out bytes.Buffer
+		x, err := agent.Run(ctx, agent.NewConn(c), agent.Start{Argv: []string{"/etc"}}, agent.Stdio{Stdout: &out, Stderr: &out})
+		c.Close()
+		var ae *agent.Error
+		if !errors.As(err, &ae) || ae.Code != agent.CodeCannotRun || !strings.Contains(ae.Message, "permission denied") || out.Len() != 0 {
+			t.Fatalf("cycle %d: run of /etc through docker exec: exit %+v, error %v, output %q; want 126 for permission denied, no output", i, x, err, out.String())
+		}
 	}
 }
 

@@ -1,12 +1,14 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -66,12 +68,17 @@ func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
 		return
 	}
 	size := client.ConsoleSize{Height: uint(st.Rows), Width: uint(st.Cols)}
-	cctx, cancel := s.d.callCtx(ctx)
-	ex, err := s.d.cli.ExecCreate(cctx, s.container, client.ExecCreateOptions{
-		Cmd: st.Argv, Env: st.Env, WorkingDir: st.Dir, User: st.User, TTY: st.TTY, ConsoleSize: size,
-		AttachStdin: st.Stdin, AttachStdout: true, AttachStderr: true,
+	var ex client.ExecCreateResult
+	err = pauseLag(ctx, "is paused", func() error {
+		cctx, cancel := s.d.callCtx(ctx)
+		defer cancel()
+		var err error
+		ex, err = s.d.cli.ExecCreate(cctx, s.container, client.ExecCreateOptions{
+			Cmd: st.Argv, Env: st.Env, WorkingDir: st.Dir, User: st.User, TTY: st.TTY, ConsoleSize: size,
+			AttachStdin: st.Stdin, AttachStdout: true, AttachStderr: true,
+		})
+		return err
 	})
-	cancel()
 	if err != nil {
 		fail(err)
 		return
@@ -131,26 +138,61 @@ func (s *Sandbox) serveExec(ctx context.Context, c *agent.Conn) {
 			}
 		}
 	}()
-	stdout, stderr := frameWriter{c, agent.KindStdout}, frameWriter{c, agent.KindStderr}
+	// The output is held until dockerd shows the process started: a start
+	// that fails (no such user, command or directory) writes dockerd's
+	// error into the output stream, and that is the run's error.
+	gate := &startGate{c: c}
+	polled := make(chan struct{})
+	streamed := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for deadline := time.Now().Add(startWait); time.Now().Before(deadline); {
+			cctx, cancel := s.d.callCtx(ctx)
+			insp, err := s.d.cli.ExecInspect(cctx, ex.ID, client.ExecInspectOptions{})
+			cancel()
+			if err != nil || insp.PID > 0 {
+				break
+			}
+			select {
+			case <-streamed:
+				return // what the output was is told by its end
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		gate.release()
+	}()
+	stdout, stderr := gatedWriter{gate, agent.KindStdout}, gatedWriter{gate, agent.KindStderr}
 	if st.TTY {
 		_, err = io.Copy(stdout, att.Reader)
 	} else {
 		_, err = stdcopy.StdCopy(stdout, stderr, att.Reader)
 	}
+	close(streamed)
+	// The output's end is the command's: the client's going from here on
+	// (the session's close after the last frame) has nothing to kill.
+	ended.Store(true)
+	<-polled
 	if err != nil && !errors.Is(err, io.EOF) {
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
+		gate.release()
 		fail(fmt.Errorf("read output: %w", err))
 		return
 	}
-	cctx, cancel = s.d.callCtx(ctx)
+	cctx, cancel := s.d.callCtx(ctx)
 	defer cancel()
 	insp, err := s.d.cli.ExecInspect(cctx, ex.ID, client.ExecInspectOptions{})
 	if err != nil {
+		gate.release()
 		fail(fmt.Errorf("inspect: %w", err))
 		return
 	}
+	if msg, failed := gate.startError(insp); failed {
+		_ = c.WriteJSON(agent.KindError, agent.Fail(startErrorCode(msg), "%s", msg))
+		return
+	}
+	gate.release()
 	if insp.Running {
 		fail(errors.New("output closed while the command still runs"))
 		return
@@ -206,14 +248,104 @@ func (s *Sandbox) signalExec(ctx context.Context, execID string, sig syscall.Sig
 	return unix.PidfdSendSignal(fd, sig, nil, 0)
 }
 
-// frameWriter writes what it is given as frames of one kind.
-type frameWriter struct {
+// startWait bounds how long output is held for dockerd to show that an
+// exec's process started; after it the output flows as it comes.
+const startWait = 2 * time.Second
+
+// maxHeld bounds the output held before a start is known: dockerd's error
+// for a failed start is one short line.
+const maxHeld = 64 << 10
+
+// startGate holds an exec's output frames until it is released, then
+// passes them on in order.
+type startGate struct {
 	c    *agent.Conn
+	mu   sync.Mutex
+	open bool
+	held []heldFrame
+	size int
+}
+
+type heldFrame struct {
+	kind byte
+	p    []byte
+}
+
+func (g *startGate) write(kind byte, p []byte) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open {
+		return g.c.WriteData(kind, p)
+	}
+	g.held = append(g.held, heldFrame{kind, bytes.Clone(p)})
+	if g.size += len(p); g.size > maxHeld {
+		return g.releaseLocked()
+	}
+	return nil
+}
+
+func (g *startGate) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_ = g.releaseLocked()
+}
+
+func (g *startGate) releaseLocked() error {
+	if g.open {
+		return nil
+	}
+	g.open = true
+	held := g.held
+	g.held = nil
+	for _, f := range held {
+		if err := g.c.WriteData(f.kind, f.p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startError tells, once the output ended, whether the exec's process
+// never started (dockerd recorded no pid and gave 126) and, if so, the
+// error dockerd wrote in its place; the held output is then dropped.
+func (g *startGate) startError(insp client.ExecInspectResult) (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open || insp.Running || insp.PID > 0 || insp.ExitCode != agent.CodeCannotRun {
+		return "", false
+	}
+	var b strings.Builder
+	for _, f := range g.held {
+		b.Write(f.p)
+	}
+	g.held, g.open = nil, true
+	msg := strings.TrimSpace(strings.ToValidUTF8(b.String(), "?"))
+	if msg == "" {
+		msg = "the command did not start (docker exec gave 126 and no reason)"
+	}
+	return msg, true
+}
+
+// startErrorCode gives docker run's exit code for a start that failed:
+// 127 for a command not found, 126 for one that cannot be invoked.
+func startErrorCode(msg string) int {
+	for _, s := range []string{"executable file not found", "no such file or directory"} {
+		if strings.Contains(msg, s) {
+			return agent.CodeNotFound
+		}
+	}
+	return agent.CodeCannotRun
+}
+
+// gatedWriter writes what it is given as frames of one kind, through a
+// gate.
+type gatedWriter struct {
+	g    *startGate
 	kind byte
 }
 
-func (w frameWriter) Write(p []byte) (int, error) {
-	if err := w.c.WriteData(w.kind, p); err != nil {
+func (w gatedWriter) Write(p []byte) (int, error) {
+	if err := w.g.write(w.kind, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
