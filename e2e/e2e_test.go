@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -545,6 +546,44 @@ func installedService(t *testing.T, h *host) {
 		}
 		return nil
 	})
+
+	t.Log("through the docker exec fallback, a command that cannot start exits 126 or 127 with dockerd's reason on stderr")
+	// The agent sockets of the pool's sandboxes are removed (here, at the
+	// end: those sandboxes stay without agents), so its next run goes
+	// through docker exec. A refill done in between has an agent: a run
+	// that went through one (the journal says) is tried again.
+	viaExec := false
+	for try := 0; try < 3 && !viaExec; try++ {
+		h.warm("shell", 1)
+		count := func() int {
+			n, _ := strconv.Atoi(strings.TrimSpace(h.sh("journalctl --no-pager -o cat -u ol-shim | grep -c 'running through docker exec' || true")))
+			return n
+		}
+		before := count()
+		h.sh("rm -f /var/lib/ol-shim/agents/*/agent.sock")
+		for _, c := range []struct {
+			args, reason string
+			code         int
+		}{
+			{"-u no-such-user --reuse true", "no-such-user", 126},
+			{"--reuse no-such-command", "no-such-command", 127},
+		} {
+			out := h.sh("ol-shim run --pool shell " + c.args + " >/tmp/exec-out 2>/tmp/exec-err; echo $?; wc -c </tmp/exec-out; cat /tmp/exec-err")
+			var code, stdout int
+			var stderr string
+			if n, _ := fmt.Sscan(out, &code, &stdout); n == 2 {
+				_, stderr, _ = strings.Cut(strings.TrimSpace(out), "\n")
+				_, stderr, _ = strings.Cut(stderr, "\n")
+			}
+			if code != c.code || stdout != 0 || !strings.HasPrefix(stderr, "ol-shim: ") || !strings.Contains(stderr, c.reason) {
+				t.Errorf("ol-shim run %s: exit %d, %d bytes on stdout, stderr %q; want %d, nothing on stdout, the reason on stderr", c.args, code, stdout, stderr, c.code)
+			}
+		}
+		viaExec = count() > before
+	}
+	if !viaExec {
+		t.Errorf("in 3 tries no run went through docker exec after the agent sockets were removed")
+	}
 
 	t.Log("uninstall leaves nothing behind")
 	h.sh("docker volume rm e2evol")

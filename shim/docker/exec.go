@@ -306,12 +306,13 @@ func (g *startGate) releaseLocked() error {
 }
 
 // startError tells, once the output ended, whether the exec's process
-// never started (dockerd recorded no pid and gave 126) and, if so, the
-// error dockerd wrote in its place; the held output is then dropped.
+// never started (dockerd recorded no pid and gave a failing code: 126 in
+// Docker 20.10 whatever the cause) and, if so, the error dockerd wrote in
+// its place; the held output is then dropped.
 func (g *startGate) startError(insp client.ExecInspectResult) (string, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.open || insp.Running || insp.PID > 0 || insp.ExitCode != agent.CodeCannotRun {
+	if g.open || insp.Running || insp.PID > 0 || insp.ExitCode == 0 {
 		return "", false
 	}
 	var b strings.Builder
@@ -321,7 +322,7 @@ func (g *startGate) startError(insp client.ExecInspectResult) (string, bool) {
 	g.held, g.open = nil, true
 	msg := strings.TrimSpace(strings.ToValidUTF8(b.String(), "?"))
 	if msg == "" {
-		msg = "the command did not start (docker exec gave 126 and no reason)"
+		msg = fmt.Sprintf("the command did not start (docker exec gave %d and no reason)", insp.ExitCode)
 	}
 	return msg, true
 }
