@@ -23,7 +23,7 @@ build: $(BIN) $(DBIN) ## static binaries (CGO_ENABLED=0): bin/ol-shim, the clien
 # Rebuilt when a source changed: `make install` on a host without Go works
 # with binaries built elsewhere.
 $(BIN) $(DBIN) &: $(GOFILES) go.mod go.sum
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$(VERSION)" -o bin/ ./cmd/ol-shim ./cmd/ol-shimd
+	CGO_ENABLED=0 $(GO) build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$(VERSION)" -o bin/ ./cmd/ol-shim ./cmd/ol-shimd
 
 run: build ## build, start dockerd if needed, run the daemon in the foreground with examples/config.toml (Ctrl-C stops it and removes its sandboxes)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) serve --config examples/config.toml --destroy-on-exit'

@@ -9,7 +9,7 @@ out=${1:-build/plugin}
 rm -rf "$out"
 mkdir -p "$out/rootfs"/{dev,proc,sys,tmp,etc,run/docker/plugins,var/lib/ol-shim}
 chmod 1777 "$out/rootfs/tmp"
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/rootfs/ol-shim" ./cmd/ol-shimd
+CGO_ENABLED=0 go build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w" -o "$out/rootfs/ol-shim" ./cmd/ol-shimd
 printf 'root:x:0:0:root:/:/ol-shim\n' >"$out/rootfs/etc/passwd"
 printf 'root:x:0:\n' >"$out/rootfs/etc/group"
 cp plugin/config.json "$out/config.json"

@@ -53,28 +53,46 @@ func (m *Metrics) Observe(pool, outcome string, d time.Duration) {
 // Watch makes the metrics read status (and volumes, if not nil) at every
 // scrape. Volumes' usage is read only for mounted volumes with a quota.
 func (m *Metrics) Watch(status func() api.Status, volumes func() []api.VolumeStatus) {
-	m.reg.MustRegister(&stateCollector{status: status, volumes: volumes})
+	m.reg.MustRegister(&stateCollector{descs: newDescs(), status: status, volumes: volumes})
 }
 
-var (
-	descSandboxes = prometheus.NewDesc("ol_shim_sandboxes", "Sandboxes by pool and state.", []string{"pool", "state"}, nil)
-	descAcquired  = prometheus.NewDesc("ol_shim_acquisitions_total", "Sandboxes handed out, by pool and outcome.", []string{"pool", "outcome"}, nil)
-	descCreates   = prometheus.NewDesc("ol_shim_creates_total", "Sandboxes created, by pool.", []string{"pool"}, nil)
-	descDestroys  = prometheus.NewDesc("ol_shim_destroys_total", "Sandboxes destroyed, by pool and reason.", []string{"pool", "reason"}, nil)
-	descFailures  = prometheus.NewDesc("ol_shim_failures_total", "Create, pause and unpause failures, by pool and operation.", []string{"pool", "op"}, nil)
-	descBudget    = prometheus.NewDesc("ol_shim_memory_budget_bytes", "Memory limits of live sandboxes (used) against the host budget (total).", []string{"kind"}, nil)
-	descLeases    = prometheus.NewDesc("ol_shim_leases", "Sandboxes acquired and not yet released.", nil, nil)
-	descVolUsed   = prometheus.NewDesc("ol_shim_volume_bytes_used", "Bytes used by a mounted volume with a quota.", []string{"volume"}, nil)
-	descVolLimit  = prometheus.NewDesc("ol_shim_volume_bytes_limit", "Byte quota of a volume.", []string{"volume"}, nil)
-)
+// descs are the descriptions of what stateCollector reports, made when a
+// collector is (their making checks every name: milliseconds at the start
+// of every process that links this package, sandbox inits included).
+type descs struct {
+	sandboxes *prometheus.Desc
+	acquired  *prometheus.Desc
+	creates   *prometheus.Desc
+	destroys  *prometheus.Desc
+	failures  *prometheus.Desc
+	budget    *prometheus.Desc
+	leases    *prometheus.Desc
+	volUsed   *prometheus.Desc
+	volLimit  *prometheus.Desc
+}
+
+func newDescs() descs {
+	return descs{
+		sandboxes: prometheus.NewDesc("ol_shim_sandboxes", "Sandboxes by pool and state.", []string{"pool", "state"}, nil),
+		acquired:  prometheus.NewDesc("ol_shim_acquisitions_total", "Sandboxes handed out, by pool and outcome.", []string{"pool", "outcome"}, nil),
+		creates:   prometheus.NewDesc("ol_shim_creates_total", "Sandboxes created, by pool.", []string{"pool"}, nil),
+		destroys:  prometheus.NewDesc("ol_shim_destroys_total", "Sandboxes destroyed, by pool and reason.", []string{"pool", "reason"}, nil),
+		failures:  prometheus.NewDesc("ol_shim_failures_total", "Create, pause and unpause failures, by pool and operation.", []string{"pool", "op"}, nil),
+		budget:    prometheus.NewDesc("ol_shim_memory_budget_bytes", "Memory limits of live sandboxes (used) against the host budget (total).", []string{"kind"}, nil),
+		leases:    prometheus.NewDesc("ol_shim_leases", "Sandboxes acquired and not yet released.", nil, nil),
+		volUsed:   prometheus.NewDesc("ol_shim_volume_bytes_used", "Bytes used by a mounted volume with a quota.", []string{"volume"}, nil),
+		volLimit:  prometheus.NewDesc("ol_shim_volume_bytes_limit", "Byte quota of a volume.", []string{"volume"}, nil),
+	}
+}
 
 type stateCollector struct {
+	descs
 	status  func() api.Status
 	volumes func() []api.VolumeStatus
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSandboxes, descAcquired, descCreates, descDestroys, descFailures, descBudget, descLeases, descVolUsed, descVolLimit} {
+	for _, d := range []*prometheus.Desc{c.sandboxes, c.acquired, c.creates, c.destroys, c.failures, c.budget, c.leases, c.volUsed, c.volLimit} {
 		ch <- d
 	}
 }
@@ -90,31 +108,31 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range st.Pools {
 		s := p.Stats
 		for state, n := range map[string]int{"idle": s.Idle, "in_use": s.InUse, "creating": s.Creating, "pausing": s.Pausing, "waiting": s.Waiting} {
-			gauge(descSandboxes, float64(n), p.Name, state)
+			gauge(c.sandboxes, float64(n), p.Name, state)
 		}
-		counter(descAcquired, s.HotHits, p.Name, "hot")
-		counter(descAcquired, s.WarmHits, p.Name, "warm")
-		counter(descAcquired, s.ColdMisses, p.Name, "cold")
-		counter(descCreates, s.Creates, p.Name)
+		counter(c.acquired, s.HotHits, p.Name, "hot")
+		counter(c.acquired, s.WarmHits, p.Name, "warm")
+		counter(c.acquired, s.ColdMisses, p.Name, "cold")
+		counter(c.creates, s.Creates, p.Name)
 		for reason, n := range s.Destroys {
-			counter(descDestroys, n, p.Name, reason)
+			counter(c.destroys, n, p.Name, reason)
 		}
-		counter(descFailures, s.CreateFailures, p.Name, "create")
-		counter(descFailures, s.PauseFailures, p.Name, "pause")
-		counter(descFailures, s.UnpauseFailures, p.Name, "unpause")
+		counter(c.failures, s.CreateFailures, p.Name, "create")
+		counter(c.failures, s.PauseFailures, p.Name, "pause")
+		counter(c.failures, s.UnpauseFailures, p.Name, "unpause")
 	}
-	gauge(descBudget, float64(st.MemoryUsed), "used")
-	gauge(descBudget, float64(st.MemoryTotal), "total")
-	gauge(descLeases, float64(len(st.Leases)))
+	gauge(c.budget, float64(st.MemoryUsed), "used")
+	gauge(c.budget, float64(st.MemoryTotal), "total")
+	gauge(c.leases, float64(len(st.Leases)))
 	if c.volumes == nil {
 		return
 	}
 	for _, v := range c.volumes() {
 		if v.Options.Size > 0 {
-			gauge(descVolLimit, float64(v.Options.Size), v.Name)
+			gauge(c.volLimit, float64(v.Options.Size), v.Name)
 		}
 		if v.Options.Limited() && v.Mounts > 0 {
-			gauge(descVolUsed, float64(v.BytesUsed), v.Name)
+			gauge(c.volUsed, float64(v.BytesUsed), v.Name)
 		}
 	}
 }

@@ -162,7 +162,7 @@ func (e *invalidError) Unwrap() []error { return []error{ErrInvalidSpec, e.err} 
 func ValidateEnv(env []string) error {
 	for i, kv := range env {
 		k, _, ok := strings.Cut(kv, "=")
-		if !ok || !envKeyRE.MatchString(k) || strings.ContainsRune(kv, 0) {
+		if !ok || !envKeyRE().MatchString(k) || strings.ContainsRune(kv, 0) {
 			return fmt.Errorf("%w: env[%d] %q: want KEY=VALUE with KEY of [A-Za-z0-9_.-]", ErrInvalidSpec, i, truncate(kv, 80))
 		}
 	}

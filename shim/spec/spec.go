@@ -82,15 +82,16 @@ type Readiness struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
+// The patterns are compiled on first use: every process that links this
+// package (the CLI, each sandbox's init) would pay for them at its start.
 var (
-	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
-	userRE   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)
-	netRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	envKeyRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`) })
+	userRE   = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)
+	})
+	netRE     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`) })
+	imageIDRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(sha256:)?[a-f0-9]{64}$`) })
 )
-
-// imageIDRE matches an image ID; compiled on first use (the client links
-// this package and does not need it).
-var imageIDRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(sha256:)?[a-f0-9]{64}$`) })
 
 // Validate reports the first problem with the spec, naming the field.
 func (p PoolSpec) Validate() error {
@@ -114,7 +115,7 @@ func (p PoolSpec) Validate() error {
 	if p.WorkingDir != "" && (!path.IsAbs(p.WorkingDir) || strings.ContainsRune(p.WorkingDir, 0)) {
 		return bad("working_dir %q: must be an absolute path", p.WorkingDir)
 	}
-	if p.User != "" && !userRE.MatchString(p.User) {
+	if p.User != "" && !userRE().MatchString(p.User) {
 		return bad("user %q: want a name, uid, or uid:gid", p.User)
 	}
 	switch {
@@ -135,7 +136,7 @@ func (p PoolSpec) Validate() error {
 	}
 	switch n := p.Network; {
 	case n == "" || n == "none":
-	case n == "host" || strings.HasPrefix(n, "container:") || !netRE.MatchString(n):
+	case n == "host" || strings.HasPrefix(n, "container:") || !netRE().MatchString(n):
 		return bad("network %q: not allowed (want none, bridge or a network name)", n)
 	}
 	switch p.Pull {
