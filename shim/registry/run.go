@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -153,6 +154,12 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 					return fail(agent.CodeFailed, errors.New("the daemon is stopping"))
 				}
 				return fail(agent.CodeFailed, fmt.Errorf("run timed out: %w", context.DeadlineExceeded))
+			}
+			// The socket's addresses say nothing to the user (and the
+			// agent's is the name it was bound under, not the one it has).
+			var op *net.OpError
+			if errors.As(err, &op) {
+				err = op.Err
 			}
 			return fail(agent.CodeFailed, fmt.Errorf("sandbox %s: lost its process runner: %w", s.hello.Sandbox, err))
 		}
