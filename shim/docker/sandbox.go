@@ -56,13 +56,9 @@ func (s *Sandbox) Pause(ctx context.Context) error {
 // Unpause resumes the container; it fails if the container died while
 // paused.
 func (s *Sandbox) Unpause(ctx context.Context) error {
-	err := pauseLag(ctx, "is not paused", func() error {
-		cctx, cancel := s.d.callCtx(ctx)
-		defer cancel()
-		_, err := s.d.cli.ContainerUnpause(cctx, s.container, client.ContainerUnpauseOptions{})
-		return err
-	})
-	if err != nil {
+	cctx, cancel := s.d.callCtx(ctx)
+	defer cancel()
+	if _, err := s.d.cli.ContainerUnpause(cctx, s.container, client.ContainerUnpauseOptions{}); err != nil {
 		return fmt.Errorf("unpause sandbox %s (container %.12s): %w", s.id, s.container, err)
 	}
 	return nil
@@ -75,9 +71,9 @@ const pauseLagWait = time.Second
 // pauseLag calls call again while it fails with the conflict whose text
 // holds what, for up to pauseLagWait. dockerd records a pause or unpause
 // when its call returns and again when containerd's event for it arrives;
-// after a quick pause and unpause, the late pause event marks the running
-// container paused until the unpause event follows (and the other way
-// round), and calls in that window get a conflict.
+// after a failed exec start and a quick pause and unpause, the late pause
+// event marks the running container paused until the unpause event
+// follows, and an exec in that window gets a conflict.
 func pauseLag(ctx context.Context, what string, call func() error) error {
 	deadline := time.Now().Add(pauseLagWait)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
