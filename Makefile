@@ -31,16 +31,25 @@ run: build ## build, start dockerd if needed, run the daemon in the foreground w
 demo: build ## run one pool of real containers through cold, warm and hot acquires (starts dockerd if needed)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) demo --backend docker --rounds 5 && $(BIN) demo --backend docker --rounds 5 --pause-grace 1s'
 
+# Every go test has its own -timeout, about 3x what its slowest package takes
+# on the 2-core machines CI runs on, so a slow machine fails naming the slow
+# test rather than at go test's default 10 min: unit tests' slowest package
+# (shim/daemon's hostile suite) about 60 s; integration's (cmd/ol-shim) about
+# 110-150 s; fuzz targets about 10 s each.
+UNIT_TIMEOUT        ?= 5m
+INTEGRATION_TIMEOUT ?= 9m
+FUZZ_TIMEOUT        ?= 2m
+
 test: ## unit tests with -race, no Docker (FUSE tests need root: they fail under CI=1 without it, skip otherwise)
-	$(GO) test -race -count=1 ./...
-	GOMAXPROCS=1 $(GO) test -race -count=1 -run 'Concurrent|Waiters' ./sandboxset
-	$(GO) test -count=1 -run 'Hostile|Leases' ./shim/daemon # again without -race: the full million acquire/release cycles
+	$(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) ./...
+	GOMAXPROCS=1 $(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) -run 'Concurrent|Waiters' ./sandboxset
+	$(GO) test -count=1 -timeout $(UNIT_TIMEOUT) -run 'Hostile|Leases' ./shim/daemon # again without -race: the full million acquire/release cycles
 
 images: ## build the test images locally (no registry): ol-shim-test/runtime (FROM scratch), ol-shim-test/busybox
 	hack/with-docker.sh hack/images.sh
 
 integration: ## tests against a real dockerd, started (and stopped) if none answers; builds the test images; needs root (the symlink race runs 60 s here)
-	hack/with-docker.sh sh -c 'hack/images.sh && OL_SHIM_RACE_SECONDS=60 $(GO) test -p 1 -race -count=1 -tags integration ./...'
+	hack/with-docker.sh sh -c 'hack/images.sh && OL_SHIM_RACE_SECONDS=60 $(GO) test -p 1 -race -count=1 -timeout $(INTEGRATION_TIMEOUT) -tags integration ./...'
 
 bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+start (real dockerd)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Docker -benchtime 1x -count=1 -timeout 30m -tags integration ./shim/docker'
@@ -57,8 +66,8 @@ bench-quick: build ## the same table with fewer repetitions (under 2 min): BENCH
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) run ./bench -quick'
 
 bench-go: ## Go benchmarks alone: the pool (mock backend); FUSE quota'd volume vs plain directory (root)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./sandboxset
-	$(GO) test -run '^$$' -bench QuotaFS -benchtime 3x -count=1 ./scratch
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 10m ./sandboxset
+	$(GO) test -run '^$$' -bench QuotaFS -benchtime 3x -count=1 -timeout 10m ./scratch
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
@@ -109,12 +118,12 @@ fuzz-save: ## keep what the fuzzers found (in Go's cache) in */testdata/fuzz, wh
 FUZZTIME ?= 100000x
 FUZZMIN ?= 3000x
 fuzz: ## run each fuzz target for FUZZTIME executions (default 100000x, about 10 s each here: a count, not a duration, since a duration races Go 1.26's fuzz coordinator at its deadline, golang/go#75804); crashers land in testdata/fuzz and become regression tests
-	$(GO) test -run '^$$' -fuzz '^FuzzValidateName$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./scratch
-	$(GO) test -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./scratch
-	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./shim/config
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIPoolBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./shim/server
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIAcquireAndLeases$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./shim/server
-	$(GO) test -run '^$$' -fuzz '^FuzzReconcileLabels$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./shim/docker
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateName$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./scratch
+	$(GO) test -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./scratch
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/config
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIPoolBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/server
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIAcquireAndLeases$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/server
+	$(GO) test -run '^$$' -fuzz '^FuzzReconcileLabels$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/docker
 
 ctrl-c: ## check that Ctrl-C in make run stops the command before the dockerd it started (root; no dockerd may be running)
 	$(GO) run ./hack/ctrlc
