@@ -378,7 +378,7 @@ func installedService(t *testing.T, h *host) {
 	}
 
 	t.Log("a quota'd volume: a write past 8M fails with ENOSPC, the data below it stays")
-	h.sh("docker volume create -d ol-shim --opt size=8M e2evol")
+	h.sh("docker volume create -d ol-shim --opt size=8M --opt backend=fuse e2evol") // FUSE: its server is checked below
 	out, err := h.try("docker run --rm --network none -v e2evol:/data " + busybox + " dd if=/dev/zero of=/data/fill bs=1M count=16")
 	if err == nil || !strings.Contains(out, "No space left on device") {
 		t.Fatalf("a 16M write into an 8M volume: want ENOSPC, got %v: %s", err, out)

@@ -1,6 +1,7 @@
 package scratch
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -140,6 +141,7 @@ func wireVolume(st Status, withStatus bool) *volume.Volume {
 			"gid":         st.Options.GID,
 			"mode":        fmt.Sprintf("%04o", st.Options.Mode),
 			"passthrough": st.Options.Passthrough,
+			"backend":     cmp.Or(st.Options.Backend, "none"),
 		}
 	}
 	return v

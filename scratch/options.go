@@ -55,7 +55,26 @@ type Options struct {
 	// default: a writer of a file such readers hold open is refused (see
 	// ioModes), which a volume written while read must not see.
 	Passthrough bool `json:"passthrough,omitempty"`
+	// Backend enforces a limited volume's quotas: BackendKernel or
+	// BackendFUSE. Empty in what a client asks for means the Manager's
+	// default; a volume's record always holds the one it got. Empty for
+	// a volume without quotas.
+	Backend string `json:"backend,omitempty"`
 }
+
+// Volume backends (the backend option, and Config.Backend).
+const (
+	// BackendKernel: an ext4 file system of the volume's own on a loop
+	// device (package loopfs); the kernel enforces the limits, nothing of
+	// ol-shim is in the data path.
+	BackendKernel = "kernel"
+	// BackendFUSE: the FUSE quota file system, served by a process of
+	// ol-shim per volume.
+	BackendFUSE = "fuse"
+	// BackendAuto (Config.Backend only): kernel where this host can, FUSE
+	// elsewhere.
+	BackendAuto = "auto"
+)
 
 // DefaultMode is the mode of a volume's root unless the mode option says
 // otherwise: not world-writable.
@@ -94,6 +113,8 @@ const (
 	OptSandbox = "sandbox"
 	// OptPassthrough ("true") lets the kernel read files opened read-only.
 	OptPassthrough = "passthrough"
+	// OptBackend picks the backend of a limited volume: kernel or fuse.
+	OptBackend = "backend"
 )
 
 // QuotaOptions returns the volume options that give a volume these quotas;
@@ -117,6 +138,7 @@ var optionKeys = map[string]string{
 	OptGID:         "group of the volume's root, 0-4294967294",
 	OptSandbox:     "true for a sandbox's scratch volume (set by ol-shim itself)",
 	OptMode:        "octal permissions of the volume's root, e.g. 0750",
+	OptBackend:     "kernel (an ext4 file system of its own on a loop device, at disk speed; size at least 1M) or fuse (the FUSE quota file system); default: the daemon's scratch backend",
 	OptPassthrough: "true: files opened read-only are read by the kernel (FUSE passthrough), fast, but a file held open that way cannot be opened for writing until it is closed (ETXTBSY); false, the default: every read goes through the volume's server",
 }
 
@@ -178,6 +200,11 @@ func ParseOptions(opts map[string]string) (Options, error) {
 			o.Mode = uint32(n)
 		case OptSandbox:
 			o.Sandbox, err = strconv.ParseBool(v)
+		case OptBackend:
+			o.Backend = v
+			if v != BackendKernel && v != BackendFUSE {
+				err = errors.New("want kernel or fuse")
+			}
 		default:
 			return Options{}, fmt.Errorf("option %q: %w: unknown (valid options: %s)", clip(k), ErrInvalid, ValidOptions())
 		}
@@ -200,6 +227,9 @@ func (o Options) String() string {
 	parts = append(parts, fmt.Sprintf("uid=%d", o.UID), fmt.Sprintf("gid=%d", o.GID), fmt.Sprintf("mode=%04o", o.Mode))
 	if o.Sandbox {
 		parts = append(parts, OptSandbox+"=true")
+	}
+	if o.Backend != "" {
+		parts = append(parts, OptBackend+"="+o.Backend)
 	}
 	return strings.Join(parts, ",")
 }

@@ -55,7 +55,7 @@ func TestParseOptions(t *testing.T) {
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("ParseOptions(%v): %v; want ErrInvalid mentioning %q", tc.in, err, tc.err)
 		}
-		if err != nil && !strings.Contains(err.Error(), "valid options: gid") {
+		if err != nil && !strings.Contains(err.Error(), "valid options: backend") {
 			t.Errorf("error %q does not list the valid options", err)
 		}
 	}

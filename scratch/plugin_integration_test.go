@@ -58,6 +58,7 @@ type plugin struct {
 	spec       string
 	cmd        *exec.Cmd
 	log        *os.File
+	backend    string // --scratch-backend
 }
 
 const (
@@ -65,9 +66,12 @@ const (
 	pluginSocket = "/run/ol-shim-it/plugin.sock"
 )
 
-func startPlugin(t *testing.T) *plugin {
+// startPlugin starts the plugin with the FUSE backend as its default.
+func startPlugin(t *testing.T) *plugin { t.Helper(); return startPluginBackend(t, BackendFUSE) }
+
+func startPluginBackend(t *testing.T, backend string) *plugin {
 	t.Helper()
-	p := &plugin{t: t, name: pluginName, root: t.TempDir(), sock: pluginSocket}
+	p := &plugin{t: t, name: pluginName, root: t.TempDir(), sock: pluginSocket, backend: backend}
 	p.spec = filepath.Join("/etc/docker/plugins", p.name+".json")
 	must(t, os.MkdirAll(filepath.Dir(p.spec), 0o755))
 	spec, _ := json.Marshal(map[string]string{"Name": p.name, "Addr": "unix://" + p.sock})
@@ -93,7 +97,7 @@ func (p *plugin) start() {
 	log, err := os.OpenFile(filepath.Join(p.root, "serve.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	must(p.t, err)
 	p.log = log
-	p.cmd = exec.Command(olShim, "serve", "--plugin-only", "--root", p.root, "--plugin-socket", p.sock, "--socket-group", "", "--log-level", "debug")
+	p.cmd = exec.Command(olShim, "serve", "--plugin-only", "--root", p.root, "--plugin-socket", p.sock, "--socket-group", "", "--log-level", "debug", "--scratch-backend", p.backend)
 	p.cmd.Stdout, p.cmd.Stderr = log, log
 	must(p.t, p.cmd.Start())
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -35,7 +36,15 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 			}
 		}
 	}
-	stale, err := m.detachStale(func(name string) bool { return live[name] != nil })
+	// A kernel volume's file system is mounted from create to remove: not
+	// stale (detaching it would lose the mountpoint while containers write).
+	kernel := map[string]bool{".probe": true}
+	for _, r := range recs {
+		if r.Options.Backend == BackendKernel {
+			kernel[r.Name] = true
+		}
+	}
+	stale, err := m.detachStale(func(name string) bool { return live[name] != nil || kernel[name] })
 	if err != nil {
 		return err
 	}
@@ -51,8 +60,10 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 	for _, r := range recs {
 		known[r.Name] = true
 		v := &vol{rec: r, refs: map[string]int{}}
-		if err := m.ensureDir(v); err != nil {
-			m.log.Error("volume directory", "volume", r.Name, "error", err)
+		if r.Options.Backend != BackendKernel { // a kernel volume's directory is its mountpoint
+			if err := m.ensureDir(v); err != nil {
+				m.log.Error("volume directory", "volume", r.Name, "error", err)
+			}
 		}
 		// Without Docker's word nothing uses a volume: dockerd is down, so
 		// its containers are too, and it mounts again when it restores them.
@@ -60,7 +71,13 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 		if stale[r.Name] && fromDocker && v.anon == 0 {
 			m.log.Info("stale mount of a volume no container uses", "volume", r.Name)
 		}
-		if p := live[r.Name]; p != nil {
+		if r.Options.Backend == BackendKernel {
+			// After a reboot: mounted again before dockerd restores the
+			// containers that use it.
+			if err := m.attachKernel(ctx, v); err != nil {
+				m.log.Error("mount a kernel backend volume again", "volume", r.Name, "error", err)
+			}
+		} else if p := live[r.Name]; p != nil {
 			v.server = p
 			m.log.Info("volume server still serving; adopted it", "volume", r.Name, "pid", p.health.PID, "version", p.health.Version, "mounts", v.anon)
 			if fromDocker && v.anon == 0 {
@@ -88,6 +105,22 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 			if err := os.RemoveAll(filepath.Join(m.root, "volumes", e.Name())); err != nil {
 				return fmt.Errorf("state root: %w", err)
 			}
+		}
+	}
+	// Images with no record: a kernel volume's create that crashed before
+	// its record was written.
+	imgs, err := os.ReadDir(filepath.Join(m.root, "images"))
+	if err != nil {
+		return fmt.Errorf("state root: %w", err)
+	}
+	for _, e := range imgs {
+		name, ok := strings.CutSuffix(e.Name(), ".img")
+		if ok && !known[name] && ValidateName(name) == nil && m.loop != nil {
+			m.log.Warn("removing volume image with no record", "volume", name)
+			if err := m.loop.Remove(filepath.Join(m.root, "images", e.Name()), m.mountDir(name)); err != nil {
+				return fmt.Errorf("state root: %w", err)
+			}
+			os.Remove(m.mountDir(name))
 		}
 	}
 	return nil

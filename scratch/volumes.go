@@ -17,6 +17,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/open-lambda/ol-shim/scratch/loopfs"
 )
 
 // Errors of the Manager, each of an errdefs class; messages name the
@@ -45,6 +47,11 @@ type Config struct {
 	// the Manager (see ServeVolume). Empty: served in this process, and
 	// unmounted at Close.
 	ServerBinary string
+	// Backend is the backend of limited volumes that do not name one:
+	// BackendKernel, BackendFUSE, or BackendAuto (the default: kernel
+	// where this host can make loop-backed ext4 volumes, FUSE elsewhere).
+	// BackendKernel fails Open where the host cannot.
+	Backend string
 }
 
 // Manager makes, tracks, mounts and removes volumes under a state root. It
@@ -55,6 +62,11 @@ type Manager struct {
 	log          *slog.Logger
 	serverBinary string        // volume servers run as processes of this binary; empty: in this process
 	stopWatch    chan struct{} // closed at Close: ends watchServers
+
+	loop          *loopfs.Manager // the kernel backend; nil where this host has none
+	kernelErr     error           // why loop is nil
+	backend       string          // default backend of limited volumes: BackendKernel or BackendFUSE
+	backendReason string          // why that one
 
 	mu   sync.Mutex      // taken before any volume's mu, never after
 	vols map[string]*vol // guarded by mu
@@ -90,7 +102,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state root %q: %w", cfg.Root, err)
 	}
-	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt"), filepath.Join(root, "servers")} {
+	for _, d := range []string{root, filepath.Join(root, "volumes"), filepath.Join(root, "mnt"), filepath.Join(root, "servers"), filepath.Join(root, "images")} {
 		// Root's alone: what a container plants in a volume (a setuid
 		// binary, say) must not be reachable by host users. An earlier
 		// version made these 0711: tighten them.
@@ -109,6 +121,10 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if err := m.pickDefault(ctx, cfg.Backend); err != nil {
+		st.close()
+		return nil, err
+	}
 	if err := m.recover(ctx, cfg.InUse); err != nil {
 		st.close()
 		return nil, err
@@ -118,6 +134,41 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	return m, nil
 }
+
+// pickDefault decides the default backend of limited volumes, probing the
+// kernel backend for real.
+func (m *Manager) pickDefault(ctx context.Context, want string) error {
+	if want == "" {
+		want = BackendAuto
+	}
+	switch want {
+	case BackendFUSE:
+		m.backend, m.backendReason = BackendFUSE, "asked for (scratch backend fuse)"
+		// Volumes made earlier with the kernel backend are still served.
+		m.kernelErr = m.probeKernel(ctx)
+		return nil
+	case BackendKernel, BackendAuto:
+	default:
+		return fmt.Errorf("scratch backend %q: %w: want auto, kernel or fuse", want, ErrInvalid)
+	}
+	m.kernelErr = m.probeKernel(ctx)
+	switch {
+	case m.kernelErr == nil:
+		m.backend, m.backendReason = BackendKernel, "loop devices and ext4 work here: an ext4 file system per volume, enforced by the kernel"
+		if want == BackendAuto {
+			m.backendReason = "auto: " + m.backendReason
+		}
+	case want == BackendKernel:
+		return fmt.Errorf("scratch backend kernel: this host cannot make loop-backed ext4 volumes: %w", m.kernelErr)
+	default:
+		m.backend, m.backendReason = BackendFUSE, "auto: the kernel backend cannot work here: "+m.kernelErr.Error()
+	}
+	m.log.Info("scratch backend", "backend", m.backend, "reason", m.backendReason)
+	return nil
+}
+
+// Backend returns the default backend of limited volumes and why.
+func (m *Manager) Backend() (backend, reason string) { return m.backend, m.backendReason }
 
 // Close detaches every FUSE mount and closes the store. It does not wait
 // for the FUSE servers: a container (even a paused one) may still hold a
@@ -158,6 +209,9 @@ func (m *Manager) Serving(name string) bool {
 	if err != nil {
 		return false
 	}
+	if isKernel(v) {
+		return loopfs.Mounted(m.mountDir(name))
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return serving(v.server)
@@ -169,10 +223,18 @@ func (m *Manager) Path(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if v.rec.Options.Limited() {
-		return m.mountDir(name), nil
+	return m.volPath(v), nil
+}
+
+// volPath is where v is on the host.
+func (m *Manager) volPath(v *vol) string {
+	switch {
+	case isKernel(v):
+		return filepath.Join(m.mountDir(v.rec.Name), loopfs.DataDir)
+	case v.rec.Options.Limited():
+		return m.mountDir(v.rec.Name)
 	}
-	return m.dataDir(name), nil
+	return m.dataDir(v.rec.Name)
 }
 
 func (m *Manager) get(name string) (*vol, error) {
@@ -201,16 +263,31 @@ func (m *Manager) Create(name string, opts map[string]string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if v, ok := m.vols[name]; ok {
-		if len(opts) == 0 || v.rec.Options == o {
+		same := o
+		if same.Backend == "" {
+			same.Backend = v.rec.Options.Backend
+		}
+		if len(opts) == 0 || v.rec.Options == same {
 			return nil
 		}
 		return fmt.Errorf("volume %q: %w (has %s, asked for %s)", name, ErrExists, v.rec.Options, o)
 	}
+	if err := m.pickBackend(&o); err != nil {
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
 	v := &vol{rec: Record{Name: name, Options: o, CreatedAt: time.Now().UTC()}, refs: map[string]int{}}
-	if err := m.ensureDir(v); err != nil {
+	if isKernel(v) {
+		// Under m.mu: about 20 ms of mkfs and mount.
+		if err := m.createKernelLocked(context.Background(), v); err != nil {
+			return err
+		}
+	} else if err := m.ensureDir(v); err != nil {
 		return err
 	}
 	if err := m.store.put(v.rec); err != nil {
+		if isKernel(v) {
+			_ = m.removeKernel(v)
+		}
 		_ = os.RemoveAll(m.dataDir(name))
 		return fmt.Errorf("volume %q: record: %w", name, err)
 	}
@@ -267,6 +344,15 @@ func (m *Manager) Remove(name string) error {
 		m.mu.Unlock()
 		return fmt.Errorf("volume %q: %w: mounted %d times", name, ErrInUse, n)
 	}
+	if isKernel(v) {
+		// Its file system goes first: if something on the host still has
+		// it busy, the volume stays, whole.
+		if err := m.removeKernel(v); err != nil {
+			v.mu.Unlock()
+			m.mu.Unlock()
+			return fmt.Errorf("%w: %w", err, ErrInUse)
+		}
+	}
 	v.removed = true
 	v.mu.Unlock()
 	delete(m.vols, name)
@@ -298,6 +384,13 @@ func (m *Manager) Mount(name, id string) (string, error) {
 	defer v.mu.Unlock()
 	if v.removed {
 		return "", fmt.Errorf("volume %q: %w", name, ErrNotFound)
+	}
+	if isKernel(v) {
+		if err := m.attachKernel(context.Background(), v); err != nil {
+			return "", err
+		}
+		v.refs[id]++
+		return m.volPath(v), nil
 	}
 	if v.rec.Options.Limited() && !serving(v.server) {
 		if err := m.mountFUSELocked(v); err != nil {
@@ -456,11 +549,16 @@ func (m *Manager) status(v *vol, withUsage bool) (Status, error) {
 		ss := srv.status()
 		st.Server = &ss
 	}
-	st.Mountpoint = m.dataDir(v.rec.Name)
-	if v.rec.Options.Limited() {
-		st.Mountpoint = m.mountDir(v.rec.Name)
-	}
+	st.Mountpoint = m.volPath(v)
 	if !withUsage {
+		return st, nil
+	}
+	if isKernel(v) {
+		b, i, err := loopfs.Usage(m.mountDir(v.rec.Name), kernelLimits(v.rec.Options))
+		if err != nil {
+			return st, fmt.Errorf("volume %q: usage: %w", v.rec.Name, err)
+		}
+		st.BytesUsed, st.InodesUsed = b, i
 		return st, nil
 	}
 	if serving(srv) {

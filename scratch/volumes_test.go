@@ -20,7 +20,7 @@ import (
 
 func openManager(t *testing.T, root string, inUse func(context.Context) (map[string]int, error)) *Manager {
 	t.Helper()
-	m, err := Open(context.Background(), Config{Root: root, InUse: inUse})
+	m, err := Open(context.Background(), Config{Root: root, InUse: inUse, Backend: BackendFUSE})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -131,7 +131,7 @@ func TestManagerFailedMountCountsNothing(t *testing.T) {
 func TestManagerSurvivesRestart(t *testing.T) {
 	needFUSE(t)
 	root := t.TempDir()
-	m, err := Open(context.Background(), Config{Root: root})
+	m, err := Open(context.Background(), Config{Root: root, Backend: BackendFUSE})
 	must(t, err)
 	must(t, m.Create("keep", map[string]string{"size": "8M", "inodes": "100"}))
 	mp, err := m.Mount("keep", "x")
@@ -161,7 +161,7 @@ func TestManagerSurvivesRestart(t *testing.T) {
 func TestManagerDropAnonymous(t *testing.T) {
 	needFUSE(t)
 	root := t.TempDir()
-	m, err := Open(context.Background(), Config{Root: root})
+	m, err := Open(context.Background(), Config{Root: root, Backend: BackendFUSE})
 	must(t, err)
 	for _, n := range []string{"gone", "used", "known"} {
 		must(t, m.Create(n, map[string]string{"size": "8M"}))
@@ -202,10 +202,10 @@ func TestManagerDropAnonymous(t *testing.T) {
 
 func TestManagerSecondInstanceRefused(t *testing.T) {
 	root := t.TempDir()
-	m, err := Open(context.Background(), Config{Root: root})
+	m, err := Open(context.Background(), Config{Root: root, Backend: BackendFUSE})
 	must(t, err)
 	defer m.Close()
-	_, err = Open(context.Background(), Config{Root: root})
+	_, err = Open(context.Background(), Config{Root: root, Backend: BackendFUSE})
 	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
 		t.Errorf("second Open on one root: %v", err)
 	}
@@ -218,7 +218,7 @@ func TestHelperCrashedServer(t *testing.T) {
 	if root == "" {
 		t.Skip("helper process for TestManagerStaleMount")
 	}
-	m, err := Open(context.Background(), Config{Root: root})
+	m, err := Open(context.Background(), Config{Root: root, Backend: BackendFUSE})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
@@ -239,7 +239,7 @@ func TestHelperCrashedServer(t *testing.T) {
 func TestManagerStaleMount(t *testing.T) {
 	needFUSE(t)
 	root := t.TempDir()
-	m, err := Open(context.Background(), Config{Root: root})
+	m, err := Open(context.Background(), Config{Root: root, Backend: BackendFUSE})
 	must(t, err)
 	must(t, m.Create("v", map[string]string{"size": "8M"}))
 	must(t, m.Close())

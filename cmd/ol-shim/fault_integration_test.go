@@ -100,7 +100,7 @@ scratch_size = "8M"
 
 	// A user's volume, in use by a running container when ol-shim dies.
 	user := "it-fault-user"
-	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", user)
+	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", "--opt", "backend=fuse", user) // its data directory is looked at below
 	cid := strings.TrimSpace(mustRun(t, "docker", "run", "-d", "--network", "none", "-v", user+":/data", busybox,
 		"sh", "-c", "echo kept > /data/f && sleep 3600"))
 	t.Cleanup(func() {

@@ -52,7 +52,7 @@ scratch_size = "16M"
 	var vols, writers []string
 	for i := range 3 {
 		vol := fmt.Sprintf("it-outlive-%d", i)
-		mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", vol)
+		mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", "--opt", "backend=fuse", vol)
 		t.Cleanup(func() { exec.Command("docker", "volume", "rm", "-f", vol).Run() })
 		vols = append(vols, vol)
 		writers = append(writers, writer(t, vol))
@@ -118,7 +118,7 @@ scratch_size = "16M"
 func TestVolumeServerKilled(t *testing.T) {
 	d := newDaemonWith(t, "", nil)
 	const vol = "it-killed-server"
-	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", vol)
+	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=8M", "--opt", "backend=fuse", vol)
 	t.Cleanup(func() { exec.Command("docker", "volume", "rm", "-f", vol).Run() })
 	w := writer(t, vol)
 	time.Sleep(500 * time.Millisecond)
@@ -234,8 +234,8 @@ func confinedServer(t *testing.T, pid int) {
 func TestVolumePassthrough(t *testing.T) {
 	d := newDaemonWith(t, "", nil)
 	on, off := "it-passthrough-on", "it-passthrough-off"
-	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=16M", "--opt", "passthrough=true", on)
-	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=16M", off)
+	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=16M", "--opt", "passthrough=true", "--opt", "backend=fuse", on)
+	mustRun(t, "docker", "volume", "create", "-d", itPluginName, "--opt", "size=16M", "--opt", "backend=fuse", off)
 	t.Cleanup(func() { exec.Command("docker", "volume", "rm", "-f", on, off).Run() })
 	for _, vol := range []string{on, off} {
 		out := mustRun(t, "docker", "run", "--rm", "--network", "none", "-v", vol+":/data", busybox,

@@ -51,6 +51,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.StringFlag{Name: "socket-group", Value: "docker", EnvVars: []string{"OL_SHIM_SOCKET_GROUP"}, Usage: "group owning both sockets (mode 0660); empty: root"},
 		&cli.StringFlag{Name: "backend", Value: "docker", EnvVars: []string{"OL_SHIM_BACKEND"}, Usage: "sandbox backend: docker or mock"},
 		&cli.StringFlag{Name: "scratch", Value: "volume", EnvVars: []string{"OL_SHIM_SCRATCH"}, Usage: "sandbox scratch at /host: volume (through the volume plugin, quotas work) or bind (plain directories)"},
+		&cli.StringFlag{Name: "scratch-backend", Value: "auto", EnvVars: []string{"OL_SHIM_SCRATCH_BACKEND"}, Usage: "backend of quota'd volumes that name none: kernel (an ext4 file system per volume on a loop device, at disk speed), fuse (the FUSE quota file system), or auto (kernel where this host can, else fuse); [scratch] backend in the config"},
 		&cli.StringFlag{Name: "memory-budget", Value: "80%", EnvVars: []string{"OL_SHIM_MEMORY_BUDGET"}, Usage: "cap on the summed memory limits of live sandboxes: a size (16G) or a share of RAM (80%)"},
 		&cli.DurationFlag{Name: "lease", Value: registry.DefaultLease, EnvVars: []string{"OL_SHIM_LEASE"}, Usage: "how long an acquired sandbox lives unless renewed"},
 		&cli.BoolFlag{Name: "destroy-on-exit", EnvVars: []string{"OL_SHIM_DESTROY_ON_EXIT"}, Usage: "destroy every sandbox at exit instead of leaving idle ones paused for the next start"},
@@ -67,12 +68,13 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 type settings struct {
 	root, socket, pluginSocket, pluginName, specDir, group string
 	backend, scratchMode, budget, logLevel, dockerHost     string
+	scratchBackend                                         string
 	lease                                                  time.Duration
 	destroyOnExit                                          bool
 }
 
 // resolve applies flag > env > file > default.
-func resolve(c *cli.Context, file config.DaemonConfig) settings {
+func resolve(c *cli.Context, file config.DaemonConfig, sc config.ScratchConfig) settings {
 	str := func(flag, fromFile string) string {
 		if c.IsSet(flag) || fromFile == "" {
 			return c.String(flag)
@@ -80,18 +82,19 @@ func resolve(c *cli.Context, file config.DaemonConfig) settings {
 		return fromFile
 	}
 	s := settings{
-		root:         str("root", file.Root),
-		socket:       str("socket", file.Socket),
-		pluginSocket: str("plugin-socket", file.PluginSocket),
-		pluginName:   str("plugin-name", file.PluginName),
-		specDir:      c.String("plugin-spec-dir"),
-		group:        c.String("socket-group"),
-		backend:      str("backend", file.Backend),
-		scratchMode:  str("scratch", file.Scratch),
-		budget:       str("memory-budget", file.MemoryBudget),
-		logLevel:     str("log-level", file.LogLevel),
-		dockerHost:   c.String("docker-host"),
-		lease:        c.Duration("lease"),
+		root:           str("root", file.Root),
+		socket:         str("socket", file.Socket),
+		pluginSocket:   str("plugin-socket", file.PluginSocket),
+		pluginName:     str("plugin-name", file.PluginName),
+		specDir:        c.String("plugin-spec-dir"),
+		group:          c.String("socket-group"),
+		backend:        str("backend", file.Backend),
+		scratchMode:    str("scratch", file.Scratch),
+		scratchBackend: str("scratch-backend", sc.Backend),
+		budget:         str("memory-budget", file.MemoryBudget),
+		logLevel:       str("log-level", file.LogLevel),
+		dockerHost:     c.String("docker-host"),
+		lease:          c.Duration("lease"),
 	}
 	if !c.IsSet("socket-group") && file.SocketGroup != nil {
 		s.group = *file.SocketGroup
@@ -108,7 +111,7 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	s := resolve(c, file.Daemon)
+	s := resolve(c, file.Daemon, file.Scratch)
 	log, err := newLogger(s.logLevel)
 	if err != nil {
 		return err
@@ -142,7 +145,8 @@ func serve(c *cli.Context) error {
 		// Quota'd volumes are served by processes of their own, which
 		// outlive this one (not in the managed plugin: its container is
 		// the plugin's whole life).
-		VolumeServer: self,
+		VolumeServer:   self,
+		ScratchBackend: s.scratchBackend,
 	})
 	if err != nil {
 		return err

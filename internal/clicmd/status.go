@@ -55,6 +55,9 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 		}
 		fmt.Fprintln(out)
 	}
+	if sc := st.Scratch; sc != nil {
+		fmt.Fprintf(out, "scratch volumes: %s backend (%s)\n", sc.Backend, sc.Reason)
+	}
 	if l := st.Limits; l != nil {
 		fmt.Fprintf(out, "limits: %d sandboxes per pool, %d ad-hoc pools, sandboxes default to %d pids and %g CPUs; pull %s, networks %s; API bodies %s, %d connections per socket, headers within %s\n",
 			l.MaxPoolSize, l.MaxAdHocPools, l.DefaultPids, l.DefaultCPUs, allowed(l.AllowPull), allowed(l.AllowNetworks), human(l.MaxBody), l.MaxConns, l.HeaderTimeout)
@@ -116,6 +119,9 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 			inodes += fmt.Sprintf(" of %d", v.Options.Inodes)
 		}
 		server := "-"
+		if v.Options.Backend == "kernel" {
+			server = "kernel (ext4 on a loop device)"
+		}
 		if s := v.Server; s != nil {
 			switch {
 			case !s.Alive:

@@ -105,7 +105,16 @@ type StatusResponse struct {
 	StateRoot *DiskHealth    `json:"state_root,omitempty"`
 	Volumes   []VolumeStatus `json:"volumes"`
 	Limits    *Limits        `json:"limits,omitempty"`
+	// Scratch is the default backend of quota'd volumes, and why.
+	Scratch *ScratchBackend `json:"scratch,omitempty"`
 	Status
+}
+
+// ScratchBackend is the backend that enforces new quota'd volumes' limits
+// unless a volume names its own: "kernel" or "fuse".
+type ScratchBackend struct {
+	Backend string `json:"backend"`
+	Reason  string `json:"reason"`
 }
 
 // Limits are the bounds the daemon holds every client and sandbox to,
@@ -182,6 +191,8 @@ type VolumeOptions struct {
 	UID    int    `json:"uid"`
 	GID    int    `json:"gid"`
 	Mode   uint32 `json:"mode"`
+	// Backend enforces the limits: "kernel", "fuse"; empty without limits.
+	Backend string `json:"backend,omitempty"`
 }
 
 // Limited reports whether the volume has a quota.

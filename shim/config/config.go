@@ -35,6 +35,15 @@ type Config struct {
 	Daemon DaemonConfig               `toml:"daemon"`
 	AdHoc  AdHocConfig                `toml:"adhoc"`
 	Pools  map[string]spec.PoolConfig `toml:"pools"`
+	// Scratch is the [scratch] table: how quota'd volumes are made.
+	Scratch ScratchConfig `toml:"scratch"`
+}
+
+// ScratchConfig is the [scratch] table.
+type ScratchConfig struct {
+	// Backend enforces quota'd volumes' limits unless a volume names its
+	// own: auto (kernel where the host can, else fuse), kernel or fuse.
+	Backend string `toml:"backend"`
 }
 
 // DaemonConfig holds what the serve flags can also set; flags and

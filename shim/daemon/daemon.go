@@ -71,6 +71,9 @@ type Config struct {
 	// InitBinary is the static ol-shim binary mounted into sandboxes as
 	// their init; empty: this process's own executable.
 	InitBinary string
+	// ScratchBackend is the default backend of quota'd volumes: auto (the
+	// default), kernel or fuse (scratch.Config.Backend).
+	ScratchBackend string
 	// VolumeServer, if set, is the ol-shim binary that serves each quota'd
 	// volume in a process of its own ("volume-server"), which outlives the
 	// daemon; empty: quota'd volumes are served in this process and stop
@@ -159,7 +162,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return dk.VolumesInUse(ctx, cfg.PluginName)
 		}
 	}
-	vols, err := scratch.Open(ctx, scratch.Config{Root: cfg.Root, InUse: inUse, Logger: d.log, ServerBinary: cfg.VolumeServer})
+	vols, err := scratch.Open(ctx, scratch.Config{Root: cfg.Root, InUse: inUse, Logger: d.log, ServerBinary: cfg.VolumeServer, Backend: cfg.ScratchBackend})
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +303,9 @@ func (d *Daemon) notify(status string) {
 // Handler returns the API's HTTP handler; Start must have returned.
 func (d *Daemon) Handler() http.Handler {
 	s := &server.Server{Registry: d.reg, Volumes: d.volumes, Version: d.cfg.Version, Backend: d.cfg.Backend, Limits: d.limits()}
+	if b, why := d.vols.Backend(); b != "" {
+		s.Scratch = &api.ScratchBackend{Backend: b, Reason: why}
+	}
 	if d.docker != nil {
 		s.Docker = d.docker.Health
 	}
@@ -476,7 +482,7 @@ func (d *Daemon) volumes() []api.VolumeStatus {
 		o := v.Options
 		vs := api.VolumeStatus{Name: v.Name, Mountpoint: v.Mountpoint, CreatedAt: v.CreatedAt, Mounts: v.Mounts,
 			BytesUsed: v.BytesUsed, InodesUsed: v.InodesUsed,
-			Options: api.VolumeOptions{Size: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode}}
+			Options: api.VolumeOptions{Size: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode, Backend: o.Backend}}
 		if s := v.Server; s != nil {
 			vs.Server = &api.VolumeServer{PID: s.PID, Version: s.Version, Started: s.Started, InProcess: s.InProcess, Alive: s.Alive,
 				Old: !s.InProcess && s.Version != d.cfg.Version, Passthrough: string(s.Passthrough)}

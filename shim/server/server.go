@@ -36,6 +36,8 @@ type Server struct {
 	Backend string
 	// Limits, if set, are shown in the status.
 	Limits *api.Limits
+	// Scratch, if set, is the default volume backend, for the status.
+	Scratch *api.ScratchBackend
 }
 
 // Handler returns the API's routes. A path called with a method it does
@@ -199,7 +201,7 @@ func StateRootHealth(path string) *api.DiskHealth {
 }
 
 func (a *Server) status(w http.ResponseWriter, r *http.Request) {
-	resp := api.StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []api.VolumeStatus{}, Limits: a.Limits,
+	resp := api.StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []api.VolumeStatus{}, Limits: a.Limits, Scratch: a.Scratch,
 		StateRoot: StateRootHealth(a.Registry.Root())}
 	if a.Docker != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)

@@ -1,0 +1,153 @@
+package scratch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/open-lambda/ol-shim/scratch/loopfs"
+)
+
+// The kernel backend's part of the Manager: a limited volume whose record
+// says BackendKernel is an ext4 file system of its own (package loopfs),
+// its image at Root/images/NAME.img, mounted at Root/mnt/NAME from Create to
+// Remove (the mount outlives the daemon: nothing of ol-shim serves it), and
+// the volume is the directory data in it.
+
+func (m *Manager) imagePath(name string) string { return filepath.Join(m.root, "images", name+".img") }
+
+// isKernel reports whether v's quotas are the kernel's.
+func isKernel(v *vol) bool { return v.rec.Options.Backend == BackendKernel }
+
+func kernelLimits(o Options) loopfs.Limits {
+	return loopfs.Limits{Bytes: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode}
+}
+
+// pickBackend fills in o.Backend for a new limited volume, or says why
+// the one asked for cannot be had.
+func (m *Manager) pickBackend(o *Options) error {
+	if !o.Limited() {
+		if o.Backend != "" {
+			return fmt.Errorf("option backend=%s: %w: only a volume with a size or inode limit has a backend", o.Backend, ErrInvalid)
+		}
+		return nil
+	}
+	kerr := m.kernelErr
+	if kerr == nil {
+		kerr = kernelLimits(*o).Check()
+	}
+	switch o.Backend {
+	case BackendKernel:
+		if kerr != nil {
+			return fmt.Errorf("option backend=kernel: %w: %v", ErrInvalid, kerr)
+		}
+	case BackendFUSE:
+	default:
+		o.Backend = BackendFUSE
+		if m.backend == BackendKernel && kerr == nil {
+			o.Backend = BackendKernel
+		}
+	}
+	return nil
+}
+
+// createKernelLocked makes v's file system and mounts it. Nothing is left
+// on error. m.mu is held.
+func (m *Manager) createKernelLocked(ctx context.Context, v *vol) error {
+	name := v.rec.Name
+	if err := m.checkHostRoom(v.rec.Options.Size); err != nil {
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
+	mnt := m.mountDir(name)
+	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
+	if err := m.loop.Create(ctx, m.imagePath(name), mnt, kernelLimits(v.rec.Options)); err != nil {
+		os.Remove(mnt)
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
+	return nil
+}
+
+// checkHostRoom refuses a volume of size bytes when the file system under
+// the images could not hold it on top of what every other image may still
+// grow by: a sparse image that cannot grow loses writes.
+func (m *Manager) checkHostRoom(size int64) error {
+	dir := filepath.Join(m.root, "images")
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	owed := size
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if n, err := loopfs.Outstanding(filepath.Join(dir, e.Name())); err == nil {
+			owed += n
+		}
+	}
+	if owed > free {
+		return fmt.Errorf("%w: the file system under %s has %d bytes free, and the kernel backend's volumes, this one included, may take %d more as they fill", errdefs.ErrResourceExhausted, dir, free, owed)
+	}
+	return nil
+}
+
+// attachKernel mounts v's file system again if it is not (after a reboot).
+func (m *Manager) attachKernel(ctx context.Context, v *vol) error {
+	if m.loop == nil {
+		return fmt.Errorf("volume %q: kernel backend volume, but this host cannot mount it: %v", v.rec.Name, m.kernelErr)
+	}
+	if loopfs.Mounted(m.mountDir(v.rec.Name)) {
+		return nil
+	}
+	if err := os.Mkdir(m.mountDir(v.rec.Name), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+	}
+	if err := m.loop.Attach(ctx, m.imagePath(v.rec.Name), m.mountDir(v.rec.Name)); err != nil {
+		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+	}
+	m.log.Info("volume's file system mounted again", "volume", v.rec.Name)
+	return nil
+}
+
+// removeKernel unmounts v's file system and deletes its image.
+func (m *Manager) removeKernel(v *vol) error {
+	if m.loop == nil {
+		return fmt.Errorf("volume %q: kernel backend volume, but this host cannot handle it: %v", v.rec.Name, m.kernelErr)
+	}
+	if err := m.loop.Remove(m.imagePath(v.rec.Name), m.mountDir(v.rec.Name)); err != nil {
+		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
+	}
+	if err := os.Remove(m.mountDir(v.rec.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("volume %q: remove mountpoint: %w", v.rec.Name, err)
+	}
+	return nil
+}
+
+// probeKernel tries the kernel backend once, for real: a 1M volume made,
+// mounted and removed under the state root.
+func (m *Manager) probeKernel(ctx context.Context) error {
+	lm, err := loopfs.New()
+	if err != nil {
+		return err
+	}
+	img, mnt := filepath.Join(m.root, "images", ".probe.img"), filepath.Join(m.root, "mnt", ".probe")
+	_ = lm.Remove(img, mnt) // a probe a crash cut short
+	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	defer os.Remove(mnt)
+	if err := lm.Create(ctx, img, mnt, loopfs.Limits{Bytes: loopfs.MinBytes, Inodes: 16, Mode: 0o700}); err != nil {
+		return err
+	}
+	if err := lm.Remove(img, mnt); err != nil {
+		return err
+	}
+	m.loop = lm
+	return nil
+}
