@@ -387,3 +387,63 @@ func TestPluginContainment(t *testing.T) {
 		t.Errorf("after removing the volumes, the links' target: %q, %v", b, err)
 	}
 }
+
+// TestPluginKernelBackend: a volume of the kernel backend through dockerd:
+// the size is enforced at the write, inspect shows the backend and usage,
+// a kill -9 of ol-shim while containers write costs them not one write,
+// and removal leaves no image, mount or loop device.
+func TestPluginKernelBackend(t *testing.T) {
+	p := startPluginBackend(t, BackendKernel)
+	mustDocker(t, "volume", "create", "-d", p.name, "--opt", "size=8M", "it-kernel")
+	out, err := p.run("it-kernel", fmt.Sprintf(pattern+" > /tmp/p && dd if=/tmp/p of=/data/f bs=1M", 16<<20))
+	if err == nil || !strings.Contains(out, "No space left on device") {
+		t.Fatalf("writing 16 MiB into 8 MiB: %v\n%s\nserve log:\n%s", err, out, p.logText())
+	}
+	st := p.status("it-kernel")
+	if st["backend"] != BackendKernel || st["bytes_used"] != float64(8<<20) || st["size"] != float64(8<<20) {
+		t.Errorf("docker volume inspect status of a full 8M kernel volume: %v", st)
+	}
+	if out, err := p.run("it-kernel", "rm /data/f && df -k /data | tail -1"); err != nil || !strings.Contains(out, " 8192 ") {
+		t.Errorf("df in the container: %v\n%s", err, out)
+	}
+
+	// Writers through a kill -9 and a restart of ol-shim.
+	var ids []string
+	for i := range 3 {
+		vol := fmt.Sprintf("it-kw%d", i)
+		mustDocker(t, "volume", "create", "-d", p.name, "--opt", "size=8M", vol)
+		id := strings.TrimSpace(mustDocker(t, "run", "-d", "--network", "none", "--label", "ol-shim-test="+p.name, "-v", vol+":/data", busyboxImage,
+			"sh", "-c", "i=0; while :; do echo $i >> /data/log || echo FAIL $i; i=$((i+1)); usleep 20000; done"))
+		ids = append(ids, id)
+	}
+	time.Sleep(time.Second)
+	must(t, p.cmd.Process.Kill())
+	p.cmd.Wait()
+	p.cmd = nil
+	p.log.Close()
+	time.Sleep(2 * time.Second) // writing with no ol-shim at all
+	p.start()
+	time.Sleep(time.Second)
+	for i, id := range ids {
+		logs, _ := docker(t, "logs", id)
+		mustDocker(t, "rm", "-f", id)
+		n, _ := p.run(fmt.Sprintf("it-kw%d", i), "wc -l < /data/log")
+		if strings.Contains(logs, "FAIL") {
+			t.Errorf("writer %d: writes failed through kill -9 of ol-shim:\n%s", i, logs)
+		}
+		t.Logf("writer %d: %s lines, no failed write", i, strings.TrimSpace(n))
+	}
+
+	// Removal leaves nothing.
+	image := filepath.Join(p.root, "images", "it-kernel.img")
+	if _, err := os.Stat(image); err != nil {
+		t.Fatalf("the image is not where expected: %v", err)
+	}
+	mustDocker(t, "volume", "rm", "it-kernel", "it-kw0", "it-kw1", "it-kw2")
+	ents, _ := os.ReadDir(filepath.Join(p.root, "images"))
+	mnts, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(p.root))
+	loops, _ := exec.Command("losetup", "-j", image).Output()
+	if len(ents) != 0 || len(mnts) != 0 || len(loops) != 0 {
+		t.Errorf("after volume rm: images %v, mounts %d, loop devices %q", ents, len(mnts), loops)
+	}
+}
