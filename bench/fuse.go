@@ -30,10 +30,10 @@ import (
 func (r *run) fuseIO() error {
 	// Each kind twice, alternating, keeping the faster of the two: the page
 	// cache and writeback of the first runs must not favour either.
-	var res [3]ioResult
+	var res [4]ioResult
 	var plainWrites [2]time.Duration
 	for rep := range 2 {
-		for i, kind := range []string{"plain", "fuse", "fuse-passthrough"} {
+		for i, kind := range []string{"plain", "fuse", "fuse-passthrough", "kernel"} {
 			got, err := r.ioOnce(kind, rep)
 			if err != nil {
 				return err
@@ -50,7 +50,10 @@ func (r *run) fuseIO() error {
 			if rep == 0 || got.files < res[i].files {
 				res[i].files = got.files
 			}
-			step("  %s: write %v, read %v, %d small files %v", kind, got.write.Round(time.Millisecond), got.read.Round(time.Millisecond), r.sz.ioFiles, got.files.Round(time.Millisecond))
+			if rep == 0 || got.coldRead < res[i].coldRead {
+				res[i].coldRead = got.coldRead
+			}
+			step("  %s: write %v, read cold %v, warm %v, %d small files %v", kind, got.write.Round(time.Millisecond), got.coldRead.Round(time.Millisecond), got.read.Round(time.Millisecond), r.sz.ioFiles, got.files.Round(time.Millisecond))
 		}
 	}
 	mib := float64(r.sz.ioBytes) / (1 << 20)
@@ -69,7 +72,27 @@ func (r *run) fuseIO() error {
 		fmt.Sprintf("%v / %v (%s)", res[0].files.Round(time.Millisecond), res[1].files.Round(time.Millisecond), share(res[0].files, res[1].files)))
 	r.addValue(g, fmt.Sprintf("%d small files: plain / FUSE quota with passthrough=true", r.sz.ioFiles),
 		fmt.Sprintf("%v / %v (%s)", res[0].files.Round(time.Millisecond), res[2].files.Round(time.Millisecond), share(res[0].files, res[2].files)))
+	r.addValue(g, fmt.Sprintf("kernel backend (ext4 on a loop device): sequential write %.0f MiB, plain / kernel", mib),
+		fmt.Sprintf("%s / %s (%s)", rate(res[0].write), rate(res[3].write), share(res[0].write, res[3].write)))
+	r.addValue(g, fmt.Sprintf("kernel backend: sequential read %.0f MiB, cold cache, plain / kernel (FUSE)", mib),
+		fmt.Sprintf("%s / %s (%s) (FUSE %s, %s)", rate(res[0].coldRead), rate(res[3].coldRead), share(res[0].coldRead, res[3].coldRead), rate(res[1].coldRead), share(res[0].coldRead, res[1].coldRead)))
+	r.addValue(g, fmt.Sprintf("kernel backend: sequential read %.0f MiB, warm cache, plain / kernel", mib),
+		fmt.Sprintf("%s / %s (%s)", rate(res[0].read), rate(res[3].read), share(res[0].read, res[3].read)))
+	r.addValue(g, fmt.Sprintf("kernel backend: %d small files, plain / kernel", r.sz.ioFiles),
+		fmt.Sprintf("%v / %v (%s)", res[0].files.Round(time.Millisecond), res[3].files.Round(time.Millisecond), share(res[0].files, res[3].files)))
 	ratio := func(plain, fuse time.Duration) float64 { return plain.Seconds() / fuse.Seconds() }
+	for _, tg := range []struct {
+		what, want string
+		min        float64
+		plain, k   time.Duration
+	}{
+		{"small files", "≥ 90 %", .9, res[0].files, res[3].files},
+		{"sequential read, cold cache", "≥ 95 %", .95, res[0].coldRead, res[3].coldRead},
+		{"sequential read, warm cache", "≥ 95 %", .95, res[0].read, res[3].read},
+		{"sequential write", "≥ 95 %", .95, res[0].write, res[3].write},
+	} {
+		r.addTarget("volumes: "+tg.what+", kernel backend / plain", tg.want, ratio(tg.plain, tg.k) >= tg.min, "%.0f %%", 100*ratio(tg.plain, tg.k))
+	}
 	r.addTarget("volumes: sequential read, FUSE quota with passthrough=true / plain", "≥ 90 %", ratio(res[0].read, res[2].read) >= .9, "%.0f %%", 100*ratio(res[0].read, res[2].read))
 	r.addTarget("volumes: sequential write, FUSE quota / plain", "≥ 90 %", ratio(res[0].write, res[1].write) >= .9, "%.0f %%", 100*ratio(res[0].write, res[1].write))
 	r.addTarget("volumes: small files, FUSE quota / plain", "≥ 50 %", ratio(res[0].files, res[1].files) >= .5, "%.0f %%", 100*ratio(res[0].files, res[1].files))
@@ -85,7 +108,7 @@ func (r *run) fuseIO() error {
 	return nil
 }
 
-type ioResult struct{ write, read, files time.Duration }
+type ioResult struct{ write, coldRead, read, files time.Duration }
 
 // ioOnce runs the I/O once on a new plain directory or quota'd volume. A
 // volume is made and mounted through the bench daemon's volume plugin, as
@@ -101,8 +124,12 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 	} else {
 		name := fmt.Sprintf("bench-io-%s-%d", kind, rep)
 		opts := scratch.QuotaOptions(2*r.sz.ioBytes, int64(2*r.sz.ioFiles+16))
-		if kind == "fuse-passthrough" {
+		opts[scratch.OptBackend] = scratch.BackendFUSE
+		switch kind {
+		case "fuse-passthrough":
 			opts[scratch.OptPassthrough] = "true"
+		case "kernel":
+			opts[scratch.OptBackend] = scratch.BackendKernel
 		}
 		if err := pluginCall("/VolumeDriver.Create", volume.CreateRequest{Name: name, Options: opts}, nil); err != nil {
 			return res, err
@@ -113,17 +140,19 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 			return res, err
 		}
 		defer pluginCall("/VolumeDriver.Unmount", volume.UnmountRequest{Name: name, ID: "ol-shim-bench-io"}, nil)
-		srv, err := r.volumeServer(name)
-		if err != nil {
-			return res, err
-		}
-		if srv.InProcess {
-			return res, fmt.Errorf("volume %s: served inside the daemon, not by a volume-server process", name)
-		}
-		if kind == "fuse-passthrough" && srv.Passthrough != "on" {
-			return res, fmt.Errorf("volume %s: FUSE passthrough asked for: %s", name, srv.Passthrough)
-		}
 		target = m.Mountpoint
+		if kind != "kernel" { // a kernel volume has no server: the kernel's file system
+			srv, err := r.volumeServer(name)
+			if err != nil {
+				return res, err
+			}
+			if srv.InProcess {
+				return res, fmt.Errorf("volume %s: served inside the daemon, not by a volume-server process", name)
+			}
+			if kind == "fuse-passthrough" && srv.Passthrough != "on" {
+				return res, fmt.Errorf("volume %s: FUSE passthrough asked for: %s", name, srv.Passthrough)
+			}
+		}
 	}
 	if res.write, err = writeBig(target, r.sz.ioBytes); err != nil {
 		return res, fail(kind+" write", err)
@@ -131,6 +160,14 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 	// The write's dirty pages go to disk before the read is timed, for
 	// each kind alike: the read measures the mount, not the writeback.
 	syscall.Sync()
+	// Cold: nothing of the file in any cache (for a kernel volume, neither
+	// its file system's nor the image's).
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		return res, fmt.Errorf("drop caches: %w", err)
+	}
+	if res.coldRead, err = readBig(target); err != nil {
+		return res, fail(kind+" read", err)
+	}
 	if res.read, err = readBig(target); err != nil {
 		return res, fail(kind+" read", err)
 	}

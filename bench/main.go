@@ -63,6 +63,7 @@ func main() {
 	image := flag.String("image", "ol-shim-test/busybox:latest", "image to run (a busybox with sleep and true)")
 	scale := flag.Int("scale", 0, "sandboxes in the scale test (default 500, or 20 with -quick), spread over -scale-pools pools")
 	scalePools := flag.Int("scale-pools", 0, "pools in the scale test (default 20, or 4 with -quick)")
+	only := flag.String("only", "", "run only the groups whose name starts with this (e.g. 5 for volumes); the report then holds only those")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
@@ -92,7 +93,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	r := &run{sz: sz, mode: mode, bin: *bin, image: *image, started: time.Now()}
+	r := &run{sz: sz, mode: mode, bin: *bin, image: *image, started: time.Now(), only: *only}
 	err := r.all(ctx)
 	if cerr := r.cleanup(); cerr != nil {
 		log.Printf("cleanup: %v", cerr)

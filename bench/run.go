@@ -56,6 +56,7 @@ const (
 type run struct {
 	sz      sizes
 	mode    string
+	only    string // groups to run (a name prefix); empty: all
 	bin     string
 	image   string // what `ol-shim run IMAGE` and `docker run` start
 	tag     string // the same image under another name, for the configured pools
@@ -196,6 +197,9 @@ func (r *run) all(ctx context.Context) error {
 		{"7. scale", r.scale},
 	}
 	for i, g := range groups {
+		if r.only != "" && !strings.HasPrefix(g.name, r.only) {
+			continue
+		}
 		step("[%d/%d] %s", i+1, len(groups), g.name)
 		begin := time.Now()
 		if err := g.fn(ctx); err != nil {
@@ -203,7 +207,9 @@ func (r *run) all(ctx context.Context) error {
 		}
 		step("[%d/%d] done in %v", i+1, len(groups), time.Since(begin).Round(100*time.Millisecond))
 	}
-	r.explain()
+	if r.only == "" {
+		r.explain()
+	}
 	return nil
 }
 

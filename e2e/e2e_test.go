@@ -377,6 +377,17 @@ func installedService(t *testing.T, h *host) {
 		t.Errorf("sockets are not root:docker 0660: %s", out)
 	}
 
+	// What auto picked here (said by status; the README quotes it per host).
+	if out := h.sh("ol-shim status"); !strings.Contains(out, "scratch volumes: ") {
+		t.Errorf("status does not say the scratch backend:\n%s", out)
+	} else {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "scratch volumes: ") {
+				t.Log(l)
+			}
+		}
+	}
+
 	t.Log("a quota'd volume: a write past 8M fails with ENOSPC, the data below it stays")
 	h.sh("docker volume create -d ol-shim --opt size=8M --opt backend=fuse e2evol") // FUSE: its server is checked below
 	out, err := h.try("docker run --rm --network none -v e2evol:/data " + busybox + " dd if=/dev/zero of=/data/fill bs=1M count=16")

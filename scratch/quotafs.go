@@ -75,8 +75,21 @@ func (n *quotaNode) recharge() {
 	}
 }
 
+// newName refuses a new name (which may grow its directory by a block)
+// once the byte limit is reached: without it, names moved through new
+// directories grew an 8M volume to 22 MB of directory blocks.
+func (n *quotaNode) newName() syscall.Errno {
+	if n.q.full() {
+		return syscall.ENOSPC
+	}
+	return 0
+}
+
 // Create makes a file if an inode is left.
 func (n *quotaNode) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.newName(); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -140,6 +153,9 @@ func (n *quotaNode) made(ch *fs.Inode, out *fuse.EntryOut, errno syscall.Errno) 
 
 // Mkdir makes a directory if an inode is left.
 func (n *quotaNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := n.newName(); errno != 0 {
+		return nil, errno
+	}
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, errno
 	}
@@ -154,6 +170,9 @@ func (n *quotaNode) Mknod(ctx context.Context, name string, mode, rdev uint32, o
 	case syscall.S_IFCHR, syscall.S_IFBLK:
 		return nil, syscall.EPERM
 	}
+	if errno := n.newName(); errno != 0 {
+		return nil, errno
+	}
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, errno
 	}
@@ -163,6 +182,9 @@ func (n *quotaNode) Mknod(ctx context.Context, name string, mode, rdev uint32, o
 
 // Symlink makes a symlink if an inode is left.
 func (n *quotaNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := n.newName(); errno != 0 {
+		return nil, errno
+	}
 	if errno := n.q.reserveInode(); errno != 0 {
 		return nil, errno
 	}
@@ -173,8 +195,8 @@ func (n *quotaNode) Symlink(ctx context.Context, target, name string, out *fuse.
 // Link adds a hard link: no new inode, but a name, which grows the
 // directory; refused once the byte limit is reached.
 func (n *quotaNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.q.full() {
-		return nil, syscall.ENOSPC
+	if errno := n.newName(); errno != 0 {
+		return nil, errno
 	}
 	ch, errno := n.confinedNode.Link(ctx, target, name, out)
 	if errno == 0 {
@@ -216,6 +238,10 @@ func (n *quotaNode) Rename(ctx context.Context, name string, newParent fs.InodeE
 	np, ok := newParent.(*quotaNode)
 	if !ok {
 		return syscall.EXDEV
+	}
+	// The new name may grow its directory, as any new name.
+	if errno := n.newName(); errno != 0 {
+		return errno
 	}
 	src, _ := n.lstat(name)
 	dst, replaced := np.lstat(newName)

@@ -491,3 +491,40 @@ func duBytes(t *testing.T, dir string) int64 {
 	must(t, err)
 	return n
 }
+
+// TestQuotaDirectoryGrowthStops: the 22 MB case. 1,000 files with
+// 240-character names moved through 60 new directories: every directory
+// keeps the blocks its names took. Names made or moved once the volume is
+// full are refused, so it holds no more than its 8 MiB (and the growth of
+// the operation that filled it).
+func TestQuotaDirectoryGrowthStops(t *testing.T) {
+	f := mountQuota(t, 8*mib, 100_000)
+	long := strings.Repeat("n", 236)
+	for i := range 1000 {
+		must(t, f.write(fmt.Sprintf("%s%04d", long, i), 0))
+	}
+	from := f.mnt
+	var refused error
+	for d := 0; d < 60 && refused == nil; d++ {
+		to := f.path(fmt.Sprintf("d%02d", d))
+		if refused = os.Mkdir(to, 0o755); refused != nil {
+			break
+		}
+		for i := 0; i < 1000 && refused == nil; i++ {
+			name := fmt.Sprintf("%s%04d", long, i)
+			refused = os.Rename(filepath.Join(from, name), filepath.Join(to, name))
+		}
+		from = to
+	}
+	if !errors.Is(refused, syscall.ENOSPC) {
+		t.Errorf("moving names through new directories: %v, want ENOSPC once the volume is full", refused)
+	}
+	// (Not f.usage: a walk at start takes the root directory's size then as
+	// its base, and this root grew by its 1,000 long names before.)
+	b, _ := f.q.Usage()
+	du := duBytes(t, f.dir) - blockSize
+	t.Logf("quota counts %d bytes, du %d", b, du)
+	if du > 8*mib+64<<10 {
+		t.Errorf("an 8 MiB volume holds %d bytes on disk in directories", du)
+	}
+}
