@@ -183,7 +183,7 @@ scratch_size = "8M"
 	// 30s) removes them.
 	var held, quota int
 	var containers, vols []string
-	var dirs []os.DirEntry
+	var dirs, images []os.DirEntry
 	var mounts []*mountinfo.Info
 	eventually(t, "everything labelled or kept under the root held by a pool", 70*time.Second, func() error {
 		held, quota = 0, 0
@@ -194,16 +194,19 @@ scratch_size = "8M"
 			}
 		}
 		containers, vols = d.containers(false), d.volumes(t)
+		// A volume is a directory (plain, or FUSE's backing directory) or,
+		// with the kernel backend, an image.
 		dirs, _ = os.ReadDir(filepath.Join(d.root, "volumes"))
+		images, _ = os.ReadDir(filepath.Join(d.root, "images"))
 		var err error
 		if mounts, err = mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Join(d.root, "mnt"))); err != nil {
 			return err
 		}
 		// Mounted: each quota'd sandbox's scratch (its container exists)
 		// and the user's volume (its container runs).
-		if len(containers) != held || len(vols) != held || len(dirs) != held+1 || len(mounts) != quota+1 {
+		if len(containers) != held || len(vols) != held || len(dirs)+len(images) != held+1 || len(mounts) != quota+1 {
 			var names, mnts []string
-			for _, e := range dirs {
+			for _, e := range append(dirs, images...) {
 				names = append(names, e.Name())
 			}
 			for _, m := range mounts {
@@ -218,13 +221,13 @@ scratch_size = "8M"
 					}
 				}
 			}
-			return fmt.Errorf("pools hold %d sandboxes (%d quota'd); %d containers, %d scratch volumes %v, %d volume directories %v (want one more, the user's), %d FUSE mounts %v (want %d); the labelled containers:\n%s\nthe daemon's log of the quota'd ones:\n%s",
-				held, quota, len(containers), len(vols), vols, len(dirs), names, len(mounts), mnts, quota+1, all, strings.Join(logged, "\n"))
+			return fmt.Errorf("pools hold %d sandboxes (%d quota'd); %d containers, %d scratch volumes %v, %d volume directories and images %v (want one more, the user's), %d mounts %v (want %d); the labelled containers:\n%s\nthe daemon's log of the quota'd ones:\n%s",
+				held, quota, len(containers), len(vols), vols, len(dirs)+len(images), names, len(mounts), mnts, quota+1, all, strings.Join(logged, "\n"))
 		}
 		return nil
 	})
-	t.Logf("after restart: pools hold %d sandboxes (%d quota'd); %d containers, %d scratch volumes, %d volume directories, %d FUSE mounts",
-		held, quota, len(containers), len(vols), len(dirs), len(mounts))
+	t.Logf("after restart: pools hold %d sandboxes (%d quota'd); %d containers, %d scratch volumes, %d volume directories, %d images, %d mounts",
+		held, quota, len(containers), len(vols), len(dirs), len(images), len(mounts))
 	// The FUSE server died under the user's container: a new container of
 	// the volume reads the data (the old one keeps its dead mount).
 	if out := mustRun(t, "docker", "run", "--rm", "--network", "none", "-v", user+":/data", busybox, "cat", "/data/f"); strings.TrimSpace(out) != "kept" {
@@ -301,7 +304,13 @@ memory = "32M"
 // ENOSPC; ol-shim keeps serving, says so in status, and recovers once space
 // is freed.
 func TestFaultStateRootFull(t *testing.T) {
+	// The FUSE backend: its volumes take the host's space as they fill. (A
+	// kernel backend volume the host cannot cover is refused at create:
+	// TestFaultStateRootTooSmallForKernelVolume.)
 	d := newDaemonWith(t, `
+[scratch]
+backend = "fuse"
+
 [pools.q]
 image = "ol-shim-test/busybox:latest"
 min_idle = 1
@@ -429,4 +438,37 @@ func pidsCurrent(id string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no pids cgroup found for container %.12s", id)
+}
+
+// TestFaultStateRootTooSmallForKernelVolume: with the kernel backend, a
+// sandbox whose scratch (64M) the state root (24M) cannot cover is not made:
+// the create fails naming the cause, and nothing is left behind.
+func TestFaultStateRootTooSmallForKernelVolume(t *testing.T) {
+	d := newDaemonWith(t, `
+[scratch]
+backend = "kernel"
+
+[pools.q]
+image = "ol-shim-test/busybox:latest"
+memory = "32M"
+scratch_size = "64M"
+`, func(d *testDaemon) {
+		if err := os.MkdirAll(d.root, 0o711); err != nil {
+			t.Fatal(err)
+		}
+		mustRun(t, "mount", "-t", "tmpfs", "-o", "size=24M,mode=0711", "ol-shim-it-small", d.root)
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", d.root).CombinedOutput(); err != nil {
+				t.Errorf("umount the state root: %v\n%s", err, out)
+				exec.Command("umount", "-l", d.root).Run()
+			}
+		})
+	})
+	_, err := d.c.Acquire(context.Background(), api.AcquireRequest{Pool: "q", Timeout: "30s"})
+	if err == nil || !strings.Contains(err.Error(), "bytes free") {
+		t.Fatalf("acquire of a 64M kernel scratch on a 24M state root: %v, want the cause (bytes free)", err)
+	}
+	if imgs, _ := os.ReadDir(filepath.Join(d.root, "images")); len(imgs) != 0 {
+		t.Errorf("images left: %v", imgs)
+	}
 }
