@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -159,4 +160,44 @@ func listTree(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestStaleNodeNotActedOn: the server finds a node again by its path at
+// every call. When another inode has taken that path (as a rename racing
+// the call does, before the server's tree follows it; here done beneath
+// the mount, which holds the window open), a chmod by the node's owner must
+// not land on the other inode, which the kernel checked no permission on.
+// The server answers ESTALE; the kernel looks the name up again and checks
+// the caller against what is there now.
+func TestStaleNodeNotActedOn(t *testing.T) {
+	needFUSE(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatal("needs setpriv (util-linux)")
+	}
+	parent, err := os.MkdirTemp("", "ol-shim-stale-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	must(t, os.Chmod(parent, 0o755))
+	f := &qfs{t: t, dir: filepath.Join(parent, "data"), mnt: filepath.Join(parent, "mnt")}
+	for _, d := range []string{f.dir, f.mnt} {
+		must(t, os.Mkdir(d, 0o755))
+	}
+	f.mount(64*mib, 1000)
+	must(t, os.WriteFile(filepath.Join(f.dir, "victim"), []byte("secret"), 0o600))
+	must(t, os.WriteFile(filepath.Join(f.dir, "mine"), nil, 0o600))
+	must(t, os.Chown(filepath.Join(f.dir, "mine"), 65534, 65534))
+	if _, err := os.Stat(f.path("mine")); err != nil { // the kernel knows "mine" now
+		t.Fatal(err)
+	}
+	must(t, os.Rename(filepath.Join(f.dir, "mine"), filepath.Join(f.dir, "mine.moved")))
+	must(t, os.Rename(filepath.Join(f.dir, "victim"), filepath.Join(f.dir, "mine")))
+	out, err := exec.Command("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "chmod", "0666", f.path("mine")).CombinedOutput()
+	var st syscall.Stat_t
+	must(t, syscall.Stat(filepath.Join(f.dir, "mine"), &st))
+	if st.Mode&0o777 != 0o600 {
+		t.Errorf("a chmod by the owner of one node changed another inode at its path, owned by %d: mode %o", st.Uid, st.Mode&0o777)
+	}
+	if err == nil || !strings.Contains(string(out), "not permitted") {
+		t.Errorf("chmod of a node whose path holds another user's inode: %v %s, want EPERM", err, out)
+	}
 }

@@ -59,9 +59,33 @@ func (n *confinedNode) rel() string {
 }
 
 // open opens n's own name, resolved inside the root, without following it
-// if it is a symlink.
+// if it is a symlink, and checks that what it opened is n's inode: a rename
+// racing the call (before go-fuse's tree follows it) can put another inode
+// of the volume at n's path, one the kernel did not check the caller's
+// permissions on. That is ESTALE, and nothing is done to it.
 func (n *confinedNode) open(flags int) (int, error) {
-	return unix.Openat2(n.root.fd, n.rel(), &unix.OpenHow{Flags: uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: resolve})
+	fd, err := unix.Openat2(n.root.fd, n.rel(), &unix.OpenHow{Flags: uint64(flags | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: resolve})
+	if err != nil || n.IsRoot() {
+		return fd, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if n.root.ino(&st) != n.StableAttr().Ino {
+		unix.Close(fd)
+		return -1, syscall.ESTALE
+	}
+	return fd, nil
+}
+
+// ino is the node inode number of a file of the volume, as go-fuse's
+// loopback makes them.
+func (r *confinedRoot) ino(st *unix.Stat_t) uint64 {
+	swapped := st.Dev<<32 | st.Dev>>32
+	swappedRoot := r.dev<<32 | r.dev>>32
+	return (swapped ^ swappedRoot) ^ st.Ino
 }
 
 // dir opens n as a directory (O_PATH), for *at calls on its entries.
@@ -84,9 +108,7 @@ func (n *confinedNode) confined() *confinedNode { return n }
 
 // child makes the inode of a new or looked-up entry of n.
 func (n *confinedNode) child(ctx context.Context, st *unix.Stat_t) *fs.Inode {
-	swapped := st.Dev<<32 | st.Dev>>32
-	swappedRoot := n.root.dev<<32 | n.root.dev>>32
-	id := fs.StableAttr{Mode: st.Mode, Ino: (swapped ^ swappedRoot) ^ st.Ino, Gen: 1}
+	id := fs.StableAttr{Mode: st.Mode, Ino: n.root.ino(st), Gen: 1}
 	return n.NewInode(ctx, n.root.wrap(&confinedNode{root: n.root}), id)
 }
 
@@ -361,7 +383,10 @@ func (n *confinedNode) Create(ctx context.Context, name string, flags uint32, mo
 	}
 	defer unix.Close(dfd)
 	flags = flags &^ (syscall.O_APPEND | fuse.FMODE_EXEC)
-	fd, err := unix.Openat(dfd, name, int(flags)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	// O_EXCL always: the kernel sends CREATE for a name it found absent,
+	// and a file that appeared there since (planted by a racing call) must
+	// not be opened, chmodded and given to the caller as if made now.
+	fd, err := unix.Openat(dfd, name, int(flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	if err != nil {
 		return nil, nil, 0, fs.ToErrno(err)
 	}
