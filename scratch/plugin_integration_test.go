@@ -278,7 +278,7 @@ func TestPluginRefusals(t *testing.T) {
 		{[]string{strings.Repeat("x", 300)}, "volume name"},
 		{[]string{"--opt", "size=-1", "it-neg"}, `size="-1"`},
 		{[]string{"--opt", "size=lots", "it-lots"}, `size="lots"`},
-		{[]string{"--opt", "colour=red", "it-red"}, `option "colour": invalid: unknown (valid options: gid`},
+		{[]string{"--opt", "colour=red", "it-red"}, `option "colour": invalid: unknown (valid options: backend`},
 	} {
 		args := append([]string{"volume", "create", "-d", p.name}, tc.args...)
 		out, err := docker(t, args...)
