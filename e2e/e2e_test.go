@@ -133,8 +133,11 @@ func runFlags(t *testing.T) []string {
 	} else {
 		t.Logf("--privileged refused here (%s): adding every capability but SYS_RESOURCE", strings.TrimSpace(out))
 	}
+	// Loop devices for the kernel scratch backend: the control device, and
+	// leave to make the nodes of the devices it hands out (block major 7).
 	return append([]string{"--cap-add=ALL", "--cap-drop=SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
-		"--security-opt", "apparmor=unconfined", "--device", "/dev/fuse"}, common...)
+		"--security-opt", "apparmor=unconfined", "--device", "/dev/fuse",
+		"--device", "/dev/loop-control", "--device-cgroup-rule", "b 7:* rwm"}, common...)
 }
 
 // boot starts the host of that kind and waits for systemd and its dockerd.

@@ -15,10 +15,13 @@ const (
 	ReasonUnpauseFailed = "unpause failed"
 	ReasonPauseFailed   = "pause failed"
 	ReasonClosed        = "set closed"
-	ReasonIdleTTL       = "idle ttl"
-	ReasonShrink        = "shrink"
-	ReasonEvicted       = "evicted"
-	ReasonLost          = "lost" // gone or stopped while idle (its container died, or its runtime restarted)
+	// ReasonUnclean: Mark or Sweep failed (see Cleaner): a process of a
+	// run may be left in it.
+	ReasonUnclean = "cleanup failed"
+	ReasonIdleTTL = "idle ttl"
+	ReasonShrink  = "shrink"
+	ReasonEvicted = "evicted"
+	ReasonLost    = "lost" // gone or stopped while idle (its container died, or its runtime restarted)
 )
 
 type backgroundKey struct{}

@@ -1,6 +1,8 @@
 package sandboxset
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -43,6 +45,9 @@ func (r *Ref) release(method string) {
 	}
 }
 
+// sweepTimeout bounds the sweep of a returned sandbox (Cleaner).
+const sweepTimeout = 5 * time.Second
+
 // Put returns the sandbox to the pool: to a waiting Get at once, else
 // paused (after Config.PauseGrace, off the caller's path, if set). A sandbox
 // that fails to pause is destroyed and the error says so; after Close it is
@@ -51,6 +56,28 @@ func (r *Ref) release(method string) {
 func (r *Ref) Put() error {
 	r.release("Put")
 	s, e := r.set, r.e
+	// Nothing of the caller's runs may survive into the next holder's:
+	// swept before anything else can have the sandbox, and destroyed if
+	// that fails.
+	if c := cleanerOf(e.sb); c != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), sweepTimeout)
+		killed, err := c.Sweep(ctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("cannot clear a returned sandbox of its last run's processes; destroying it", "sandbox", e.id, "error", err)
+			s.mu.Lock()
+			s.inUse--
+			e.state = stateDestroying
+			s.mu.Unlock()
+			if derr := s.destroy(e, ReasonUnclean); derr != nil {
+				return errors.Join(err, derr)
+			}
+			return err
+		}
+		if killed > 0 {
+			s.log.Debug("killed what a run left running", "sandbox", e.id, "processes", killed)
+		}
+	}
 	s.mu.Lock()
 	s.inUse--
 	e.lastUsed = time.Now()

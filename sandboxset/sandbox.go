@@ -24,6 +24,31 @@ type Sandbox interface {
 	Destroy(ctx context.Context, reason string) error
 }
 
+// Cleaner is implemented by sandboxes that can be handed out again as they
+// were: Mark records what runs in the sandbox as it is handed out, Sweep
+// (as it is returned) kills whatever else runs in it then, and fails if it
+// cannot. A Set marks each sandbox it hands out and sweeps each one Put
+// returns; one whose Mark or Sweep fails is destroyed, never handed out.
+// A wrapper of a sandbox (with Unwrap() Sandbox) passes it on.
+type Cleaner interface {
+	Mark(ctx context.Context) error
+	Sweep(ctx context.Context) (killed int, err error)
+}
+
+// cleanerOf returns the Cleaner of sb or of what it wraps, or nil.
+func cleanerOf(sb Sandbox) Cleaner {
+	for {
+		if c, ok := sb.(Cleaner); ok {
+			return c
+		}
+		w, ok := sb.(interface{ Unwrap() Sandbox })
+		if !ok {
+			return nil
+		}
+		sb = w.Unwrap()
+	}
+}
+
 // Spec describes one sandbox a Backend is asked to create. The function the
 // sandbox runs (image, command, limits) is bound to the Backend value a Set
 // is given; Spec carries what differs between sandboxes of one pool.

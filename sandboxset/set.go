@@ -161,8 +161,14 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 			if err != nil {
 				return nil, err
 			}
+			if err := s.mark(ctx, e); err != nil {
+				return nil, err
+			}
 			return s.newRef(e, Cold, start, missed), nil
 		case g.e.hot:
+			if s.mark(ctx, g.e) != nil {
+				continue
+			}
 			return s.newRef(g.e, Hot, start, missed), nil
 		}
 		e := g.e
@@ -185,8 +191,32 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 			_ = s.destroy(e, ReasonUnpauseFailed)
 			continue
 		}
+		if s.mark(ctx, e) != nil {
+			continue
+		}
 		return s.newRef(e, Warm, start, missed), nil
 	}
+}
+
+// mark has a sandbox being handed out record what runs in it (Cleaner).
+// One that cannot is destroyed; the caller holds it (counted in use) and
+// gets the error. s.mu must not be held.
+func (s *Set) mark(ctx context.Context, e *entry) error {
+	c := cleanerOf(e.sb)
+	if c == nil {
+		return nil
+	}
+	err := c.Mark(ctx)
+	if err == nil {
+		return nil
+	}
+	s.log.Warn("cannot record a sandbox's processes; destroying it", "sandbox", e.id, "error", err)
+	s.mu.Lock()
+	s.inUse--
+	e.state = stateDestroying
+	s.mu.Unlock()
+	_ = s.destroy(e, ReasonUnclean)
+	return fmt.Errorf("pool %q: %w", s.cfg.Name, err)
 }
 
 // tryAcquire takes an idle sandbox or reserves a slot to create one, or

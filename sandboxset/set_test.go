@@ -841,3 +841,75 @@ func TestGetWaitsForAPauseInFlight(t *testing.T) {
 	}
 	ref2.Destroy("test")
 }
+
+// cleaningBackend makes sandboxes that are Cleaners: each counts its
+// marks and sweeps, and a sweep fails while failSweep is set.
+type cleaningBackend struct {
+	*MockBackend
+	mu        sync.Mutex
+	marks     int
+	sweeps    int
+	failSweep bool
+}
+
+type cleaningSandbox struct {
+	Sandbox
+	b *cleaningBackend
+}
+
+func (b *cleaningBackend) Create(ctx context.Context, spec Spec) (Sandbox, error) {
+	sb, err := b.MockBackend.Create(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return &cleaningSandbox{Sandbox: sb, b: b}, nil
+}
+
+func (c *cleaningSandbox) Mark(context.Context) error {
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	c.b.marks++
+	return nil
+}
+
+func (c *cleaningSandbox) Sweep(context.Context) (int, error) {
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	c.b.sweeps++
+	if c.b.failSweep {
+		return 0, errors.New("a process would not die")
+	}
+	return 1, nil
+}
+
+// TestCleanerMarkedAndSwept: every sandbox handed out is marked (cold,
+// warm and hot alike), every one returned is swept before anyone else can
+// have it, and one whose sweep fails is destroyed, not handed out again.
+func TestCleanerMarkedAndSwept(t *testing.T) {
+	cb := &cleaningBackend{MockBackend: NewMockBackend()}
+	f := newFixture(t, func(c *Config) { c.Backend = cb; c.PauseGrace = time.Hour })
+	f.mock = cb.MockBackend
+	r := f.get() // cold
+	f.put(r)
+	r = f.get() // hot: within the pause grace
+	f.put(r)
+	cb.mu.Lock()
+	marks, sweeps := cb.marks, cb.sweeps
+	cb.failSweep = true
+	cb.mu.Unlock()
+	if marks != 2 || sweeps != 2 {
+		t.Errorf("%d marks and %d sweeps for two gets and two puts", marks, sweeps)
+	}
+	r = f.get()
+	id := r.Sandbox().ID()
+	if err := r.Put(); err == nil {
+		t.Error("Put of a sandbox whose sweep failed: no error")
+	}
+	if st := f.set.Stats(); st.Destroys[ReasonUnclean] != 1 || st.Idle != 0 {
+		t.Errorf("after a failed sweep: %+v", st)
+	}
+	if f.mock.Lookup(id) != nil {
+		t.Errorf("sandbox %s whose sweep failed still exists", id)
+	}
+	f.closeAndCheckLeaks()
+}

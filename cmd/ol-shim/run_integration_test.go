@@ -577,48 +577,76 @@ func TestRunSandboxKilledMidRun(t *testing.T) {
 	}
 }
 
-// Code in a sandbox can remove its agent's socket and listen there itself.
-// The daemon, root on the host, then talks to a hostile agent: one that
-// claims a 4 GiB frame, sends bytes that are no frame, floods output, or
-// sends frames only the daemon may send. Each run fails with exit 125 and a
-// message, the daemon's memory stays flat, it keeps serving, and the
-// sandbox is destroyed rather than reused.
-func TestRunHostileSandboxAgent(t *testing.T) {
+// plantConfig is a pool whose command, as a hostile image's may, waits
+// for a program to appear in /host and execs it in its own place: a
+// process the pool started, which every sweep keeps alive.
+const plantConfig = `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+cmd = ["sh", "-c", "while :; do if [ -x /host/evil ]; then exec /host/evil $(cat /host/mode) /.ol-shim/ctl/agent.sock; fi; sleep 0.1; done"]
+min_idle = 1
+max_size = 1
+memory = "64M"
+`
+
+// plant has the pool's command exec the hostile agent in mode: a run
+// writes it into /host, and the command takes its socket's place.
+func (d *testDaemon) plant(t *testing.T, evil, mode string) {
+	t.Helper()
+	payload, err := os.Open(evil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer payload.Close()
+	cmd := exec.Command(bin, "--socket", d.socket, "run", "-i", "--reuse", "--pool", "bb", "sh", "-c",
+		"cat > /host/evil.new && echo "+mode+" > /host/mode && chmod +x /host/evil.new && mv /host/evil.new /host/evil && sleep 1")
+	cmd.Stdin = payload
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: plant the hostile agent: %v\n%s", mode, err, out)
+	}
+}
+
+func buildEvil(t *testing.T) string {
+	t.Helper()
 	evil := filepath.Join(t.TempDir(), "evilagent")
 	build := exec.Command("go", "build", "-o", evil, "../../hack/evilagent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the hostile agent: %v\n%s", err, out)
 	}
-	d := newDaemon(t, bbConfig+"max_size = 1\n") // one sandbox: the next run gets the one planted
+	return evil
+}
+
+// TestRunHostileSandboxAgent: a process of the sandbox (here the pool's
+// own command, which no sweep kills) removes the agent's socket and
+// listens there itself. The daemon sees that the peer is not the
+// sandbox's init: the run fails with a message (exit 125), the command
+// never runs, the sandbox is destroyed, and no docker exec is tried.
+func TestRunHostileSandboxAgent(t *testing.T) {
+	evil := buildEvil(t)
+	d := newDaemon(t, plantConfig)
 	d.waitIdle("bb", 1)
 	pid := d.cmd.Process.Pid
 	before := rss(t, pid)
-	for _, mode := range []string{"bigframe", "garbage", "flood", "hello"} {
-		payload, err := os.Open(evil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "--socket", d.socket, "run", "-i", "--reuse", "--pool", "bb", "sh", "-c",
-			"cat > /tmp/evil && chmod +x /tmp/evil && (setsid /tmp/evil "+mode+" "+agent.SocketPath+" </dev/null >/dev/null 2>&1 &) && sleep 1")
-		cmd.Stdin = payload
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: plant the hostile agent: %v\n%s", mode, err, out)
-		}
-		payload.Close()
+	for _, mode := range []string{"bigframe", "garbage", "flood", "hello", "capture"} {
+		d.plant(t, evil, mode)
 		before0, _ := d.c.Pool(context.Background(), "bb")
-		cmd = exec.Command(bin, "--socket", d.socket, "run", "--timeout", "5s", "--pool", "bb", "echo", "never")
+		since := time.Now()
+		cmd := exec.Command(bin, "--socket", d.socket, "run", "--timeout", "5s", "--pool", "bb", "-e", "SECRET=hunter2", "echo", "never")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err = cmd.Run()
+		err := cmd.Run()
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.HasPrefix(stderr.String(), "ol-shim: ") {
-			t.Errorf("%s: run against a hostile agent: %v, stderr %q; want exit 125 with a message", mode, err, stderr.String())
+		if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.HasPrefix(stderr.String(), "ol-shim: ") || !strings.Contains(stderr.String(), "not the sandbox's init") {
+			t.Errorf("%s: run against a hostile agent: %v, stderr %q; want exit 125 naming the impostor", mode, err, stderr.String())
 		}
-		if strings.Contains(stdout.String(), "never") {
-			t.Errorf("%s: the command ran, so the hostile agent was not the one answering: the test proves nothing", mode)
+		if strings.Contains(stdout.String(), "never") || strings.Contains(stdout.String()+stderr.String(), "hunter2") {
+			t.Errorf("%s: the run reached something: stdout %q", mode, stdout.String())
 		}
 		t.Logf("%s: exit %v, %d bytes of stdout, stderr %q", mode, err, stdout.Len(), strings.TrimSpace(stderr.String()))
+		if n := d.execCreates(t, since, time.Now()); n != 0 {
+			t.Errorf("%s: a sandbox with an impostor agent was run through docker exec (%d exec_create)", mode, n)
+		}
 		if _, err := d.c.Status(context.Background()); err != nil {
 			t.Fatalf("%s: the daemon stopped answering: %v", mode, err)
 		}
@@ -627,14 +655,47 @@ func TestRunHostileSandboxAgent(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if p.Stats.Destroyed() <= before0.Stats.Destroyed() {
-				return fmt.Errorf("destroyed %d, before %d", p.Stats.Destroyed(), before0.Stats.Destroyed())
+			if p.Stats.Destroys["no trusted runner"] <= before0.Stats.Destroys["no trusted runner"] {
+				return fmt.Errorf("destroyed for no trusted runner: %d, before %d", p.Stats.Destroys["no trusted runner"], before0.Stats.Destroys["no trusted runner"])
 			}
 			return nil
 		})
 		d.waitIdle("bb", 1)
 	}
+	if !strings.Contains(d.log.String(), "poses as its agent") {
+		t.Error("the daemon's log does not say a sandbox's process posed as its agent")
+	}
 	if grew := rss(t, pid) - before; grew > 32<<20 {
 		t.Errorf("the daemon's RSS grew by %d MiB through the hostile agents", grew>>20)
+	}
+}
+
+// TestRunNoSurvivors: what a run leaves running (in the background, in a
+// session of its own) is killed before the sandbox goes back to its pool,
+// so a later run in it sees none of it; what the pool's command runs stays.
+func TestRunNoSurvivors(t *testing.T) {
+	d := newDaemon(t, `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+cmd = ["sh", "-c", "sleep 2222 & wait"]
+min_idle = 1
+max_size = 1
+memory = "64M"
+`)
+	d.waitIdle("bb", 1)
+	if out, _, code := d.cli("", "run", "--reuse", "--pool", "bb", "sh", "-c", "setsid sleep 1111 </dev/null >/dev/null 2>&1 & (sleep 1112 &) ; echo $$ > /host/ran"); code != 0 {
+		t.Fatalf("the run that leaves processes behind: exit %d %s", code, out)
+	}
+	for i := 0; i < 2; i++ {
+		out, _, code := d.cli("", "run", "--reuse", "--pool", "bb", "ps", "-o", "args")
+		if code != 0 || !strings.Contains(out, "sleep 2222") {
+			t.Fatalf("ps in the sandbox: exit %d\n%s\n(the pool's own sleep 2222 must be there)", code, out)
+		}
+		if strings.Contains(out, "sleep 1111") || strings.Contains(out, "sleep 1112") {
+			t.Errorf("run %d after: a process of an earlier run is still running:\n%s", i+1, out)
+		}
+	}
+	if out, _, _ := d.cli("", "run", "--reuse", "--pool", "bb", "cat", "/host/ran"); strings.TrimSpace(out) == "" {
+		t.Error("the runs were not in the same sandbox: the test proves nothing")
 	}
 }

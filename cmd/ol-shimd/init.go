@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -30,6 +31,10 @@ status (128+n when signal n killed it), like docker run --init.`,
 		&cli.StringFlag{Name: "agent", Usage: "serve the run protocol on this unix socket (in the container: " + agent.SocketPath + ")"},
 	},
 	Action: func(c *cli.Context) error {
+		// Not dumpable: no other process of the sandbox, root or not, may
+		// ptrace init or take its descriptors (pidfd_getfd), so none can
+		// listen on its socket, which the daemon checks is init's.
+		_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 		reaper := agentd.NewReaper()
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		if path := c.String("agent"); path != "" {

@@ -7,6 +7,8 @@
 //	garbage   bytes that are no frame at all
 //	flood     stdout frames without end
 //	hello     frames only the daemon may send (a hello, then an exit)
+//	capture   reads the start frame (argv, env: a run's secrets) and sends
+//	          it back as the run's stdout, then a clean exit
 package main
 
 import (
@@ -19,7 +21,7 @@ import (
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: evilagent bigframe|garbage|flood|hello SOCKET")
+		fmt.Fprintln(os.Stderr, "usage: evilagent bigframe|garbage|flood|hello|capture SOCKET")
 		os.Exit(2)
 	}
 	mode, path := os.Args[1], os.Args[2]
@@ -63,6 +65,21 @@ func serve(mode string, c net.Conn) {
 				return
 			}
 		}
+	case "capture":
+		h := make([]byte, 5)
+		if _, err := io.ReadFull(c, h); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(h[1:])
+		if n > 1<<20 {
+			return
+		}
+		p := make([]byte, n)
+		if _, err := io.ReadFull(c, p); err != nil {
+			return
+		}
+		c.Write(frame('o', append([]byte("CAPTURED "), p...)))
+		c.Write(frame('x', []byte(`{"code":0}`)))
 	case "hello":
 		c.Write(frame('h', []byte(`{"pool":"forged","sandbox":"forged","via":"agent"}`)))
 		c.Write(frame('x', []byte(`{"code":0}`)))

@@ -124,6 +124,10 @@ func (s *Sandbox) DialAgent(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent of sandbox %s: %w", s.id, err)
 	}
+	if err := s.checkPeer(ctx, c); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("agent of sandbox %s: %w", s.id, err)
+	}
 	return c, nil
 }
 

@@ -40,6 +40,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -122,7 +123,17 @@ type Docker struct {
 	log      *slog.Logger
 	instance string        // api.LabelInstance of what it makes
 	creates  chan struct{} // a slot per create in flight (MaxCreates)
+
+	impostors atomic.Int64 // sandboxes destroyed because a process posed as their agent
+	swept     atomic.Int64 // processes of runs killed by sweeps
 }
+
+// Impostors returns how many sandboxes were destroyed because a process in
+// them answered on the agent's socket.
+func (d *Docker) Impostors() int64 { return d.impostors.Load() }
+
+// Swept returns how many processes that outlived their runs were killed.
+func (d *Docker) Swept() int64 { return d.swept.Load() }
 
 // DefaultMaxCreates is DockerConfig.MaxCreates if unset: twice the CPUs,
 // at least 4.
@@ -283,7 +294,7 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 		}
 		return nil, fmt.Errorf("create container for sandbox %s (image %q): %w", spec.ID, b.spec.Image, err)
 	}
-	sb := &Sandbox{d: b.d, id: spec.ID, container: res.ID, scratch: spec.ScratchDir}
+	sb := &Sandbox{d: b.d, id: spec.ID, container: res.ID, scratch: spec.ScratchDir, fresh: len(b.spec.Cmd) > 0 && b.d.cfg.InitBinary != ""}
 	fail := func(err error) (sandboxset.Sandbox, error) {
 		if rerr := sb.remove(context.WithoutCancel(ctx)); rerr != nil {
 			b.d.log.Error("remove container after failed create", "container", res.ID, "sandbox", spec.ID, "error", rerr)

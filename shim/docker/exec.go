@@ -28,6 +28,13 @@ func (s *Sandbox) Session(ctx context.Context) (io.ReadWriteCloser, string, erro
 	if err == nil {
 		return c, "agent", nil
 	}
+	if errors.Is(err, ErrImpostor) {
+		// Not a way around the check: the sandbox is destroyed, and the
+		// run is not served through docker exec either.
+		s.d.impostors.Add(1)
+		s.d.log.Error("a process of the sandbox poses as its agent; destroying it", "sandbox", s.id, "container", s.container, "error", err)
+		return nil, "", err
+	}
 	if s.d.agentOn() {
 		s.d.log.Warn("the sandbox's agent does not answer; running through docker exec", "sandbox", s.id, "error", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -32,6 +33,14 @@ type Sandbox struct {
 	id        string
 	container string
 	scratch   string
+
+	mu      sync.Mutex
+	initPid int           // guarded by mu: the container's init, here; 0 until ident
+	procs   string        // guarded by mu: its cgroup's cgroup.procs
+	marked  map[proc]bool // guarded by mu: the processes Mark saw
+	// fresh: just made, with a pool command its init may not have started
+	// yet (Mark waits for it). Guarded by mu.
+	fresh bool
 }
 
 // ID returns the sandbox ID.

@@ -35,7 +35,10 @@ import (
 const (
 	ReasonLeaseExpired = "lease expired"
 	ReasonRunDone      = "run done"
-	ReasonPoolGone     = "pool removed"
+	// ReasonNoRunner: nothing trustworthy would run commands in the
+	// sandbox (its agent's socket answered by another process, say).
+	ReasonNoRunner = "no trusted runner"
+	ReasonPoolGone = "pool removed"
 )
 
 // DefaultLease is how long an acquired sandbox lives unless renewed, if

@@ -68,9 +68,14 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 	r.mu.Unlock()
 	conn, via, err := rn.Session(ctx, ref.Sandbox())
 	if err != nil {
-		r.finish(p, ref, false)
+		// Counted apart (ol_shim_destroys_total{reason="no trusted
+		// runner"}): a sandbox whose process posed as its agent lands here.
+		id := ref.Sandbox().ID()
+		if derr := ref.Destroy(ReasonNoRunner); derr != nil {
+			r.log.Warn("destroy a sandbox with no runner", "pool", p.Name, "sandbox", id, "error", derr)
+		}
 		r.bg.Done()
-		return nil, fmt.Errorf("run in sandbox %s: %w", ref.Sandbox().ID(), err)
+		return nil, fmt.Errorf("run in sandbox %s: %w", id, err)
 	}
 	return &RunSession{
 		r: r, p: p, ref: ref, agent: agent.NewConn(conn), reuse: req.Reuse,
