@@ -699,3 +699,27 @@ memory = "64M"
 		t.Error("the runs were not in the same sandbox: the test proves nothing")
 	}
 }
+
+// TestRunControlDirectoryBounded: the sandbox's control directory (where
+// its agent's socket is, a directory of the host's) takes at most 1 MiB,
+// and nothing in it can be run, read-only root file system or not.
+func TestRunControlDirectoryBounded(t *testing.T) {
+	d := newDaemon(t, bbConfig+"read_only_rootfs = true\n")
+	d.waitIdle("bb", 1)
+	out, stderr, code := d.cli("", "run", "--pool", "bb", "sh", "-c",
+		"dd if=/dev/zero of=/.ol-shim/ctl/fill bs=1M count=200 2>&1; ls -l /.ol-shim/ctl/fill; rm -f /.ol-shim/ctl/fill; cp /bin/busybox /.ol-shim/ctl/true 2>&1; /.ol-shim/ctl/true 2>&1 && echo RAN")
+	t.Logf("exit %d:\n%s\n%s", code, out, stderr)
+	if !strings.Contains(out, "No space left on device") {
+		t.Errorf("200 MiB into the control directory: no ENOSPC")
+	}
+	if strings.Contains(out, "RAN") {
+		t.Error("a program copied into the control directory ran")
+	}
+	var st syscall.Statfs_t
+	dirs, _ := filepath.Glob(filepath.Join(d.root, "agents", "*"))
+	for _, dir := range dirs {
+		if err := syscall.Statfs(dir, &st); err == nil && int64(st.Blocks)*int64(st.Bsize) > 1<<20 {
+			t.Errorf("%s: a file system of %d bytes", dir, int64(st.Blocks)*int64(st.Bsize))
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/sandboxset"
@@ -26,10 +27,20 @@ func (d *Docker) agentOn() bool { return d.cfg.AgentDir != "" && d.cfg.InitBinar
 // reaches it (AgentDir is 0700). In the container its owner must be able
 // to make the socket: a pool that runs as another user than root gets a
 // directory all may write to, still behind AgentDir's 0700.
+//
+// The directory is a tmpfs of its own (ctlMountOptions): what a sandbox can
+// write there is bounded (1 MiB, a few inodes), takes none of the host's
+// disk, and cannot be run (noexec), so it undoes nothing of a read-only
+// root file system.
 func (b *Backend) makeCtl(id string) error {
 	dir := b.d.ctlDir(id)
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("control directory of sandbox %s: %w", id, err)
+	}
+	if ok, _ := mountinfo.Mounted(dir); !ok {
+		if err := unix.Mount("ol-shim-ctl", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ctlMountOptions); err != nil {
+			return fmt.Errorf("control directory of sandbox %s: mount: %w", id, err)
+		}
 	}
 	mode := os.FileMode(0o700)
 	if u := b.spec.User; u != "" && u != "root" && u != "0" && !strings.HasPrefix(u, "0:") && !strings.HasPrefix(u, "root:") {
@@ -37,6 +48,10 @@ func (b *Backend) makeCtl(id string) error {
 	}
 	return os.Chmod(dir, mode)
 }
+
+// ctlMountOptions: 1 MiB and 16 inodes, for a socket (and its temporary
+// name while the agent binds it).
+const ctlMountOptions = "size=1m,nr_inodes=16,mode=0700"
 
 // removeCtl removes sandbox id's control directory. What the sandbox put
 // there is removed without following a symlink out of it.
@@ -47,6 +62,9 @@ func (d *Docker) removeCtl(id string) {
 	if err := sandboxset.ValidateSandboxID(id); err != nil {
 		d.log.Warn("not removing a control directory by a bad sandbox ID", "error", err)
 		return
+	}
+	if err := unix.Unmount(d.ctlDir(id), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		d.log.Warn("unmount a sandbox's control directory", "sandbox", id, "error", err)
 	}
 	if err := os.RemoveAll(d.ctlDir(id)); err != nil {
 		d.log.Warn("remove a sandbox's control directory", "sandbox", id, "error", err)
