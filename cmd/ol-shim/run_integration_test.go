@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -721,5 +722,63 @@ func TestRunControlDirectoryBounded(t *testing.T) {
 		if err := syscall.Statfs(dir, &st); err == nil && int64(st.Blocks)*int64(st.Bsize) > 1<<20 {
 			t.Errorf("%s: a file system of %d bytes", dir, int64(st.Blocks)*int64(st.Bsize))
 		}
+	}
+}
+
+// TestRunOutputFloodBoundedMemory: 64 sandboxes at once each print 16 MiB
+// through runs that are not streamed (one JSON body each). The daemon holds
+// that output off its heap (RunOutput): its RSS stays within a fixed bound
+// whatever the number of such runs.
+func TestRunOutputFloodBoundedMemory(t *testing.T) {
+	const n = 64
+	d := newDaemon(t, `
+[daemon]
+max_pool_size = 64
+
+[pools.flood]
+image = "ol-shim-test/busybox:latest"
+max_size = 64
+memory = "16M"
+`)
+	pid := d.cmd.Process.Pid
+	before := rss(t, pid)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	peak := before
+	stop := make(chan struct{})
+	sampled := make(chan int64)
+	go func() {
+		p := before
+		for {
+			select {
+			case <-stop:
+				sampled <- p
+				return
+			case <-time.After(20 * time.Millisecond):
+				p = max(p, rss(t, pid))
+			}
+		}
+	}()
+	for range n {
+		wg.Go(func() {
+			res, err := d.c.Run(context.Background(), api.RunCall{RunRequest: api.RunRequest{Pool: "flood", Cmd: []string{"head", "-c", "16777216", "/dev/zero"}}, Timeout: "300s"})
+			switch {
+			case err != nil:
+				errs <- err
+			case len(res.Stdout) != 16<<20 || res.ExitCode != 0:
+				errs <- fmt.Errorf("run: %d bytes, exit %d, truncated %v", len(res.Stdout), res.ExitCode, res.Truncated)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	peak = <-sampled
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("daemon RSS %d MiB before, %d MiB at most while %d runs each printed 16 MiB in one JSON body", before>>20, peak>>20, n)
+	if grew := peak - before; grew > 128<<20 {
+		t.Errorf("the daemon's RSS grew by %d MiB; want at most 128 MiB", grew>>20)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-lambda/ol-shim/shim/api"
@@ -83,6 +84,8 @@ const DefaultMaxAdHocPools = 32
 // Registry is the daemon's pools, leases and memory budget. It is safe for
 // concurrent use.
 type Registry struct {
+	spill atomic.Int64 // bytes of held run output on disk (see RunOutput)
+
 	cfg    Config
 	log    *slog.Logger
 	budget *Budget

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -250,6 +252,21 @@ func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 // each stream. By default the sandbox is destroyed afterwards and the pool
 // refills in the background; with Reuse it goes back to the pool.
 func (r *Registry) Run(ctx context.Context, req api.RunRequest) (*api.RunResult, error) {
+	o, err := r.RunHeld(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer o.Close()
+	return o.Result(), nil
+}
+
+// RunHeld is Run with the output held as RunOutput says (bounded memory),
+// for a caller that writes it out; the caller closes it.
+func (r *Registry) RunHeld(ctx context.Context, req api.RunRequest) (*RunOutput, error) {
+	dir := filepath.Join(r.Root(), "tmp")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("run output: %w", err)
+	}
 	s, err := r.OpenRun(ctx, req)
 	if err != nil {
 		return nil, err
@@ -265,46 +282,35 @@ func (r *Registry) Run(ctx context.Context, req api.RunRequest) (*api.RunResult,
 		theirs.Close()
 		relayed <- err
 	}()
-	out, errb := &capped{max: api.MaxOutput}, &capped{max: api.MaxOutput}
-	sio := agent.Stdio{Stdout: out, Stderr: errb}
+	o := &RunOutput{
+		stdout: &spilled{dir: dir, budget: &r.spill, max: api.MaxOutput},
+		stderr: &spilled{dir: dir, budget: &r.spill, max: api.MaxOutput},
+	}
+	sio := agent.Stdio{Stdout: o.stdout, Stderr: o.stderr}
 	if req.Stdin != nil {
 		sio.Stdin = bytes.NewReader(req.Stdin)
 	}
 	x, err := agent.Run(ctx, agent.NewConn(mine), agent.Start{}, sio)
 	mine.Close()
 	rerr := <-relayed
-	res := &api.RunResult{Pool: s.hello.Pool, Sandbox: s.hello.Sandbox, Outcome: s.hello.Outcome,
-		Stdout: out.Bytes(), Stderr: errb.Bytes(), ExitCode: x.Code, Truncated: out.cut || errb.cut}
+	o.RunResult = api.RunResult{Pool: s.hello.Pool, Sandbox: s.hello.Sandbox, Outcome: s.hello.Outcome,
+		ExitCode: x.Code, Truncated: o.stdout.cut || o.stderr.cut}
 	var e *agent.Error
 	switch {
 	case errors.As(err, &e) && e.Code != agent.CodeFailed:
 		// The command could not be started: that is its exit code, as in
 		// a shell.
-		res.ExitCode = e.Code
-		res.Stderr = append(res.Stderr, "ol-shim: "+e.Message+"\n"...)
-		return res, nil
+		o.ExitCode = e.Code
+		o.extra = []byte("ol-shim: " + e.Message + "\n")
+		return o, nil
 	case errors.As(err, &e) && rerr != nil && !errors.As(rerr, &e):
-		return nil, rerr // the daemon's own reason, with its class
+		err = rerr // the daemon's own reason, with its class
 	case errors.As(err, &e):
-		return nil, errdefs.ErrUnavailable.WithMessage(e.Message)
-	case err != nil:
+		err = errdefs.ErrUnavailable.WithMessage(e.Message)
+	}
+	if err != nil {
+		o.Close()
 		return nil, err
 	}
-	return res, nil
-}
-
-// capped keeps the first max bytes written to it and drops the rest.
-type capped struct {
-	bytes.Buffer
-	max int
-	cut bool
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	if room := c.max - c.Len(); room < len(p) {
-		c.cut = true
-		c.Buffer.Write(p[:max(room, 0)])
-		return len(p), nil
-	}
-	return c.Buffer.Write(p)
+	return o, nil
 }

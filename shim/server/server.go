@@ -438,12 +438,15 @@ func (a *Server) run(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	res, err := a.Registry.Run(ctx, req.RunRequest)
+	res, err := a.Registry.RunHeld(ctx, req.RunRequest)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	defer res.Close()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = res.WriteJSON(w)
 }
 
 // runStream serves a run on the connection itself: the sandbox is taken
