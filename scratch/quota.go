@@ -2,8 +2,9 @@ package scratch
 
 import (
 	"fmt"
-	"io/fs"
-	"path/filepath"
+	"golang.org/x/sys/unix"
+	"io"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -38,36 +39,96 @@ type usage struct {
 }
 
 // NewQuota returns a Quota with the given limits (0: none) and the usage of
-// the backing directory dir, found by walking it once.
+// the backing directory dir, found by walking it once (walkTree: through
+// handles, so neither a symlink swapped in nor a path past PATH_MAX changes
+// what is counted).
 func NewQuota(dir string, maxBytes, maxInodes int64) (*Quota, error) {
 	q := &Quota{maxBytes: maxBytes, maxInodes: maxInodes, files: map[uint64]*usage{}}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st syscall.Stat_t
-		if err := syscall.Lstat(p, &st); err != nil {
-			return err
-		}
-		if p == dir {
+	err := walkTree(dir, func(st *unix.Stat_t, root bool) {
+		if root {
 			// The volume's own directory is not charged: a volume of size
 			// S holds S bytes of files and subdirectories. Its growth is.
-			q.rootIno, q.rootBase = st.Ino, chargeOf(&st)
+			q.rootIno, q.rootBase = st.Ino, st.Blocks*512
 			q.files[st.Ino] = &usage{}
-			return nil
+			return
 		}
 		if _, seen := q.files[st.Ino]; seen {
-			return nil // another link to a file already counted
+			return // another link to a file already counted
 		}
-		q.files[st.Ino] = &usage{charge: chargeOf(&st)}
-		q.bytes += chargeOf(&st)
+		q.files[st.Ino] = &usage{charge: st.Blocks * 512}
+		q.bytes += st.Blocks * 512
 		q.inodes++
-		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("quota: walk %s: %w", dir, err)
 	}
 	return q, nil
+}
+
+// maxWalkDepth bounds the directories a walk descends through (each holds
+// a descriptor while its subtree is walked).
+const maxWalkDepth = 16384
+
+// walkTree calls fn for dir (root true) and every inode beneath it. It
+// works from directory handles only: each entry is stat'ed with fstatat
+// on its parent's handle without following it, and a directory is entered
+// by openat of its one name with O_NOFOLLOW, then checked to be the inode
+// that was stat'ed. An entry that vanishes or is swapped for something else
+// meanwhile is skipped, never followed; no path longer than one name is
+// ever resolved.
+func walkTree(dir string, fn func(st *unix.Stat_t, root bool)) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	fn(&st, true)
+	return walkFd(fd, fn, 0)
+}
+
+// walkFd walks the directory open as fd (and closes it).
+func walkFd(fd int, fn func(st *unix.Stat_t, root bool), depth int) error {
+	if depth > maxWalkDepth {
+		unix.Close(fd)
+		return fmt.Errorf("a tree deeper than %d directories", maxWalkDepth)
+	}
+	f := os.NewFile(uintptr(fd), "dir")
+	defer f.Close()
+	for {
+		names, err := f.Readdirnames(512)
+		for _, name := range names {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				continue // gone since it was listed
+			}
+			fn(&st, false)
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				continue
+			}
+			child, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				continue // gone, or swapped for a symlink or a file
+			}
+			var cst unix.Stat_t
+			if unix.Fstat(child, &cst) != nil || cst.Ino != st.Ino || cst.Dev != st.Dev {
+				unix.Close(child) // another directory than the one counted
+				continue
+			}
+			if err := walkFd(child, fn, depth+1); err != nil {
+				return err
+			}
+		}
+		if err == io.EOF || (err == nil && len(names) == 0) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func chargeOf(st *syscall.Stat_t) int64 { return st.Blocks * 512 }
