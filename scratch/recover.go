@@ -79,7 +79,7 @@ func (m *Manager) recover(ctx context.Context, inUse func(context.Context) (map[
 			}
 		} else if p := live[r.Name]; p != nil {
 			v.server = p
-			m.log.Info("volume server still serving; adopted it", "volume", r.Name, "pid", p.health.PID, "version", p.health.Version, "mounts", v.anon)
+			m.log.Info("volume server still serving; adopted it", "volume", r.Name, "pid", p.pid, "version", p.health.Version, "mounts", v.anon)
 			if fromDocker && v.anon == 0 {
 				// No container uses it: stop it, as its last unmount would.
 				if err := m.unmountFUSELocked(v); err != nil {

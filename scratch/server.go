@@ -20,6 +20,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/landlock-lsm/go-landlock/landlock"
 	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/internal/serve"
@@ -103,12 +104,16 @@ func (s *inProcess) unmount(m *Manager, name string) error {
 	}
 }
 
-// process is a volume server in a process of its own.
+// process is a volume server in a process of its own. It is known by a
+// pidfd taken on the process that listens on its socket (the kernel's
+// word: SO_PEERCRED), never by the pid it reports about itself.
 type process struct {
 	socket  string
-	health  ServerHealth // as it answered when found or started
+	health  ServerHealth // as it answered when found or started; its PID is not trusted
+	pid     int          // the listener's pid, from the kernel
 	exited  chan struct{}
 	mu      sync.Mutex
+	pidfd   int  // guarded by mu: -1 once dead
 	dead    bool // guarded by mu
 	stopped bool // guarded by mu: stopped on purpose
 }
@@ -118,8 +123,25 @@ func (s *process) markDead() (first bool) {
 	defer s.mu.Unlock()
 	first = !s.dead && !s.stopped
 	s.dead = true
+	if s.pidfd >= 0 {
+		unix.Close(s.pidfd)
+		s.pidfd = -1
+	}
 	return first
 }
+
+// signal sends sig (0: a check) to the server through its pidfd.
+func (s *process) signal(sig unix.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pidfd < 0 {
+		return unix.ESRCH
+	}
+	return unix.PidfdSendSignal(s.pidfd, sig, nil, 0)
+}
+
+// running reports whether the server's process still exists.
+func (s *process) running() bool { return s.signal(0) == nil }
 
 func (s *process) alive() bool {
 	s.mu.Lock()
@@ -128,7 +150,7 @@ func (s *process) alive() bool {
 }
 
 func (s *process) status() ServerStatus {
-	return ServerStatus{PID: s.health.PID, Version: s.health.Version, Started: s.health.Started, Alive: s.alive(), Passthrough: s.health.Passthrough}
+	return ServerStatus{PID: s.pid, Version: s.health.Version, Started: s.health.Started, Alive: s.alive(), Passthrough: s.health.Passthrough}
 }
 
 func (s *process) usage() (int64, int64, error) {
@@ -157,13 +179,13 @@ func (s *process) unmount(m *Manager, name string) error {
 	// A server that does not end is killed, and its mount detached.
 	deadline := time.Now().Add(unmountWait)
 	for time.Now().Before(deadline) {
-		if unix.Kill(s.health.PID, 0) != nil {
+		if !s.running() {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	m.log.Warn("volume server did not stop when asked; killing it", "volume", name, "pid", s.health.PID)
-	unix.Kill(s.health.PID, unix.SIGKILL)
+	m.log.Warn("volume server did not stop when asked; killing it", "volume", name, "pid", s.pid)
+	s.signal(unix.SIGKILL)
 	if derr := unix.Unmount(m.mountDir(name), unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
 		return fmt.Errorf("volume %q: detach: %w", name, derr)
 	}
@@ -219,7 +241,15 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 		undo()
 		return nil, fmt.Errorf("volume %q: start its server: %w", name, err)
 	}
-	p := &process{socket: sock, exited: make(chan struct{})}
+	// Not waited for yet, so the pid is this child's until Wait.
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		undo()
+		return nil, fmt.Errorf("volume %q: pidfd of its server: %w", name, err)
+	}
+	p := &process{socket: sock, exited: make(chan struct{}), pid: cmd.Process.Pid, pidfd: pidfd}
 	go func() {
 		err := cmd.Wait()
 		close(p.exited)
@@ -230,8 +260,8 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 	}()
 	deadline := time.Now().Add(serverStartWait)
 	for {
-		h, err := askServer(sock, time.Second)
-		if err == nil && h.Name == name && h.PID == cmd.Process.Pid {
+		h, peer, err := askServerPeer(sock, time.Second)
+		if err == nil && h.Name == name && peer == cmd.Process.Pid {
 			p.health = h
 			m.log.Info("started volume server", "volume", name, "pid", h.PID)
 			return p, nil
@@ -261,14 +291,26 @@ const (
 )
 
 // findServer returns the server of v if one from an earlier daemon still
-// serves it.
+// serves it. It is the process the kernel says listens on its socket,
+// held by a pidfd taken while it answered (so the pid cannot have been
+// reused meanwhile).
 func (m *Manager) findServer(v *vol) *process {
 	sock := m.serverSocket(v.rec.Name)
-	h, err := askServer(sock, time.Second)
-	if err != nil || h.Name != v.rec.Name {
+	h, peer, err := askServerPeer(sock, time.Second)
+	if err != nil || h.Name != v.rec.Name || peer <= 0 {
 		return nil
 	}
-	return &process{socket: sock, health: h, exited: make(chan struct{})}
+	pidfd, err := unix.PidfdOpen(peer, 0)
+	if err != nil {
+		return nil
+	}
+	// Still answering, from the same pid, after the pidfd was taken: the
+	// pidfd is that process's.
+	if _, again, err := askServerPeer(sock, time.Second); err != nil || again != peer {
+		unix.Close(pidfd)
+		return nil
+	}
+	return &process{socket: sock, health: h, pid: peer, pidfd: pidfd, exited: make(chan struct{})}
 }
 
 // serverDied detaches the dead mount of a server that died, so that the
@@ -308,9 +350,9 @@ func (m *Manager) watchServers(stop <-chan struct{}) {
 				continue // a child: its own goroutine saw it
 			default:
 			}
-			if _, err := askServer(p.socket, time.Second); err != nil && unix.Kill(p.health.PID, 0) != nil {
+			if _, err := askServer(p.socket, time.Second); err != nil && !p.running() {
 				if p.markDead() {
-					m.log.Error("volume server died; the volume's containers get I/O errors until it is mounted again", "volume", v.rec.Name, "pid", p.health.PID)
+					m.log.Error("volume server died; the volume's containers get I/O errors until it is mounted again", "volume", v.rec.Name, "pid", p.pid)
 					m.serverDied(v.rec.Name, p)
 				}
 			}
@@ -326,18 +368,40 @@ func unixTransport(sock string) *http.Transport {
 
 // askServer asks the server on sock for its health.
 func askServer(sock string, timeout time.Duration) (ServerHealth, error) {
+	h, _, err := askServerPeer(sock, timeout)
+	return h, err
+}
+
+// askServerPeer is askServer that also returns the pid of the process that
+// listens on sock, as the kernel recorded it (SO_PEERCRED).
+func askServerPeer(sock string, timeout time.Duration) (ServerHealth, int, error) {
 	var h ServerHealth
-	c := &http.Client{Transport: unixTransport(sock), Timeout: timeout}
+	peer := 0
+	tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		if err != nil {
+			return nil, err
+		}
+		if raw, err := c.(*net.UnixConn).SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+					peer = int(cred.Pid)
+				}
+			})
+		}
+		return c, nil
+	}}
+	c := &http.Client{Transport: tr, Timeout: timeout}
 	resp, err := c.Get("http://volume-server/v1/health")
 	if err != nil {
-		return h, err
+		return h, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return h, fmt.Errorf("volume server %s: %s", sock, resp.Status)
+		return h, 0, fmt.Errorf("volume server %s: %s", sock, resp.Status)
 	}
 	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&h)
-	return h, err
+	return h, peer, err
 }
 
 // ServerConfig is one volume server's: what it serves, where, with which
@@ -381,15 +445,11 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
 	}
 	started := time.Now()
-	// The socket is removed at the end through its directory's handle:
-	// once confined, no path leads there.
-	sockDir, err := unix.Open(filepath.Dir(cfg.Socket), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	var l net.Listener
-	if err == nil {
-		defer unix.Close(sockDir)
-		os.Remove(cfg.Socket)
-		l, err = net.Listen("unix", cfg.Socket)
-	}
+	// The socket stays when the server ends (once confined, no path leads
+	// there, and no handle on a host directory is kept): the daemon finds
+	// it dead and replaces or removes it.
+	os.Remove(cfg.Socket)
+	l, err := net.Listen("unix", cfg.Socket)
 	if err != nil {
 		if cfg.FuseFD == 0 {
 			srv.Unmount()
@@ -397,18 +457,47 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("volume %q: control socket: %w", cfg.Name, err)
 	}
 	os.Chmod(cfg.Socket, 0o600)
-	confined := false
-	if cfg.FuseFD != 0 {
-		if err := confine(filepath.Dir(cfg.Socket)); err != nil {
-			log.Warn("volume server is not confined to an empty root; it still resolves every name inside its volume", "volume", cfg.Name, "error", err)
-		} else {
-			confined = true
+	// Confined, or not serving at all: a server that cannot confine itself
+	// stops (fail closed), and its volume's users get I/O errors until the
+	// daemon mounts it again.
+	closeUp := func(err error) error {
+		l.Close()
+		if cfg.FuseFD == 0 {
+			srv.Unmount()
 		}
+		return fmt.Errorf("volume %q: %w", cfg.Name, err)
+	}
+	confined := false
+	var dataFd int
+	if cfg.FuseFD != 0 {
+		// A handle on the volume's directory, for Landlock's rule below
+		// (closed after it): the server holds no other handle on a
+		// directory of the host once confined.
+		if dataFd, err = unix.Open(cfg.DataDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
+			return closeUp(err)
+		}
+		if err := confine(filepath.Dir(cfg.Socket)); err != nil {
+			unix.Close(dataFd)
+			return closeUp(err)
+		}
+		confined = true
 	}
 	// Unmounting is the daemon's once the mount is its (FuseFD), so the
 	// server needs CAP_SYS_ADMIN only for passthrough's backing files.
 	if err := dropCapabilities(cfg.FuseFD == 0 || srv.Passthrough == "on"); err != nil {
-		log.Warn("volume server keeps all its capabilities", "volume", cfg.Name, "error", err)
+		if confined {
+			unix.Close(dataFd)
+		}
+		return closeUp(err)
+	}
+	landlocked := "no"
+	if confined {
+		err := restrictToVolume(dataFd)
+		unix.Close(dataFd)
+		if err != nil {
+			return closeUp(err)
+		}
+		landlocked = "yes, where the kernel has it"
 	}
 	var once sync.Once
 	unmount := func() {
@@ -438,7 +527,7 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	})
 	hs := serve.Server(mux, serve.DefaultLimits)
 	go hs.Serve(serve.Listener(l, serve.DefaultLimits))
-	log.Info("serving volume", "volume", cfg.Name, "mountpoint", cfg.Mountpoint, "pid", os.Getpid(), "passthrough", srv.Passthrough, "confined", confined)
+	log.Info("serving volume", "volume", cfg.Name, "mountpoint", cfg.Mountpoint, "pid", os.Getpid(), "passthrough", srv.Passthrough, "confined", confined, "landlock", landlocked)
 	served := make(chan struct{})
 	go func() { srv.Wait(); close(served) }()
 	var stopped error
@@ -456,7 +545,9 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 		stopped = fmt.Errorf("volume %q: stopped while mounted: %w", cfg.Name, context.Cause(ctx))
 	}
 	hs.Close()
-	unix.Unlinkat(sockDir, filepath.Base(cfg.Socket), 0)
+	if !confined {
+		os.Remove(cfg.Socket)
+	}
 	if stopped != nil {
 		return stopped
 	}
@@ -473,7 +564,25 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 // where it is needed: for passthrough's backing files, and for a server
 // that mounted its volume itself and so unmounts it (dropCapabilities).
 var serverCaps = []uintptr{
-	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_FOWNER, unix.CAP_FSETID,
+	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
+}
+
+// restrictToVolume puts the server, every thread of it, in a Landlock
+// domain where the only files it may open, make or remove are beneath its
+// volume's directory (dataFd, reached through /proc/self/fd once confined)
+// and /dev/null, and where it may use no TCP port. A kernel without
+// Landlock leaves it as it is (best effort); a kernel with it that refuses
+// is an error.
+func restrictToVolume(dataFd int) error {
+	dir := fmt.Sprintf("/proc/self/fd/%d", dataFd)
+	err := landlock.V7.BestEffort().Restrict(
+		landlock.RWDirs(dir).WithRefer(),
+		landlock.RWFiles("/dev/null"),
+	)
+	if err != nil {
+		return fmt.Errorf("landlock: %w", err)
+	}
+	return nil
 }
 
 // dropCapabilities keeps serverCaps, and CAP_SYS_ADMIN if admin, and drops

@@ -145,7 +145,7 @@ func TestVolumeServerKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CapEff:\t000000000000001f", "CapBnd:\t000000000000001f", "NoNewPrivs:\t1"} {
+	for _, want := range []string{"CapEff:\t000000000000001b", "CapBnd:\t000000000000001b", "NoNewPrivs:\t1"} {
 		if !strings.Contains(string(status), want) {
 			t.Errorf("volume server: want %q in /proc/%d/status:\n%s", want, pid, status)
 		}
@@ -153,7 +153,7 @@ func TestVolumeServerKilled(t *testing.T) {
 	// It sees nothing of the host: a mount namespace of its own, whose
 	// root is empty but for its own descriptors (/proc/self/fd) and
 	// /dev/null.
-	confinedServer(t, pid)
+	confinedServer(t, pid, filepath.Join(d.root, "volumes", vol))
 	mustRun(t, "kill", "-9", strconv.Itoa(pid))
 	eventually(t, "the daemon noticed the dead server", 10*time.Second, func() error {
 		st, err := d.c.Status(context.Background())
@@ -196,8 +196,29 @@ func TestVolumeServerKilled(t *testing.T) {
 // mount namespace other than this one's and that its root holds nothing
 // but /proc/self/fd and /dev/null: no host path names anything from where
 // it stands.
-func confinedServer(t *testing.T, pid int) {
+func confinedServer(t *testing.T, pid int, data string) {
 	t.Helper()
+	// The only directory it holds open is its volume's: no handle on a
+	// host directory survives its confinement.
+	var dst syscall.Stat_t
+	if err := syscall.Stat(data, &dst); err != nil {
+		t.Fatal(err)
+	}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	for _, fd := range fds {
+		var st syscall.Stat_t
+		if syscall.Stat(fd, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			continue
+		}
+		if st.Dev != dst.Dev || st.Ino != dst.Ino {
+			target, _ := os.Readlink(fd)
+			t.Errorf("volume server %d holds a directory other than its volume's open: %s -> %s", pid, fd, target)
+		}
+	}
+	// It is in a Landlock domain (where the kernel has Landlock).
+	if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); !strings.Contains(string(st), "NoNewPrivs:\t1") {
+		t.Errorf("volume server %d: no_new_privs not set", pid)
+	}
 	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
 	if own, _ := os.Readlink("/proc/self/ns/mnt"); ns == "" || ns == own {
 		t.Errorf("volume server %d: mount namespace %q, the host's is %q: want one of its own", pid, ns, own)
@@ -280,8 +301,8 @@ func TestVolumePassthrough(t *testing.T) {
 	})
 	// Both confined alike; a passthrough server keeps CAP_SYS_ADMIN, which
 	// the kernel asks of whoever opens a backing file.
-	for vol, caps := range map[string]string{on: "000000000020001f", off: "000000000000001f"} {
-		confinedServer(t, pids[vol])
+	for vol, caps := range map[string]string{on: "000000000020001b", off: "000000000000001b"} {
+		confinedServer(t, pids[vol], filepath.Join(d.root, "volumes", vol))
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[vol]))
 		if !strings.Contains(string(status), "CapEff:\t"+caps) {
 			t.Errorf("volume %s's server: want CapEff %s:\n%s", vol, caps, status)
