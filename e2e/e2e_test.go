@@ -400,11 +400,11 @@ func installedService(t *testing.T, h *host) {
 	h.sh("docker run --rm --network none -v e2evol:/data " + busybox + " sh -c 'rm /data/fill && echo kept > /data/marker'")
 	// While a container holds it, its server sees nothing of the host: its
 	// root holds only dev/ and proc/ (its /dev/null and /proc/self/fd), and
-	// it has five capabilities.
+	// it has four capabilities.
 	h.sh("docker run -d --name e2e-holder --network none -v e2evol:/data " + busybox + " sleep 600")
 	out = h.sh(`pid=$(pgrep -f '[v]olume-server --name e2evol ') && echo root: $(ls -A /proc/$pid/root/) && grep -E '^CapEff' /proc/$pid/status`)
-	if !strings.Contains(out, "root: dev proc") || !strings.Contains(out, "CapEff:\t000000000000001f") {
-		t.Errorf("the volume server is not confined (want its root to hold dev and proc only, and CapEff 1f):\n%s", out)
+	if !strings.Contains(out, "root: dev proc") || !strings.Contains(out, "CapEff:\t000000000000001b") {
+		t.Errorf("the volume server is not confined (want its root to hold dev and proc only, and CapEff 1b):\n%s", out)
 	}
 	h.sh("docker rm -f e2e-holder")
 	var st struct {
