@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=ol-shim-e2e/bookworm:latest
-mirror=${E2E_MIRROR:-http://deb.debian.org/debian}
+mirror=$(hack/apt-mirror.sh)
 packages=systemd,systemd-sysv,dbus,docker.io,fuse3,ca-certificates,make,procps
 cache=/var/cache/ol-shim-e2e
 

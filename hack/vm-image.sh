@@ -8,9 +8,8 @@
 # docker exec). Needs root and the network to Debian's mirror the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mirror=${E2E_MIRROR:-$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
-mirror=${mirror:-http://deb.debian.org/debian}
-packages=systemd,systemd-sysv,dbus,udev,kmod,linux-image-amd64,docker.io,docker-cli,fuse3,busybox-static,ca-certificates,make,procps
+mirror=$(hack/apt-mirror.sh)
+packages=systemd,systemd-sysv,dbus,udev,kmod,linux-image-amd64,docker.io,docker-cli,fuse3,busybox-static,ca-certificates,make,procps,e2fsprogs
 cache=/var/cache/ol-shim-vm
 
 log() { echo "vm-image: $*" >&2; }
