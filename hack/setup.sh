@@ -19,6 +19,7 @@ command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs) # the kernel scratch backend: mkfs.ext4, e2fsck
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need root to install: ${missing[*]}" >&2
