@@ -34,6 +34,7 @@ type sizes struct {
 	volumeRounds                int
 	ioBytes                     int64
 	ioFiles                     int
+	ioReps                      int // rounds of group 5's I/O, alternating kinds
 	microTime                   time.Duration
 	scalePools, scalePerPool    int
 	statusCalls                 int
@@ -42,14 +43,14 @@ type sizes struct {
 var full = sizes{
 	rawRounds: 300, coldRounds: 30, hotFor: 3 * time.Second,
 	burstRequests: 200, burstClients: 16, burstMinIdle: 8,
-	volumeRounds: 20, ioBytes: 1 << 30, ioFiles: 10_000, microTime: time.Second,
+	volumeRounds: 20, ioBytes: 1 << 30, ioFiles: 10_000, ioReps: 4, microTime: time.Second,
 	scalePools: 20, scalePerPool: 25, statusCalls: 20,
 }
 
 var quick = sizes{
 	rawRounds: 40, coldRounds: 4, hotFor: time.Second,
 	burstRequests: 24, burstClients: 16, burstMinIdle: 8,
-	volumeRounds: 3, ioBytes: 256 << 20, ioFiles: 2_000, microTime: 200 * time.Millisecond,
+	volumeRounds: 3, ioBytes: 256 << 20, ioFiles: 2_000, ioReps: 2, microTime: 200 * time.Millisecond,
 	scalePools: 4, scalePerPool: 4, statusCalls: 5,
 }
 

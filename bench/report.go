@@ -184,6 +184,9 @@ func (r *run) headline(readme, out string) error {
 // plot draws the empirical distribution functions of the acquire-like
 // latencies on a log scale.
 func (r *run) plot(path string) error {
+	if len(r.series[sColdAcquire])+len(r.series[sWarmAcquire])+len(r.series[sHotAcquire]) == 0 {
+		return nil // no acquire measured (-only): nothing to plot
+	}
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("Time to a running sandbox (%s run, %d cores)", r.mode, r.machine.cores)
 	p.X.Label.Text = "latency (ms, log scale)"
