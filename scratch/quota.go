@@ -131,8 +131,6 @@ func walkFd(fd int, fn func(st *unix.Stat_t, root bool), depth int) error {
 	}
 }
 
-func chargeOf(st *syscall.Stat_t) int64 { return st.Blocks * 512 }
-
 // full reports whether the byte limit is reached: a new name (a hard link,
 // which makes no inode) is refused then.
 func (q *Quota) full() bool {

@@ -360,12 +360,6 @@ func (m *Manager) watchServers(stop <-chan struct{}) {
 	}
 }
 
-func unixTransport(sock string) *http.Transport {
-	return &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}
-}
-
 // askServer asks the server on sock for its health.
 func askServer(sock string, timeout time.Duration) (ServerHealth, error) {
 	h, _, err := askServerPeer(sock, timeout)
