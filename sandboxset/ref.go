@@ -65,11 +65,7 @@ func (r *Ref) Put() error {
 		cancel()
 		if err != nil {
 			s.log.Warn("cannot clear a returned sandbox of its last run's processes; destroying it", "sandbox", e.id, "error", err)
-			s.mu.Lock()
-			s.inUse--
-			e.state = stateDestroying
-			s.mu.Unlock()
-			if derr := s.destroy(e, ReasonUnclean); derr != nil {
+			if derr := s.destroyHeld(e, ReasonUnclean); derr != nil {
 				return errors.Join(err, derr)
 			}
 			return err
@@ -102,10 +98,5 @@ func (r *Ref) Put() error {
 // sandbox is freed even when the backend reports an error, which is returned.
 func (r *Ref) Destroy(reason string) error {
 	r.release("Destroy")
-	s, e := r.set, r.e
-	s.mu.Lock()
-	s.inUse--
-	e.state = stateDestroying
-	s.mu.Unlock()
-	return s.destroy(e, reason)
+	return r.set.destroyHeld(r.e, reason)
 }

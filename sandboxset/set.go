@@ -184,11 +184,7 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 		if err != nil {
 			s.stats.unpauseFailures.Add(1)
 			s.log.Warn("unpause failed; destroying sandbox", "sandbox", e.id, "error", err)
-			s.mu.Lock()
-			s.inUse--
-			e.state = stateDestroying
-			s.mu.Unlock()
-			_ = s.destroy(e, ReasonUnpauseFailed)
+			_ = s.destroyHeld(e, ReasonUnpauseFailed)
 			continue
 		}
 		if s.mark(ctx, e) != nil {
@@ -211,12 +207,18 @@ func (s *Set) mark(ctx context.Context, e *entry) error {
 		return nil
 	}
 	s.log.Warn("cannot record a sandbox's processes; destroying it", "sandbox", e.id, "error", err)
+	_ = s.destroyHeld(e, ReasonUnclean)
+	return fmt.Errorf("pool %q: %w", s.cfg.Name, err)
+}
+
+// destroyHeld destroys e, a sandbox a caller holds (counted in use).
+// s.mu must not be held.
+func (s *Set) destroyHeld(e *entry, reason string) error {
 	s.mu.Lock()
 	s.inUse--
 	e.state = stateDestroying
 	s.mu.Unlock()
-	_ = s.destroy(e, ReasonUnclean)
-	return fmt.Errorf("pool %q: %w", s.cfg.Name, err)
+	return s.destroy(e, reason)
 }
 
 // tryAcquire takes an idle sandbox or reserves a slot to create one, or

@@ -43,6 +43,8 @@ func TestParseOptions(t *testing.T) {
 		{map[string]string{"mode": "0777"}, Options{}, "world-writable"},
 		{map[string]string{"mode": "4750"}, Options{}, "setuid"},
 		{map[string]string{"mode": "9"}, Options{}, `mode="9"`},
+		{map[string]string{"size": "8M", "backend": "zfs"}, Options{}, `backend="zfs"`},
+		{map[string]string{"size": "8M", "backend": "kernel"}, Options{Size: 8 << 20, Mode: DefaultMode, Backend: BackendKernel}, ""},
 	}
 	for _, tc := range tests {
 		got, err := ParseOptions(tc.in)

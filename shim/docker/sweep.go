@@ -169,7 +169,7 @@ func procStatParent(pid int) (start uint64, state byte, ppid int, ok bool) {
 // Mark records the processes running in the sandbox now: what Sweep
 // leaves alive. The pool calls it as it hands the sandbox out.
 func (s *Sandbox) Mark(ctx context.Context) error {
-	_, file, err := s.ident(ctx)
+	initPid, file, err := s.ident(ctx)
 	if err != nil {
 		return fmt.Errorf("sandbox %s: mark its processes: %w", s.id, err)
 	}
@@ -185,7 +185,6 @@ func (s *Sandbox) Mark(ctx context.Context) error {
 	// init's agent listens), which can be before init has started the
 	// pool's command: that is the pool's, not a run's, so it is waited for
 	// (a second at most).
-	initPid, _, _ := s.ident(ctx)
 	for deadline := time.Now().Add(time.Second); fresh && !hasChild(now, initPid) && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 		if now, err = procsNow(file); err != nil {

@@ -88,8 +88,9 @@ func (s *spilled) Write(p []byte) (int, error) {
 // Len is how many bytes it holds.
 func (s *spilled) Len() int64 { return int64(s.mem.Len()) + s.size }
 
-// writeBase64 writes what it holds, base64-encoded, to w.
-func (s *spilled) writeBase64(w io.Writer) error {
+// writeBase64 writes what it holds, then extra, base64-encoded as one
+// string, to w.
+func (s *spilled) writeBase64(w io.Writer, extra []byte) error {
 	enc := base64.NewEncoder(base64.StdEncoding, w)
 	if _, err := enc.Write(s.mem.Bytes()); err != nil {
 		return err
@@ -98,6 +99,9 @@ func (s *spilled) writeBase64(w io.Writer) error {
 		if _, err := io.Copy(enc, io.NewSectionReader(s.f, 0, s.size)); err != nil {
 			return err
 		}
+	}
+	if _, err := enc.Write(extra); err != nil {
+		return err
 	}
 	return enc.Close()
 }
@@ -160,27 +164,14 @@ func (o *RunOutput) WriteJSON(w io.Writer) error {
 	if _, err := io.WriteString(w, `,"stdout":"`); err != nil {
 		return err
 	}
-	if err := o.stdout.writeBase64(w); err != nil {
+	if err := o.stdout.writeBase64(w, nil); err != nil {
 		return err
 	}
 	if _, err := io.WriteString(w, `","stderr":"`); err != nil {
 		return err
 	}
-	// The daemon's message follows the command's stderr in one base64
-	// string: encoded together.
-	enc := base64.NewEncoder(base64.StdEncoding, w)
-	if _, err := enc.Write(o.stderr.mem.Bytes()); err != nil {
-		return err
-	}
-	if o.stderr.f != nil {
-		if _, err := io.Copy(enc, io.NewSectionReader(o.stderr.f, 0, o.stderr.size)); err != nil {
-			return err
-		}
-	}
-	if _, err := enc.Write(o.extra); err != nil {
-		return err
-	}
-	if err := enc.Close(); err != nil {
+	// The daemon's message follows the command's stderr.
+	if err := o.stderr.writeBase64(w, o.extra); err != nil {
 		return err
 	}
 	tail := `"}` + "\n"
