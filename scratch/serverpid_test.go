@@ -57,11 +57,15 @@ func TestReportedPidNotTrusted(t *testing.T) {
 	fakeDone := make(chan error, 1)
 	go func() { fakeDone <- fake.Wait() }()
 	defer fake.Process.Kill()
-	for i := 0; i < 200; i++ {
+	// The helper is this test binary (with -race under make integration,
+	// slow to start on a loaded machine): wait for it to answer.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := askServer((&Manager{root: root}).serverSocket("victim-vol"), time.Second); err == nil {
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatal("the fake server never answered")
+		}
 	}
 	// No container uses the volume: Open stops its server, which does not
 	// stop, and is killed after unmountWait.
