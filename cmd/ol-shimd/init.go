@@ -37,6 +37,19 @@ status (128+n when signal n killed it), like docker run --init.`,
 		_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 		reaper := agentd.NewReaper()
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		sigs := make(chan os.Signal, 16)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+		// The pool's command starts before the agent listens: the daemon
+		// hands a new sandbox out once its agent answers, and takes what
+		// runs in it then as the pool's (what a run's cleanup leaves).
+		var child *os.Process
+		var status <-chan syscall.WaitStatus
+		if args := c.Args().Slice(); len(args) > 0 {
+			var err error
+			if child, status, err = startChild(reaper, args); err != nil {
+				return err
+			}
+		}
 		if path := c.String("agent"); path != "" {
 			l, err := agentd.Listen(path)
 			if err != nil {
@@ -47,20 +60,17 @@ status (128+n when signal n killed it), like docker run --init.`,
 				go s.Serve(l)
 			}
 		}
-		sigs := make(chan os.Signal, 16)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-		args := c.Args().Slice()
-		if len(args) == 0 {
+		if child == nil {
 			<-sigs // SIGTERM, SIGINT, ...: the container stops
 			return nil
 		}
-		return runChild(reaper, args, sigs)
+		return waitChild(child, status, sigs)
 	},
 }
 
-// runChild runs the pool's command as init's child with init's stdio and
-// environment, forwards signals to it, and exits with its status.
-func runChild(reaper *agentd.Reaper, args []string, sigs <-chan os.Signal) error {
+// startChild starts the pool's command as init's child with init's stdio
+// and environment.
+func startChild(reaper *agentd.Reaper, args []string) (*os.Process, <-chan syscall.WaitStatus, error) {
 	path := args[0]
 	if lp, err := exec.LookPath(args[0]); err == nil {
 		path = lp
@@ -70,8 +80,14 @@ func runChild(reaper *agentd.Reaper, args []string, sigs <-chan os.Signal) error
 		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
 	})
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("ol-shim init: start %q: %v", args[0], err), agent.CodeNotFound)
+		return nil, nil, cli.Exit(fmt.Sprintf("ol-shim init: start %q: %v", args[0], err), agent.CodeNotFound)
 	}
+	return p, status, nil
+}
+
+// waitChild forwards signals to the pool's command and exits with its
+// status (128+n when signal n killed it).
+func waitChild(p *os.Process, status <-chan syscall.WaitStatus, sigs <-chan os.Signal) error {
 	for {
 		select {
 		case s := <-sigs:
