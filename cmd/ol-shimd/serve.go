@@ -56,6 +56,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.DurationFlag{Name: "lease", Value: registry.DefaultLease, EnvVars: []string{"OL_SHIM_LEASE"}, Usage: "how long an acquired sandbox lives unless renewed"},
 		&cli.BoolFlag{Name: "destroy-on-exit", EnvVars: []string{"OL_SHIM_DESTROY_ON_EXIT"}, Usage: "destroy every sandbox at exit instead of leaving idle ones paused for the next start"},
 		&cli.StringFlag{Name: "docker-host", EnvVars: []string{"DOCKER_HOST"}, Usage: "dockerd address (default unix:///var/run/docker.sock)"},
+		&cli.StringFlag{Name: "containerd", Value: "auto", EnvVars: []string{"OL_SHIM_CONTAINERD"}, Usage: "how sandboxes are paused and resumed: auto (through dockerd's own containerd, one process hop shorter, where it is found on this host; else through dockerd), off (through dockerd always), or the path of dockerd's containerd socket"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"OL_SHIM_METRICS_ADDR"}, Usage: "serve Prometheus metrics at this address (e.g. 127.0.0.1:9464); off if empty"},
 		&cli.BoolFlag{Name: "purge", Usage: "remove every sandbox and scratch volume this state root made (the volume plugin serves meanwhile), then exit: run it before taking ol-shim off a host"},
@@ -68,7 +69,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 type settings struct {
 	root, socket, pluginSocket, pluginName, specDir, group string
 	backend, scratchMode, budget, logLevel, dockerHost     string
-	scratchBackend                                         string
+	scratchBackend, containerd                             string
 	lease                                                  time.Duration
 	destroyOnExit                                          bool
 }
@@ -94,6 +95,7 @@ func resolve(c *cli.Context, file config.DaemonConfig, sc config.ScratchConfig) 
 		budget:         str("memory-budget", file.MemoryBudget),
 		logLevel:       str("log-level", file.LogLevel),
 		dockerHost:     c.String("docker-host"),
+		containerd:     str("containerd", file.Containerd),
 		lease:          c.Duration("lease"),
 	}
 	if !c.IsSet("socket-group") && file.SocketGroup != nil {
@@ -138,7 +140,7 @@ func serve(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := daemon.New(ctx, daemon.Config{
-		Root: root, Backend: s.backend, Scratch: s.scratchMode, PluginName: s.pluginName, DockerHost: s.dockerHost,
+		Root: root, Backend: s.backend, Scratch: s.scratchMode, PluginName: s.pluginName, DockerHost: s.dockerHost, Containerd: s.containerd,
 		Budget: budget, Lease: s.lease, DestroyOnExit: s.destroyOnExit, File: file, Version: clicmd.Version, Logger: log,
 		Metrics: c.String("metrics-addr") != "" && !purge, PluginOnly: c.Bool("plugin-only"),
 		Notify: func(status string) { notify(status) },

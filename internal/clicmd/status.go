@@ -55,6 +55,9 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 		}
 		fmt.Fprintln(out)
 	}
+	if st.Docker != nil && st.Docker.PauseVia != "" {
+		fmt.Fprintf(out, "pause and resume: %s\n", st.Docker.PauseVia)
+	}
 	if sc := st.Scratch; sc != nil {
 		fmt.Fprintf(out, "scratch volumes: %s backend (%s)\n", sc.Backend, sc.Reason)
 	}

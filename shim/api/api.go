@@ -139,6 +139,9 @@ type DockerHealth struct {
 	Version    string `json:"version,omitempty"`
 	APIVersion string `json:"api_version,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// PauseVia is how sandboxes are paused and resumed: containerd's task
+	// API (its socket) or dockerd (and why not containerd).
+	PauseVia string `json:"pause_via,omitempty"`
 }
 
 // DiskHealth is the state root's filesystem, where sandboxes' scratch data

@@ -60,6 +60,10 @@ type DaemonConfig struct {
 	Lease         spec.Duration `toml:"lease"`
 	DestroyOnExit bool          `toml:"destroy_on_exit"`
 	LogLevel      string        `toml:"log_level"`
+	// Containerd: how sandboxes are paused and resumed: auto (through
+	// dockerd's containerd where it is found), off (through dockerd), or
+	// a containerd socket's path.
+	Containerd string `toml:"containerd"`
 	// AllowPull lets pools pull missing images (pull = "missing"); off,
 	// a pool that asks is refused.
 	AllowPull bool `toml:"allow_pull"`
@@ -186,6 +190,9 @@ func ParseConfig(text string) (Config, error) {
 	default:
 		return c, fmt.Errorf("%w: [daemon] scratch %q: want volume or bind", ErrInvalidConfig, c.Daemon.Scratch)
 	}
+	if err := CheckContainerd(c.Daemon.Containerd); err != nil {
+		return c, fmt.Errorf("%w: [daemon] containerd: %v", ErrInvalidConfig, err)
+	}
 	if c.Daemon.MemoryBudget != "" {
 		if _, err := ParseBudget(c.Daemon.MemoryBudget, 1<<30); err != nil {
 			return c, fmt.Errorf("%w: [daemon] memory_budget: %v", ErrInvalidConfig, err)
@@ -227,4 +234,14 @@ func ParseBudget(s string, total int64) (int64, error) {
 		return 0, fmt.Errorf("memory budget: %w", err)
 	}
 	return v, nil
+}
+
+// CheckContainerd checks a containerd setting: "" or auto, off, or an
+// absolute socket path.
+func CheckContainerd(v string) error {
+	switch {
+	case v == "", v == "auto", v == "off", strings.HasPrefix(v, "/"):
+		return nil
+	}
+	return fmt.Errorf("%q: want auto, off or the absolute path of containerd's socket", v)
 }

@@ -68,6 +68,9 @@ type Config struct {
 	PluginName string
 	// DockerHost is dockerd's address; empty: DOCKER_HOST or the default.
 	DockerHost string
+	// Containerd is how sandboxes are paused and resumed
+	// (docker.DockerConfig.Containerd): auto, off or a socket path.
+	Containerd string
 	// InitBinary is the static ol-shim binary mounted into sandboxes as
 	// their init; empty: this process's own executable.
 	InitBinary string
@@ -134,6 +137,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	case ScratchVolume, ScratchBind:
 	default:
 		return nil, fmt.Errorf("%w: scratch %q: want volume or bind", config.ErrInvalidConfig, cfg.Scratch)
+	}
+	if err := config.CheckContainerd(cfg.Containerd); err != nil {
+		return nil, fmt.Errorf("%w: containerd: %v", config.ErrInvalidConfig, err)
 	}
 	if cfg.PluginName == "" {
 		cfg.PluginName = api.DefaultPluginName
@@ -241,7 +247,8 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 			}
 			init = self
 		}
-		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, AgentDir: filepath.Join(d.cfg.Root, "agents"), Logger: d.log}
+		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, AgentDir: filepath.Join(d.cfg.Root, "agents"), Logger: d.log,
+			Containerd: d.cfg.Containerd}
 		var vols *scratch.Manager
 		if d.cfg.Scratch == ScratchVolume {
 			dc.VolumeDriver, vols = d.cfg.PluginName, d.vols

@@ -106,6 +106,11 @@ type DockerConfig struct {
 	// plugin by: sandboxes then get their scratch at /host as a volume of
 	// it (see VolumeScratch), not as a bind mount.
 	VolumeDriver string
+	// Containerd is how pauses and resumes are made: ContainerdAuto (or
+	// empty) through dockerd's containerd where it can be found, else
+	// Docker's API; ContainerdOff always Docker's API; an absolute path,
+	// through the containerd listening there.
+	Containerd string
 	// CallTimeout bounds each Docker call; DefaultCallTimeout if 0.
 	CallTimeout time.Duration
 	// MaxCreates bounds the containers being created and started at once,
@@ -123,6 +128,8 @@ type Docker struct {
 	log      *slog.Logger
 	instance string        // api.LabelInstance of what it makes
 	creates  chan struct{} // a slot per create in flight (MaxCreates)
+	tasks    *taskAPI      // containerd's task API for pause and resume; nil: Docker's API
+	noTasks  string        // why tasks is nil
 
 	impostors atomic.Int64 // sandboxes destroyed because a process posed as their agent
 	swept     atomic.Int64 // processes of runs killed by sweeps
@@ -191,11 +198,33 @@ func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
 		cli.Close()
 		return nil, fmt.Errorf("docker: no answer from dockerd at %s: %w", cli.DaemonHost(), err)
 	}
+	d.tasks, d.noTasks = newTaskAPI(cfg.Containerd, cli.DaemonHost())
+	if d.tasks != nil {
+		d.log.Info("pausing and resuming sandboxes through containerd's task API", "socket", d.tasks.socket, "namespace", containerdNamespace)
+	} else {
+		d.log.Info("pausing and resuming sandboxes through dockerd", "why", d.noTasks)
+	}
 	return d, nil
 }
 
+// PauseVia says how sandboxes are paused and resumed: "containerd (SOCKET)"
+// or "dockerd (why not containerd)".
+func (d *Docker) PauseVia() string {
+	if s := d.tasks.using(); s != "" {
+		return "containerd task API (" + s + ")"
+	}
+	why := d.noTasks
+	if why == "" {
+		why = "containerd refused"
+	}
+	return "dockerd (" + why + ")"
+}
+
 // Close closes the connection.
-func (d *Docker) Close() error { return d.cli.Close() }
+func (d *Docker) Close() error {
+	d.tasks.close()
+	return d.cli.Close()
+}
 
 // Client returns the underlying Docker client.
 func (d *Docker) Client() *client.Client { return d.cli }
@@ -460,9 +489,9 @@ func (d *Docker) Health(ctx context.Context) *api.DockerHealth {
 	defer cancel()
 	v, err := d.cli.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {
-		return &api.DockerHealth{Error: err.Error()}
+		return &api.DockerHealth{Error: err.Error(), PauseVia: d.PauseVia()}
 	}
-	return &api.DockerHealth{OK: true, Version: v.Version, APIVersion: d.APIVersion()}
+	return &api.DockerHealth{OK: true, Version: v.Version, APIVersion: d.APIVersion(), PauseVia: d.PauseVia()}
 }
 
 // inScratch reports whether rel exists inside the scratch directory dir

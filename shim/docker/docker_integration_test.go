@@ -57,7 +57,7 @@ func TestLifecycle(t *testing.T) {
 	if err := sb.Unpause(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st := e.state(sb.ContainerID()); st != container.StateRunning {
+	if st := e.resumed(sb.ContainerID()); st != container.StateRunning {
 		t.Fatalf("after Unpause: %s", st)
 	}
 	// Destroy works on a paused container, and twice.
@@ -394,7 +394,7 @@ func TestSetReuseAndMaxSize(t *testing.T) {
 	if c.Sandbox().ID() != idA || c.Outcome() != sandboxset.Warm {
 		t.Errorf("got %s (%v), want %s warm", c.Sandbox().ID(), c.Outcome(), idA)
 	}
-	if st := e.state(c.Sandbox().(*Sandbox).ContainerID()); st != container.StateRunning {
+	if st := e.resumed(c.Sandbox().(*Sandbox).ContainerID()); st != container.StateRunning {
 		t.Errorf("reused sandbox is %s", st)
 	}
 	_ = c.Put()

@@ -41,6 +41,9 @@ type Sandbox struct {
 	// fresh: just made, with a pool command its init may not have started
 	// yet (Mark waits for it). Guarded by mu.
 	fresh bool
+	// taskPaused: paused through containerd, which dockerd learns of from
+	// an event that may not have arrived yet. Guarded by mu.
+	taskPaused bool
 }
 
 // ID returns the sandbox ID.
@@ -52,11 +55,10 @@ func (s *Sandbox) ContainerID() string { return s.container }
 // ScratchDir returns the host path mounted at /host.
 func (s *Sandbox) ScratchDir() string { return s.scratch }
 
-// Pause freezes the container.
+// Pause freezes the container: through containerd's task API where
+// dockerd's containerd is reachable (see taskAPI), else through dockerd.
 func (s *Sandbox) Pause(ctx context.Context) error {
-	ctx, cancel := s.d.callCtx(ctx)
-	defer cancel()
-	if _, err := s.d.cli.ContainerPause(ctx, s.container, client.ContainerPauseOptions{}); err != nil {
+	if err := s.pauseResume(ctx, true); err != nil {
 		return fmt.Errorf("pause sandbox %s (container %.12s): %w", s.id, s.container, err)
 	}
 	return nil
@@ -65,12 +67,64 @@ func (s *Sandbox) Pause(ctx context.Context) error {
 // Unpause resumes the container; it fails if the container died while
 // paused.
 func (s *Sandbox) Unpause(ctx context.Context) error {
-	cctx, cancel := s.d.callCtx(ctx)
-	defer cancel()
-	if _, err := s.d.cli.ContainerUnpause(cctx, s.container, client.ContainerUnpauseOptions{}); err != nil {
+	if err := s.pauseResume(ctx, false); err != nil {
 		return fmt.Errorf("unpause sandbox %s (container %.12s): %w", s.id, s.container, err)
 	}
 	return nil
+}
+
+func (s *Sandbox) pauseResume(ctx context.Context, pause bool) error {
+	err := s.d.tasks.call(ctx, s.d.log, s.container, pause)
+	if err == nil {
+		s.mu.Lock()
+		s.taskPaused = pause
+		s.mu.Unlock()
+		if pause {
+			s.awaitDockerPaused(ctx)
+		}
+		return nil
+	}
+	if err != errNoTaskAPI && err != errNotHere {
+		return err
+	}
+	cctx, cancel := s.d.callCtx(ctx)
+	defer cancel()
+	if pause {
+		_, err = s.d.cli.ContainerPause(cctx, s.container, client.ContainerPauseOptions{})
+	} else {
+		_, err = s.d.cli.ContainerUnpause(cctx, s.container, client.ContainerUnpauseOptions{})
+	}
+	if err == nil && s.d.tasks != nil {
+		s.d.tasks.notDockerds(s.d.log)
+	}
+	return err
+}
+
+// dockerViewWait bounds the wait for dockerd to record a pause made
+// through containerd.
+const dockerViewWait = 2 * time.Second
+
+// awaitDockerPaused waits until dockerd's record says paused, as it does
+// once containerd's TaskPaused event reached it (a millisecond or two): a
+// Pause returns with Docker's view true, so `docker ps`, `docker inspect`
+// and a reconcile after a crash see a paused sandbox as paused. A resume
+// is not waited for (it is on the caller's path): dockerd's record says
+// running a millisecond or two after the sandbox runs.
+func (s *Sandbox) awaitDockerPaused(ctx context.Context) {
+	deadline := time.Now().Add(dockerViewWait)
+	for wait := 200 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
+		cctx, cancel := s.d.callCtx(ctx)
+		res, err := s.d.cli.ContainerInspect(cctx, s.container, client.ContainerInspectOptions{})
+		cancel()
+		if err != nil || res.Container.State == nil || res.Container.State.Paused || !res.Container.State.Running {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.d.log.Warn("dockerd has not recorded a pause containerd made", "sandbox", s.id, "container", s.container, "waited", dockerViewWait)
+			return
+		}
+		time.Sleep(wait)
+	}
 }
 
 // pauseLagWait bounds the wait for dockerd's record of a container's pause
@@ -111,6 +165,15 @@ func (s *Sandbox) Destroy(ctx context.Context, reason string) error {
 // a container whose removal gave up would outlive its pool. Three tries at
 // most.
 func (s *Sandbox) remove(ctx context.Context) error {
+	// dockerd kills a container it knows is paused and thaws it; one it
+	// does not know is paused yet would not die of its SIGKILL until
+	// thawed. So what containerd paused is resumed first.
+	s.mu.Lock()
+	thaw := s.taskPaused
+	s.mu.Unlock()
+	if thaw {
+		_ = s.pauseResume(ctx, false)
+	}
 	for try := 1; ; try++ {
 		cctx, cancel := s.d.callCtx(ctx)
 		_, err := s.d.cli.ContainerRemove(cctx, s.container, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
