@@ -3,6 +3,7 @@
 GO      ?= go
 BIN     := bin/ol-shim
 DBIN    := bin/ol-shimd
+IBIN    := bin/ol-shim-init
 PREFIX  ?= /usr/local
 # Docker CLI plugins: docker-ol there makes "docker ol run ..." work.
 CLI_PLUGINS ?= /usr/local/lib/docker/cli-plugins
@@ -18,12 +19,12 @@ help: ## list the targets
 setup: ## install what is missing on a Debian host (docker.io, fuse3, busybox-static, debootstrap); needs root
 	hack/setup.sh
 
-build: $(BIN) $(DBIN) ## static binaries (CGO_ENABLED=0): bin/ol-shim, the client users type, and bin/ol-shimd, the daemon (also each sandbox's init; runs in images FROM scratch)
+build: $(BIN) $(DBIN) $(IBIN) ## static binaries (CGO_ENABLED=0): bin/ol-shim, the client users type; bin/ol-shimd, the daemon; bin/ol-shim-init, each sandbox's PID 1 and agent (runs in images FROM scratch)
 
 # Rebuilt when a source changed: `make install` on a host without Go works
 # with binaries built elsewhere.
-$(BIN) $(DBIN) &: $(GOFILES) go.mod go.sum
-	CGO_ENABLED=0 $(GO) build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$(VERSION)" -o bin/ ./cmd/ol-shim ./cmd/ol-shimd
+$(BIN) $(DBIN) $(IBIN) &: $(GOFILES) go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$(VERSION) -X main.Version=$(VERSION)" -o bin/ ./cmd/ol-shim ./cmd/ol-shimd ./cmd/ol-shim-init
 
 run: build ## build, start dockerd if needed, run the daemon in the foreground with examples/config.toml (Ctrl-C stops it and removes its sandboxes)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) serve --config examples/config.toml --destroy-on-exit'
@@ -82,9 +83,10 @@ lint: ## gofmt -s, go vet, staticcheck (all build tags), go mod tidy -diff, and 
 	@if $(GO) list -deps ./shim/api | grep -E 'moby/moby|go-fuse|bbolt|prometheus'; then echo "shim/api must stay a leaf: it imports the above"; exit 1; fi
 	@if $(GO) list -deps ./cmd/ol-shim | grep -E 'moby/moby|go-fuse|bbolt|prometheus|distribution/reference|ol-shim/(shim/(daemon|registry|docker|server|imageref)|scratch)$$'; then echo "cmd/ol-shim (the client) must stay light, so a run starts fast: it imports the above"; exit 1; fi
 
-install: $(BIN) $(DBIN) ## install the binaries, the systemd unit, the plugin spec for dockerd, and a config if none exists
+install: $(BIN) $(DBIN) $(IBIN) ## install the binaries, the systemd unit, the plugin spec for dockerd, and a config if none exists
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ol-shim
 	install -D -m 0755 $(DBIN) $(DESTDIR)$(PREFIX)/bin/ol-shimd
+	install -D -m 0755 $(IBIN) $(DESTDIR)$(PREFIX)/bin/ol-shim-init
 	install -D -m 0644 systemd/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.service
 	install -D -m 0644 systemd/ol-shim.socket $(DESTDIR)/etc/systemd/system/ol-shim.socket
 	install -D -m 0644 plugin.json $(DESTDIR)/etc/docker/plugins/ol-shim.json
@@ -98,7 +100,7 @@ uninstall: ## stop the service, remove its sandboxes (ol-shim serve --purge) and
 		$(PREFIX)/bin/ol-shimd serve --purge || { echo "uninstall: stopped before removing anything: start ol-shim again (systemctl start ol-shim), remove the volumes named above, then run make uninstall again" >&2; exit 1; }; fi
 	rm -f $(DESTDIR)$(CLI_PLUGINS)/docker-ol
 	rmdir $(DESTDIR)$(CLI_PLUGINS) $(DESTDIR)$(dir $(CLI_PLUGINS)) 2>/dev/null || true
-	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)$(PREFIX)/bin/ol-shimd $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
+	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)$(PREFIX)/bin/ol-shimd $(DESTDIR)$(PREFIX)/bin/ol-shim-init $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
 	@if cmp -s examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml; then rm -f $(DESTDIR)/etc/ol-shim/config.toml; rmdir $(DESTDIR)/etc/ol-shim 2>/dev/null || true; \
 	elif [ -e $(DESTDIR)/etc/ol-shim/config.toml ]; then echo "uninstall: leaving $(DESTDIR)/etc/ol-shim/config.toml: it is not the one install put there"; fi
 	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/var/lib/ol-shim; fi

@@ -252,12 +252,12 @@ func (h *host) load(images ...string) {
 // into /src of the host, as a user's clone would be.
 func (h *host) copySource(dir string) {
 	h.t.Helper()
-	for _, b := range []string{"bin/ol-shim", "bin/ol-shimd"} {
+	for _, b := range []string{"bin/ol-shim", "bin/ol-shimd", "bin/ol-shim-init"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			h.t.Fatalf("%s: %v (make build)", b, err)
 		}
 	}
-	pack := exec.Command("sh", "-c", "(git ls-files; echo bin/ol-shim; echo bin/ol-shimd) | tar -c -T -")
+	pack := exec.Command("sh", "-c", "(git ls-files; echo bin/ol-shim; echo bin/ol-shimd; echo bin/ol-shim-init) | tar -c -T -")
 	pack.Dir = dir
 	if h.vm != nil {
 		f, err := os.Create(h.vm.share("src.tar"))
@@ -603,7 +603,7 @@ func installedService(t *testing.T, h *host) {
 	h.sh("docker volume rm e2evol")
 	h.sh("make -C /src uninstall PURGE=1")
 	checks := map[string]string{
-		"files":      "ls -d /usr/local/bin/ol-shim /usr/local/bin/ol-shimd /usr/local/lib/docker/cli-plugins/docker-ol /etc/systemd/system/ol-shim.service /etc/systemd/system/ol-shim.socket /etc/docker/plugins/ol-shim.json /etc/ol-shim /var/lib/ol-shim /run/ol-shim/ol-shim.sock 2>/dev/null || true",
+		"files":      "ls -d /usr/local/bin/ol-shim /usr/local/bin/ol-shimd /usr/local/bin/ol-shim-init /usr/local/lib/docker/cli-plugins/docker-ol /etc/systemd/system/ol-shim.service /etc/systemd/system/ol-shim.socket /etc/docker/plugins/ol-shim.json /etc/ol-shim /var/lib/ol-shim /run/ol-shim/ol-shim.sock 2>/dev/null || true",
 		"units":      "systemctl list-units --all --no-legend 'ol-shim*' || true",
 		"containers": "docker ps -aq --filter label=io.ol-shim.managed",
 		"volumes":    "docker volume ls -q",

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	olShim = filepath.Join(dir, "ol-shim")
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ol-shim", "../cmd/ol-shimd") // ol-shim hands serve on to ol-shimd beside it
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ol-shim", "../cmd/ol-shimd", "../cmd/ol-shim-init") // ol-shim hands serve on to ol-shimd beside it
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "integration: build ol-shim: %v\n%s", err, out)

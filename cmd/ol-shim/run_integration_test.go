@@ -796,3 +796,35 @@ memory = "16M"
 		t.Errorf("the daemon's RSS grew by %d MiB; want at most 128 MiB", grew>>20)
 	}
 }
+
+// TestSandboxInitIsLean: a sandbox's PID 1 is ol-shim-init (found next to
+// ol-shimd), not the daemon's own binary: the file at /.ol-shim/init is it,
+// byte for byte in size, and PID 1 runs it.
+func TestSandboxInitIsLean(t *testing.T) {
+	d := newDaemon(t, `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+min_idle = 1
+memory = "64M"
+`)
+	d.waitIdle("bb", 1)
+	lean, err := os.Stat(filepath.Join(filepath.Dir(bin), "ol-shim-init"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemon, err := os.Stat(filepath.Join(filepath.Dir(bin), "ol-shimd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := d.cli("", "run", "--pool", "bb", "sh", "-c", "wc -c < /.ol-shim/init; cat /proc/1/cmdline | tr '\\0' ' '")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	lines := strings.SplitN(strings.TrimSpace(out), "\n", 2)
+	if len(lines) != 2 || strings.TrimSpace(lines[0]) != strconv.FormatInt(lean.Size(), 10) {
+		t.Fatalf("/.ol-shim/init is %q bytes; ol-shim-init is %d, ol-shimd %d", lines[0], lean.Size(), daemon.Size())
+	}
+	if !strings.HasPrefix(lines[1], "/.ol-shim/init init ") {
+		t.Errorf("PID 1 runs %q", lines[1])
+	}
+}

@@ -241,11 +241,13 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 	if d.cfg.Backend == BackendDocker {
 		init := d.cfg.InitBinary
 		if init == "" {
-			self, err := os.Executable()
-			if err != nil {
-				return nil, fmt.Errorf("find own binary for the sandboxes' init: %w", err)
+			var err error
+			if init, err = FindInit(); err != nil {
+				return nil, err
 			}
-			init = self
+			if filepath.Base(init) != InitBinaryName {
+				d.log.Warn("no "+InitBinaryName+" next to this program: sandboxes start with the daemon's own binary as their init, which starts slower", "init", init)
+			}
 		}
 		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, AgentDir: filepath.Join(d.cfg.Root, "agents"), Logger: d.log,
 			Containerd: d.cfg.Containerd}
@@ -497,4 +499,28 @@ func (d *Daemon) volumes() []api.VolumeStatus {
 		out = append(out, vs)
 	}
 	return out
+}
+
+// InitBinaryName is the lean static binary that is every sandbox's PID 1
+// and agent (cmd/ol-shim-init).
+const InitBinaryName = "ol-shim-init"
+
+// FindInit finds the sandboxes' init: ol-shim-init next to this program
+// (symlinks resolved), or in ../lib/ol-shim from it; else this program
+// itself, which has an init command too.
+func FindInit() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own binary for the sandboxes' init: %w", err)
+	}
+	if real, err := filepath.EvalSymlinks(self); err == nil {
+		self = real
+	}
+	dir := filepath.Dir(self)
+	for _, p := range []string{filepath.Join(dir, InitBinaryName), filepath.Join(dir, "..", "lib", "ol-shim", InitBinaryName)} {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return self, nil
 }

@@ -61,8 +61,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	initBinary = filepath.Join(dir, "ol-shim")
-	build := exec.Command("go", "build", "-o", initBinary, "../../cmd/ol-shimd")
+	initBinary = filepath.Join(dir, "ol-shim-init")
+	build := exec.Command("go", "build", "-o", initBinary, "../../cmd/ol-shim-init")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "integration: build static ol-shim: %v\n%s", err, out)

@@ -251,3 +251,31 @@ func TestListenNameAppearsListening(t *testing.T) {
 		os.Remove(sock)
 	}
 }
+
+func TestInitArgs(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		agent string
+		cmd   []string
+		bad   bool
+	}{
+		{args: nil},
+		{args: []string{"--agent", "/s", "--", "sleep", "1"}, agent: "/s", cmd: []string{"sleep", "1"}},
+		{args: []string{"--agent=/s", "--"}, agent: "/s", cmd: []string{}},
+		{args: []string{"--", "--agent", "x"}, cmd: []string{"--agent", "x"}},
+		{args: []string{"sh", "-c", "x"}, cmd: []string{"sh", "-c", "x"}},
+		{args: []string{"--agent"}, bad: true},
+		{args: []string{"--frobnicate", "--", "x"}, bad: true},
+	} {
+		agent, cmd, err := InitArgs(c.args)
+		if (err != nil) != c.bad || agent != c.agent || len(cmd) != len(c.cmd) {
+			t.Errorf("InitArgs(%q) = %q, %q, %v", c.args, agent, cmd, err)
+			continue
+		}
+		for i := range cmd {
+			if cmd[i] != c.cmd[i] {
+				t.Errorf("InitArgs(%q) cmd = %q", c.args, cmd)
+			}
+		}
+	}
+}
