@@ -97,6 +97,10 @@ type Config struct {
 	// PauseGrace keeps a returned sandbox unpaused this long, so a Get in
 	// that time takes it with no backend call. 0 pauses at once.
 	PauseGrace time.Duration
+	// Reaper, if set, holds back DestroyDeferred's destroys while creates
+	// are waited for; Sets of one runtime share it. Nil: destroys are done
+	// at once.
+	Reaper *Reaper
 	// OpTimeout bounds the creates and destroys the Set makes without a
 	// caller's context; DefaultOpTimeout if 0.
 	OpTimeout time.Duration

@@ -19,6 +19,7 @@ const (
 	stateInUse
 	statePausing
 	stateDestroying
+	stateDeferred // returned to be destroyed; the Reaper holds it back (see DestroyDeferred)
 )
 
 // entry is one sandbox the Set owns.
@@ -56,17 +57,18 @@ type Set struct {
 	fork Forker // non-nil iff cfg.Parent != nil
 
 	mu        sync.Mutex
-	idle      []*entry        // guarded by mu: ordered by lastUsed, most recent last
-	inUse     int             // guarded by mu
-	pausing   int             // guarded by mu
-	creating  int             // guarded by mu: creates in flight, refills included
-	refilling int             // guarded by mu: creates in flight that will become idle
-	live      int             // guarded by mu: sandboxes that exist or are being created or destroyed
-	ids       map[string]bool // guarded by mu: IDs of those sandboxes (see Knows)
-	waiters   []*waiter       // guarded by mu: FIFO
-	minIdle   int             // guarded by mu
-	maxSize   int             // guarded by mu
-	closed    bool            // guarded by mu
+	idle      []*entry          // guarded by mu: ordered by lastUsed, most recent last
+	inUse     int               // guarded by mu
+	pausing   int               // guarded by mu
+	creating  int               // guarded by mu: creates in flight, refills included
+	refilling int               // guarded by mu: creates in flight that will become idle
+	live      int               // guarded by mu: sandboxes that exist or are being created or destroyed
+	ids       map[string]bool   // guarded by mu: IDs of those sandboxes and of deferred ones (see Knows)
+	deferred  map[*entry]string // guarded by mu: destroys the Reaper holds back, with their reasons; not counted in live
+	waiters   []*waiter         // guarded by mu: FIFO
+	minIdle   int               // guarded by mu
+	maxSize   int               // guarded by mu
+	closed    bool              // guarded by mu
 
 	wg   sync.WaitGroup // background work; Add only with mu held and !closed
 	stop chan struct{}  // closed by Close; ends the idle-TTL janitor
@@ -101,7 +103,7 @@ func New(cfg Config) (*Set, error) {
 	case cfg.OpTimeout < 0:
 		return nil, bad("op timeout %v is negative", cfg.OpTimeout)
 	}
-	s := &Set{cfg: cfg, minIdle: cfg.MinIdle, maxSize: cfg.MaxSize, stop: make(chan struct{}), ids: map[string]bool{}}
+	s := &Set{cfg: cfg, minIdle: cfg.MinIdle, maxSize: cfg.MaxSize, stop: make(chan struct{}), ids: map[string]bool{}, deferred: map[*entry]string{}}
 	if cfg.Parent != nil {
 		f, ok := cfg.Backend.(Forker)
 		if !ok {
@@ -382,6 +384,15 @@ func (s *Set) Close(ctx context.Context) error {
 	var errs []error
 	for _, e := range victims {
 		errs = append(errs, s.destroy(e, ReasonClosed))
+	}
+	s.mu.Lock()
+	held := make([]*entry, 0, len(s.deferred))
+	for e := range s.deferred {
+		held = append(held, e)
+	}
+	s.mu.Unlock()
+	for _, e := range held {
+		s.finishDeferred(e)
 	}
 	done := make(chan struct{})
 	go func() {

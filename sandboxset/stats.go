@@ -16,10 +16,12 @@ const latencyWindow = 1024
 type Stats struct {
 	Pool string `json:"pool"`
 	// Now.
-	Idle     int  `json:"idle"`
-	InUse    int  `json:"in_use"`
-	Creating int  `json:"creating"`
-	Pausing  int  `json:"pausing"`
+	Idle     int `json:"idle"`
+	InUse    int `json:"in_use"`
+	Creating int `json:"creating"`
+	Pausing  int `json:"pausing"`
+	// Deferred: used sandboxes whose destroy the Reaper holds back.
+	Deferred int  `json:"deferred"`
 	Waiting  int  `json:"waiting"`
 	MinIdle  int  `json:"min_idle"`
 	MaxSize  int  `json:"max_size"`
@@ -119,6 +121,7 @@ func (s *Set) Stats() Stats {
 		InUse:    s.inUse,
 		Creating: s.creating,
 		Pausing:  s.pausing,
+		Deferred: len(s.deferred),
 		Waiting:  len(s.waiters),
 		MinIdle:  s.minIdle,
 		MaxSize:  s.maxSize,

@@ -78,6 +78,7 @@ func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, 
 		IdleTTL:    time.Duration(pc.IdleTTL),
 		PauseGrace: time.Duration(pc.PauseGrace),
 		Logger:     r.log,
+		Reaper:     r.reaper,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", name, err)

@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/config"
 	"github.com/open-lambda/ol-shim/shim/spec"
@@ -99,7 +100,8 @@ type Registry struct {
 	draining map[*Pool]bool     // guarded by mu: pools taken out, still closing
 	watching bool               // guarded by mu: the janitor's Watch runs
 
-	bg      sync.WaitGroup // destroys after runs, drains, the janitor's Watch; Close waits for them
+	reaper  *sandboxset.Reaper // holds destroys after runs back while creates are waited for
+	bg      sync.WaitGroup     // destroys after runs, drains, the janitor's Watch; Close waits for them
 	stop    chan struct{}
 	stopCtx context.Context // ends at Close
 	cancel  context.CancelFunc
@@ -135,6 +137,7 @@ func New(cfg Config) (*Registry, error) {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	r.budget.Evict = r.evictOne
+	r.reaper = sandboxset.NewReaper(r.creating, 0, 0)
 	go r.expire()
 	return r, nil
 }
@@ -253,6 +256,7 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 	r.cancel()
 	<-r.done
 	r.bg.Wait()
+	r.reaper.Stop()
 	var errs []error
 	for _, l := range leases {
 		errs = append(errs, l.ref.Destroy("daemon stopped"))
@@ -272,6 +276,20 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// creating reports whether a pool has creates in flight or Gets waiting:
+// destroys after runs are held back meanwhile (sandboxset.Reaper).
+func (r *Registry) creating() bool {
+	r.mu.Lock()
+	pools := slices.Collect(maps.Values(r.pools))
+	r.mu.Unlock()
+	for _, p := range pools {
+		if p.set.Pressure() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // waitCreates waits until no pool has a sandbox being created, or ctx

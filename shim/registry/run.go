@@ -241,7 +241,7 @@ func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		if err := ref.Destroy(ReasonRunDone); err != nil {
+		if err := ref.DestroyDeferred(ReasonRunDone); err != nil {
 			r.log.Warn("destroy after run", "pool", p.Name, "sandbox", id, "error", err)
 		}
 	}()

@@ -1,0 +1,143 @@
+package sandboxset
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const reasonUsed = "run done"
+
+// eventually polls cond until it holds or 10 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not so after 10s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// busySwitch is a Reaper's busy function the test turns.
+type busySwitch struct{ on atomic.Bool }
+
+func (b *busySwitch) busy() bool { return b.on.Load() }
+
+// While creates are waited for, a used sandbox's destroy waits, paused,
+// and its slot is free at once; when the runtime is quiet it is done.
+func TestDestroyDeferredWhileBusy(t *testing.T) {
+	var b busySwitch
+	rp := NewReaper(b.busy, 4, time.Hour)
+	defer rp.Stop()
+	f := newFixture(t, func(c *Config) { c.MaxSize = 1; c.Reaper = rp })
+	b.on.Store(true)
+	r := f.get()
+	id := r.Sandbox().ID()
+	if err := r.DestroyDeferred(reasonUsed); err != nil {
+		t.Fatal(err)
+	}
+	ms := f.mock.Lookup(id)
+	if ms == nil || !ms.Paused() {
+		t.Fatalf("deferred sandbox %s: gone or running (%v); want it paused, waiting", id, ms)
+	}
+	if st := f.set.Stats(); st.Deferred != 1 || rp.Deferred() != 1 {
+		t.Fatalf("deferred %d (reaper %d), want 1", st.Deferred, rp.Deferred())
+	}
+	// Its slot is free: a Get of this MaxSize-1 pool creates now.
+	r2 := f.get()
+	if r2.Sandbox().ID() == id {
+		t.Fatal("the deferred sandbox was handed out")
+	}
+	time.Sleep(5 * reaperTick) // busy: nothing happens to it
+	if f.mock.Lookup(id) == nil {
+		t.Fatal("destroyed while creates were waited for")
+	}
+	b.on.Store(false)
+	eventually(t, "the deferred destroy is done once the runtime is quiet", func() bool { return f.mock.Lookup(id) == nil })
+	if st := f.set.Stats(); st.Deferred != 0 || st.Destroys[reasonUsed] != 1 {
+		t.Errorf("stats after: deferred %d, destroys %v", st.Deferred, st.Destroys)
+	}
+	f.put(r2)
+}
+
+// Quiet: DestroyDeferred destroys at once, like Destroy.
+func TestDestroyDeferredQuietIsImmediate(t *testing.T) {
+	var b busySwitch
+	rp := NewReaper(b.busy, 4, time.Hour)
+	defer rp.Stop()
+	f := newFixture(t, func(c *Config) { c.Reaper = rp })
+	r := f.get()
+	id := r.Sandbox().ID()
+	if err := r.DestroyDeferred(reasonUsed); err != nil {
+		t.Fatal(err)
+	}
+	if f.mock.Lookup(id) != nil {
+		t.Fatal("not destroyed at once while quiet")
+	}
+}
+
+// The deferral is bounded: past MaxDeferred the oldest go first, and none
+// waits longer than MaxDelay, busy or not.
+func TestDestroyDeferredBounded(t *testing.T) {
+	var b busySwitch
+	b.on.Store(true)
+	rp := NewReaper(b.busy, 2, 300*time.Millisecond)
+	defer rp.Stop()
+	f := newFixture(t, func(c *Config) { c.Reaper = rp })
+	var ids []string
+	for range 5 {
+		r := f.get()
+		ids = append(ids, r.Sandbox().ID())
+		if err := r.DestroyDeferred(reasonUsed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "at most 2 held back", func() bool { return rp.Deferred() <= 2 })
+	for _, id := range ids[:3] {
+		if f.mock.Lookup(id) != nil {
+			t.Errorf("%s, among the oldest, is still there past the count bound", id)
+		}
+	}
+	eventually(t, "none held back past MaxDelay", func() bool { return rp.Deferred() == 0 && len(f.mock.Alive()) == 0 })
+}
+
+// Close destroys what is held back, under the reason given.
+func TestCloseDestroysDeferred(t *testing.T) {
+	var b busySwitch
+	b.on.Store(true)
+	rp := NewReaper(b.busy, 4, time.Hour)
+	defer rp.Stop()
+	f := newFixture(t, func(c *Config) { c.Reaper = rp })
+	r := f.get()
+	if err := r.DestroyDeferred(reasonUsed); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.set.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.mock.Alive()); n != 0 {
+		t.Fatalf("%d sandboxes left after Close", n)
+	}
+	if st := f.set.Stats(); st.Destroys[reasonUsed] != 1 || st.Deferred != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// Stop does every held-back destroy.
+func TestReaperStopFlushes(t *testing.T) {
+	var b busySwitch
+	b.on.Store(true)
+	rp := NewReaper(b.busy, 4, time.Hour)
+	f := newFixture(t, func(c *Config) { c.Reaper = rp })
+	r := f.get()
+	if err := r.DestroyDeferred(reasonUsed); err != nil {
+		t.Fatal(err)
+	}
+	rp.Stop()
+	if n := len(f.mock.Alive()); n != 0 {
+		t.Fatalf("%d sandboxes left after Stop", n)
+	}
+}
