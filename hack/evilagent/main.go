@@ -9,6 +9,10 @@
 //	hello     frames only the daemon may send (a hello, then an exit)
 //	capture   reads the start frame (argv, env: a run's secrets) and sends
 //	          it back as the run's stdout, then a clean exit
+//
+// "evilagent ipc" instead leaves System V IPC objects (a shared memory
+// segment, a semaphore set, a message queue) in the sandbox's IPC
+// namespace, where a later run would find them, and exits.
 package main
 
 import (
@@ -17,9 +21,15 @@ import (
 	"io"
 	"net"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "ipc" {
+		leaveIPC()
+		return
+	}
 	if len(os.Args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: evilagent bigframe|garbage|flood|hello|capture SOCKET")
 		os.Exit(2)
@@ -83,5 +93,22 @@ func serve(mode string, c net.Conn) {
 	case "hello":
 		c.Write(frame('h', []byte(`{"pool":"forged","sandbox":"forged","via":"agent"}`)))
 		c.Write(frame('x', []byte(`{"code":0}`)))
+	}
+}
+
+// leaveIPC makes one System V object of each kind, private to no process.
+func leaveIPC() {
+	const create = unix.IPC_CREAT | 0o600
+	if _, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, create); err != nil {
+		fmt.Fprintln(os.Stderr, "shmget:", err)
+		os.Exit(1)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_SEMGET, unix.IPC_PRIVATE, 1, create); e != 0 {
+		fmt.Fprintln(os.Stderr, "semget:", e)
+		os.Exit(1)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_MSGGET, unix.IPC_PRIVATE, create, 0); e != 0 {
+		fmt.Fprintln(os.Stderr, "msgget:", e)
+		os.Exit(1)
 	}
 }

@@ -89,6 +89,10 @@ const (
 	KindAck     = 'a'
 	KindExit    = 'x'
 	KindError   = 'E'
+	// KindRecycle, a connection's first frame instead of a start frame,
+	// asks init to make the sandbox as it was made (see agentd's
+	// Recycler); the answer is an exit frame (code 0) or an error frame.
+	KindRecycle = 'C'
 )
 
 // MaxPayload bounds a frame's payload.

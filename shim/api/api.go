@@ -87,6 +87,8 @@ type PoolStatus struct {
 	AdHoc  bool             `json:"adhoc,omitempty"`
 	Config spec.PoolConfig  `json:"config"`
 	Stats  sandboxset.Stats `json:"stats"`
+	// Recycled counts the sandboxes made as new after runs (recycle).
+	Recycled int64 `json:"recycled,omitempty"`
 }
 
 // Status is the registry's state: its pools, leases and memory budget.

@@ -38,6 +38,7 @@ type Pool struct {
 	lastRelax atomic.Int64 // unix nanoseconds the target last shrank
 	growing   atomic.Bool  // a Warm to a higher target runs
 	takes     atomic.Int64 // sandboxes taken from it
+	recycled  atomic.Int64 // sandboxes recycled after runs (Config.Recycle)
 }
 
 // Stats returns the pool's counters.
@@ -45,7 +46,7 @@ func (p *Pool) Stats() sandboxset.Stats { return p.set.Stats() }
 
 // Status returns the pool's state as the API shows it.
 func (p *Pool) Status() api.PoolStatus {
-	return api.PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Config: p.Config, Stats: p.set.Stats()}
+	return api.PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Config: p.Config, Stats: p.set.Stats(), Recycled: p.recycled.Load()}
 }
 
 // newPool makes a pool with MinIdle 0; the caller warms it.

@@ -25,6 +25,14 @@ type Provider interface {
 	Describe(sb sandboxset.Sandbox) (container, scratch string)
 }
 
+// Recycler is a sandbox that can be made as it was made without a new one
+// (a pool's recycle): every process killed, everything a run can write
+// emptied, the pool's command started again. An error means it is not, and
+// must be destroyed.
+type Recycler interface {
+	Recycle(ctx context.Context) error
+}
+
 // Runner is a Provider that can run commands in its sandboxes (runs need
 // it).
 type Runner interface {

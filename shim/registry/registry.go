@@ -41,6 +41,9 @@ const (
 	// sandbox (its agent's socket answered by another process, say).
 	ReasonNoRunner = "no trusted runner"
 	ReasonPoolGone = "pool removed"
+	// ReasonRecycleFailed: a recycle pool's sandbox could not be made as
+	// it was made (see Recycler); it is destroyed instead.
+	ReasonRecycleFailed = "recycle failed"
 )
 
 // DefaultLease is how long an acquired sandbox lives unless renewed, if

@@ -181,12 +181,12 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 				return fail(agent.CodeFailed, err)
 			}
 			clean = true
-			if s.reuse {
+			if s.reuse || s.p.Config.Recycle {
 				// The sandbox goes back before the client hears of the
 				// exit, so a client's next run finds it hot. Closing the
 				// agent's connection kills what the command left behind.
 				s.agent.Close()
-				s.r.finish(s.p, s.ref, true)
+				s.r.finish(s.p, s.ref, s.reuse)
 				finished = true
 			}
 			return x, client.WriteJSON(agent.KindExit, x)
@@ -228,14 +228,34 @@ func relayClient(client, to *agent.Conn) error {
 	}
 }
 
-// finish puts a run's sandbox back (reuse) or destroys it off the caller's
-// path; the pool refills to its target as the destroy frees the slot.
+// finish puts a run's sandbox back (reuse), recycles it and puts it back
+// as fresh (a recycle pool), or destroys it off the caller's path; the pool
+// refills to its target as the destroy frees the slot.
 func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 	id := ref.Sandbox().ID()
 	if reuse {
 		if err := ref.Put(); err != nil {
 			r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", id, "error", err)
 		}
+		return
+	}
+	if rc, ok := Innermost(ref.Sandbox()).(Recycler); ok && p.Config.Recycle {
+		err := rc.Recycle(r.stopCtx)
+		if err == nil {
+			p.recycled.Add(1)
+			if err := ref.Put(); err != nil {
+				r.log.Warn("return sandbox after recycle", "pool", p.Name, "sandbox", id, "error", err)
+			}
+			return
+		}
+		r.log.Warn("recycle failed; destroying the sandbox", "pool", p.Name, "sandbox", id, "error", err)
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			if err := ref.Destroy(ReasonRecycleFailed); err != nil {
+				r.log.Warn("destroy after a failed recycle", "pool", p.Name, "sandbox", id, "error", err)
+			}
+		}()
 		return
 	}
 	r.bg.Add(1)

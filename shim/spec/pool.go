@@ -80,24 +80,29 @@ type ReadyConfig struct {
 // It is what the config file's [pools.NAME] tables and the API's pool
 // bodies hold.
 type PoolConfig struct {
-	Image          string       `toml:"image" json:"image"`
-	Cmd            []string     `toml:"cmd" json:"cmd,omitempty"`
-	Env            []string     `toml:"env" json:"env,omitempty"`
-	WorkingDir     string       `toml:"working_dir" json:"working_dir,omitempty"`
-	User           string       `toml:"user" json:"user,omitempty"`
-	Memory         Size         `toml:"memory" json:"memory,omitempty"`
-	CPUs           float64      `toml:"cpus" json:"cpus,omitempty"`
-	Pids           int64        `toml:"pids" json:"pids,omitempty"`
-	ReadOnlyRootfs bool         `toml:"read_only_rootfs" json:"read_only_rootfs,omitempty"`
-	Network        string       `toml:"network" json:"network,omitempty"`
-	Pull           string       `toml:"pull" json:"pull,omitempty"`
-	Ready          *ReadyConfig `toml:"ready" json:"ready,omitempty"`
-	MinIdle        int          `toml:"min_idle" json:"min_idle,omitempty"`
-	MaxSize        int          `toml:"max_size" json:"max_size,omitempty"`
-	IdleTTL        Duration     `toml:"idle_ttl" json:"idle_ttl,omitempty"`
-	PauseGrace     Duration     `toml:"pause_grace" json:"pause_grace,omitempty"`
-	ScratchSize    Size         `toml:"scratch_size" json:"scratch_size,omitempty"`
-	ScratchInodes  int64        `toml:"scratch_inodes" json:"scratch_inodes,omitempty"`
+	Image          string   `toml:"image" json:"image"`
+	Cmd            []string `toml:"cmd" json:"cmd,omitempty"`
+	Env            []string `toml:"env" json:"env,omitempty"`
+	WorkingDir     string   `toml:"working_dir" json:"working_dir,omitempty"`
+	User           string   `toml:"user" json:"user,omitempty"`
+	Memory         Size     `toml:"memory" json:"memory,omitempty"`
+	CPUs           float64  `toml:"cpus" json:"cpus,omitempty"`
+	Pids           int64    `toml:"pids" json:"pids,omitempty"`
+	ReadOnlyRootfs bool     `toml:"read_only_rootfs" json:"read_only_rootfs,omitempty"`
+	// Recycle: after a run that does not keep its sandbox, the sandbox is
+	// made as it was made (every process killed, everything a run can
+	// write emptied, the pool's command started again) and goes back to
+	// the pool as fresh, instead of being destroyed. Needs ReadOnlyRootfs.
+	Recycle       bool         `toml:"recycle" json:"recycle,omitempty"`
+	Network       string       `toml:"network" json:"network,omitempty"`
+	Pull          string       `toml:"pull" json:"pull,omitempty"`
+	Ready         *ReadyConfig `toml:"ready" json:"ready,omitempty"`
+	MinIdle       int          `toml:"min_idle" json:"min_idle,omitempty"`
+	MaxSize       int          `toml:"max_size" json:"max_size,omitempty"`
+	IdleTTL       Duration     `toml:"idle_ttl" json:"idle_ttl,omitempty"`
+	PauseGrace    Duration     `toml:"pause_grace" json:"pause_grace,omitempty"`
+	ScratchSize   Size         `toml:"scratch_size" json:"scratch_size,omitempty"`
+	ScratchInodes int64        `toml:"scratch_inodes" json:"scratch_inodes,omitempty"`
 	// Adapt: the pool's target of idle sandboxes follows demand, above
 	// min_idle (the default); false keeps it at min_idle.
 	Adapt *bool `toml:"adapt" json:"adapt,omitempty"`
@@ -138,6 +143,8 @@ func (p PoolConfig) Validate() error {
 		return fmt.Errorf("%w: min_idle %d is more than max_size %d", ErrInvalidSpec, p.MinIdle, p.MaxSize)
 	case p.ScratchInodes < 0:
 		return fmt.Errorf("%w: scratch_inodes %d: must not be negative", ErrInvalidSpec, p.ScratchInodes)
+	case p.Recycle && !p.ReadOnlyRootfs:
+		return fmt.Errorf("%w: recycle needs read_only_rootfs = true: a recycled sandbox keeps its root file system, so a run must not be able to write it", ErrInvalidSpec)
 	}
 	return nil
 }

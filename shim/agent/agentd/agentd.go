@@ -26,6 +26,9 @@ type Server struct {
 	// Env is the environment processes start with, before a start frame's
 	// own; the container's, for PID 1.
 	Env []string
+	// Recycle, if set, answers a recycle frame (see recycle.go): only init
+	// can.
+	Recycle func() error
 }
 
 // Serve accepts connections on l until it is closed.
@@ -58,6 +61,14 @@ func (s *Server) handle(nc net.Conn) {
 		return
 	}
 	_ = nc.SetReadDeadline(time.Time{})
+	if f.Kind == agent.KindRecycle && s.Recycle != nil {
+		if err := s.Recycle(); err != nil {
+			_ = c.WriteJSON(agent.KindError, agent.Fail(agent.CodeFailed, "recycle: %v", err))
+			return
+		}
+		_ = c.WriteJSON(agent.KindExit, agent.Exit{Code: 0})
+		return
+	}
 	if f.Kind != agent.KindStart {
 		_ = c.WriteJSON(agent.KindError, agent.Fail(agent.CodeFailed, "agent: the first frame must be a start frame, not %q", f.Kind))
 		return
