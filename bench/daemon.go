@@ -160,3 +160,13 @@ func (d *daemon) waitIdle(ctx context.Context, prefix string, want int, limit ti
 		}
 	}
 }
+
+// pauseVia is how the daemon pauses and resumes sandboxes, as its status
+// says.
+func (d *daemon) pauseVia(ctx context.Context) string {
+	st, err := d.c.Status(ctx)
+	if err != nil || st.Docker == nil {
+		return fmt.Sprintf("unknown (%v)", err)
+	}
+	return st.Docker.PauseVia
+}

@@ -10,6 +10,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/agent/agentd"
@@ -20,25 +21,38 @@ var Version = "dev"
 
 func main() {
 	args := os.Args[1:]
-	if len(args) > 0 && args[0] == "init" { // the daemon's argv, as for ol-shimd init
+	cmd := ""
+	if len(args) > 0 {
+		cmd = args[0]
+	}
+	switch {
+	case cmd == "init": // what the daemon runs, as it would ol-shimd init
 		args = args[1:]
-	}
-	if len(args) == 1 && (args[0] == "--version" || args[0] == "-v") {
-		fmt.Println("ol-shim-init", Version)
+	case cmd == "version" || cmd == "--version" || cmd == "-v":
+		fmt.Printf("ol-shim version %s (ol-shim-init)\n", Version)
 		return
-	}
-	if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
-		fmt.Println("usage: ol-shim-init [init] [--agent SOCKET] [--] [CMD [ARG...]]\n\nPID 1 of an ol-shim sandbox: reaps orphans, serves the run protocol on\nSOCKET, and runs CMD as its child (signals forwarded, its status returned).")
+	case cmd == "help" || cmd == "--help" || cmd == "-h":
+		fmt.Println(usage)
 		return
+	case cmd == "" || cmd == "--" || strings.HasPrefix(cmd, "--agent"):
+	default:
+		fmt.Fprintf(os.Stderr, "ol-shim-init: unknown command %q\n%s\n", cmd, usage)
+		os.Exit(agent.CodeFailed)
 	}
-	path, cmd, err := agentd.InitArgs(args)
+	path, argv, err := agentd.InitArgs(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ol-shim-init: %v\n", err)
 		os.Exit(agent.CodeFailed)
 	}
-	code, err := agentd.Init(path, cmd, os.Stderr)
+	code, err := agentd.Init(path, argv, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 	}
 	os.Exit(code)
 }
+
+const usage = `usage: ol-shim-init [init] [--agent SOCKET] [--] [CMD [ARG...]]
+       ol-shim-init version
+
+PID 1 of an ol-shim sandbox: reaps orphans, serves the run protocol on
+SOCKET, and runs CMD as its child (signals forwarded, its status returned).`

@@ -10,7 +10,7 @@ import (
 )
 
 // The built binary: the pool command's status is its own; a command that
-// does not start is 127 with a message naming it; a bad flag is 125.
+// does not start is 127 with a message naming it; a bad flag or command is 125.
 func TestInitBinary(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "ol-shim-init")
 	build := exec.Command("go", "build", "-o", bin, ".")
@@ -26,8 +26,10 @@ func TestInitBinary(t *testing.T) {
 		{args: []string{"init", "--", "sh", "-c", "exit 7"}, code: 7},
 		{args: []string{"--", "true"}, code: 0},
 		{args: []string{"init", "--", "no-such-command-here"}, code: 127, says: `start "no-such-command-here"`},
-		{args: []string{"--frob"}, code: 125, says: `unknown flag "--frob"`},
-		{args: []string{"--version"}, code: 0, says: "ol-shim-init"},
+		{args: []string{"--agent=/nonexistent/dir/s", "--frob"}, code: 125, says: `unknown flag "--frob"`},
+		{args: []string{"frob"}, code: 125, says: `unknown command "frob"`},
+		{args: []string{"--version"}, code: 0, says: "ol-shim version "},
+		{args: []string{"version"}, code: 0, says: "(ol-shim-init)"},
 	} {
 		out, err := exec.Command(bin, c.args...).CombinedOutput()
 		code := 0

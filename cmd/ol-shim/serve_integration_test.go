@@ -119,7 +119,7 @@ func newDaemonWith(t testing.TB, config string, prepare func(d *testDaemon)) *te
 		}
 		out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+api.LabelRoot+"="+rootID(d.root)).Output()
 		if vols := strings.Fields(string(out)); len(vols) > 0 {
-			t.Errorf("scratch volumes left after a sweep: %v", vols)
+			t.Errorf("scratch volumes left after a sweep: %v; log:\n%s", vols, d.log.String())
 		}
 		// Cleanup, not a check: any other volume of the test driver that
 		// dockerd records (a user's, unlabelled) goes while the plugin still

@@ -295,13 +295,14 @@ func (r *Registry) creating() bool {
 	return false
 }
 
-// waitCreates waits until no pool has a sandbox being created, or ctx
-// ends.
+// waitCreates waits until no pool has a sandbox being created or paused
+// (a refill pauses what it made), or ctx ends.
 func (r *Registry) waitCreates(ctx context.Context, pools []*Pool) {
 	for {
 		creating := 0
 		for _, p := range pools {
-			creating += p.set.Stats().Creating
+			st := p.set.Stats()
+			creating += st.Creating + st.Pausing
 		}
 		if creating == 0 {
 			return
