@@ -280,9 +280,12 @@ func (h *host) copySource(dir string) {
 type poolStats struct {
 	Name  string `json:"name"`
 	Stats struct {
-		Idle    int `json:"idle"`
-		InUse   int `json:"in_use"`
-		Creates int `json:"creates"`
+		Idle     int `json:"idle"`
+		InUse    int `json:"in_use"`
+		Creates  int `json:"creates"`
+		Creating int `json:"creating"`
+		Pausing  int `json:"pausing"`
+		Deferred int `json:"deferred"`
 	} `json:"stats"`
 }
 
@@ -441,6 +444,51 @@ func installedService(t *testing.T, h *host) {
 	if out := h.sh("ol-shim run --pool shell sh -c 'echo $PPID'"); strings.TrimSpace(out) != "1" {
 		t.Errorf("a run's command should be the child of the sandbox's init (PID 1), got: %q", out)
 	}
+
+	t.Log("pause and resume through containerd's task API; dockerd's view (inspect, ps) true at every step")
+	if out := h.sh("ol-shim status"); !strings.Contains(out, "pause and resume: containerd task API (") {
+		t.Errorf("status does not say pauses go through containerd:\n%s", out)
+	} else {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "pause and resume: ") {
+				t.Log(l)
+			}
+		}
+	}
+	const view = `docker inspect -f '{{.State.Paused}} {{.State.Running}}' $(docker ps -q --filter label=io.ol-shim.pool=shell) | sort | uniq -c | tr -s ' ' | tr '\n' ';';` +
+		` echo; docker ps --filter label=io.ol-shim.pool=shell --format '{{.Status}}' | grep -c Paused || true`
+	idleView := func(when string) {
+		// Nothing of the pool on its way in or out (a refill, a held
+		// destroy), so that every container listed is an idle one.
+		h.eventually("pool shell settled", 2*time.Minute, func() error {
+			p, err := h.pools()
+			if err != nil {
+				return err
+			}
+			if st := p["shell"].Stats; st.Creating+st.Pausing+st.Deferred+st.InUse > 0 || st.Idle == 0 {
+				return fmt.Errorf("%+v", st)
+			}
+			return nil
+		})
+		out := strings.Fields(h.sh(view))
+		// "N true true;" and the count of "(Paused)" in docker ps: all N.
+		if len(out) != 4 || out[1] != "true" || out[2] != "true;" || out[3] != out[0] {
+			t.Errorf("%s: dockerd's view of pool shell's idle sandboxes (count paused running; then ps's Paused count): %q; want all paused and running", when, out)
+		}
+	}
+	idleView("before a run")
+	h.background("ol-shim run --pool shell --reuse sleep 4 >/dev/null 2>&1; touch /tmp/e2e-viewrun-done")
+	h.eventually("the run's sandbox is resumed in dockerd's view", 30*time.Second, func() error {
+		if out := h.sh(view); !strings.Contains(out, "false true") {
+			return fmt.Errorf("view %q", out)
+		}
+		return nil
+	})
+	h.eventually("the run ends", time.Minute, func() error {
+		_, err := h.try("test -e /tmp/e2e-viewrun-done")
+		return err
+	})
+	idleView("after the run (paused again)")
 
 	t.Log("systemctl restart ol-shim and kill -9 of it, with three containers writing to quota'd volumes: not one write fails")
 	for i := range 3 {
