@@ -54,11 +54,52 @@ func TestDaemonCommandsHandedOn(t *testing.T) {
 	t.Setenv("PATH", "/nonexistent")
 	out, err = exec.Command(alone, "serve").CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(out), "ol-shimd: the daemon's program is neither next to") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(out), "ol-shimd: the program with ol-shim's other commands is neither next to") {
 		t.Errorf("ol-shim serve without ol-shimd: %v\n%s", err, out)
 	}
-	// The client's own commands need no ol-shimd.
-	if out, err := exec.Command(alone, "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "ol-shim ") {
+	// The hot path needs no ol-shimd: the version, and a run (here one
+	// whose daemon is not there, which it says).
+	if out, err := exec.Command(alone, "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "ol-shim version ") {
 		t.Errorf("ol-shim version without ol-shimd: %v\n%s", err, out)
+	}
+	out, err = exec.Command(alone, "--socket", "/nonexistent/ol-shim.sock", "run", "--pool", "p", "true").CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(out), "ol-shim daemon unreachable at /nonexistent/ol-shim.sock") {
+		t.Errorf("ol-shim run with no daemon: %v\n%s", err, out)
+	}
+}
+
+// TestOtherCommandsHandedOn: status, pool and help are ol-shimd's, reached
+// through ol-shim with the same arguments (the socket flag too).
+func TestOtherCommandsHandedOn(t *testing.T) {
+	bin := build(t, true)
+	out, err := exec.Command(bin, "--socket", "/nonexistent/x.sock", "status").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "/nonexistent/x.sock") {
+		t.Errorf("ol-shim --socket X status: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "status") || !strings.Contains(string(out), "pool") {
+		t.Errorf("ol-shim --help: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "run", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--reuse") {
+		t.Errorf("ol-shim run --help: %v\n%s", err, out)
+	}
+	out, err = exec.Command(bin, "run", "--no-such-flag", "x", "true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no-such-flag") {
+		t.Errorf("ol-shim run --no-such-flag: %v\n%s", err, out)
+	}
+}
+
+// TestClientIsLean: the client links neither the CLI framework nor an HTTP
+// package (their package inits are what made it slow to start).
+func TestClientIsLean(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "net/http" || pkg == "crypto/tls" || strings.HasPrefix(pkg, "github.com/urfave/cli") || strings.HasPrefix(pkg, "github.com/moby/") {
+			t.Errorf("ol-shim links %s", pkg)
+		}
 	}
 }

@@ -1,15 +1,53 @@
+// A client needs no GOMAXPROCS from its cgroup's CPU limit: reading it costs
+// every start two files (/proc/self/cgroup, /proc/self/mountinfo).
+
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
+
 // Command ol-shim is the client of ol-shim, which keeps warm pools of paused
-// containers for serverless functions on a Docker host: run, status, pool
-// and version. The daemon's commands (serve, demo, init) are ol-shimd's;
-// ol-shim hands them on to it.
+// containers for serverless functions on a Docker host. `ol-shim run` and
+// `ol-shim --version` are served here, by a program that initialises only
+// what a run needs (internal/runcli); every other command (status, pool,
+// help, and the daemon's: serve, demo, init) is ol-shimd's, which ol-shim
+// hands its arguments to by exec.
 //
 // Installed as docker-ol in Docker's cli-plugins directory, the same binary
 // is a Docker CLI plugin: `docker ol run -it IMAGE sh` is `ol-shim run -it
 // IMAGE sh`.
 package main
 
-import "github.com/open-lambda/ol-shim/internal/clicmd"
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+
+	"github.com/open-lambda/ol-shim/internal/runcli"
+)
+
+// Version is set at build time (-X main.Version=...).
+var Version = "dev"
+
+// pluginName is the binary's name as a Docker CLI plugin ("docker ol").
+const pluginName = "docker-ol"
 
 func main() {
-	clicmd.Main(clicmd.NewApp(clicmd.Forwarders()...))
+	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == pluginName {
+		// The Docker CLI's plugin protocol: the metadata call, and
+		// "docker-ol ol ARGS..." for "docker ol ARGS...".
+		if len(args) > 0 && args[0] == "docker-cli-plugin-metadata" {
+			json.NewEncoder(os.Stdout).Encode(struct {
+				SchemaVersion    string
+				Vendor           string
+				Version          string
+				ShortDescription string
+				URL              string
+			}{"0.1.0", "ol-shim", Version, "Run commands in warm sandboxes from ol-shim's pools", "https://github.com/open-lambda/ol-shim"})
+			return
+		}
+		if len(args) > 0 && args[0] == "ol" {
+			args = args[1:]
+		}
+	}
+	os.Exit(runcli.Main(args, Version, runcli.HandOver))
 }

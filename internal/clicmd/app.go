@@ -1,13 +1,12 @@
-// Package clicmd is ol-shim's command line shared by its two programs: the
-// client commands (run, status, pool, version), the global flags, the Docker
-// CLI plugin protocol and how errors become exit codes.
+// Package clicmd is ol-shim's whole command line, as ol-shimd
+// (cmd/ol-shimd) serves it: the client commands (run, status, pool,
+// version), the daemon's (serve, demo, init, volume-server), the global
+// flags, the Docker CLI plugin protocol and how errors become exit codes.
 //
-// ol-shim (cmd/ol-shim) is the client users type. It links this package and
-// the API and agent clients only, so a run starts in a few milliseconds; it
-// hands the daemon's commands (serve, demo, init, volume-server) to ol-shimd
-// next to it by exec, keeping its process ID. ol-shimd (cmd/ol-shimd) has
-// every command, the daemon's among them, and is the binary that runs as
-// the service, as each sandbox's init and as each volume's server.
+// ol-shim (cmd/ol-shim), the client users type, does not link it: it
+// serves run and --version itself (internal/runcli, no CLI framework, no
+// HTTP package, so a run starts in a few milliseconds) and hands every
+// other command to ol-shimd beside it by exec, keeping its process ID.
 package clicmd
 
 import (

@@ -1,17 +1,9 @@
 package clicmd
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 
+	"github.com/open-lambda/ol-shim/internal/runcli"
 	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
 )
@@ -55,98 +47,19 @@ not a terminal (a pipe or a file); -i=false sends none.`,
 }
 
 // runAction runs the command and returns its exit code; an error is
-// printed, with the code.
+// printed, with the code. It is internal/runcli's run, which ol-shim serves
+// without this package.
 func runAction(c *cli.Context) (int, error) {
-	args := c.Args().Slice()
-	if c.Bool("reuse") && c.IsSet("rm") && c.Bool("rm") {
-		return agent.CodeFailed, errors.New("run: --rm and --reuse: choose one")
-	}
-	req := api.RunCall{RunRequest: api.RunRequest{
+	o := runcli.Options{Socket: c.String("socket"), Call: api.RunCall{RunRequest: api.RunRequest{
 		Pool: c.String("pool"), Env: c.StringSlice("env"), WorkingDir: c.String("workdir"),
-		User: c.String("user"), Reuse: c.Bool("reuse"), TTY: c.Bool("tty"),
-	}}
-	if req.Pool == "" {
-		if len(args) == 0 {
-			return agent.CodeFailed, errors.New("run: name an IMAGE (or --pool) and a command")
-		}
-		req.Image, args = args[0], args[1:]
+		User: c.String("user"), TTY: c.Bool("tty"),
+	}}}
+	if c.IsSet("interactive") {
+		i := c.Bool("interactive")
+		o.Interactive = &i
 	}
-	if len(args) == 0 {
-		return agent.CodeFailed, errors.New("run: no command: sandboxes idle in ol-shim's init, so name what to run")
-	}
-	req.Cmd = args
-	if d := c.Duration("timeout"); d < 0 || (d == 0 && c.IsSet("timeout")) {
-		return agent.CodeFailed, fmt.Errorf("--timeout %v: want a positive duration like 30s", d)
-	} else if d > 0 {
-		req.Timeout = d.String()
-	}
-	stdinTerm := term.IsTerminal(int(os.Stdin.Fd()))
-	// Without -i, stdin goes along when it is a pipe or a file (not a
-	// terminal, and not /dev/null, which the command gets anyway).
-	interactive := c.Bool("interactive") || (!c.IsSet("interactive") && !stdinTerm && !isDevNull(os.Stdin))
-	outFd := int(os.Stdout.Fd())
-	if req.TTY {
-		if w, h, err := term.GetSize(outFd); err == nil {
-			req.Cols, req.Rows = uint16(w), uint16(h)
-		}
-	}
-
-	conn, err := apiClient(c).RunStream(context.Background(), req)
-	if err != nil {
+	if err := runcli.Check(&o, c.Args().Slice(), c.Bool("reuse"), c.IsSet("rm"), c.Bool("rm"), c.Duration("timeout"), c.IsSet("timeout")); err != nil {
 		return agent.CodeFailed, err
 	}
-	defer conn.Close()
-
-	sio := agent.Stdio{Stdout: c.App.Writer, Stderr: c.App.ErrWriter}
-	if interactive {
-		sio.Stdin = os.Stdin
-	}
-	// Signals go to the command, as docker run's sig-proxy does. On a
-	// terminal in raw mode Ctrl-C is a byte for the remote terminal.
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
-	defer signal.Stop(sigs)
-	toSend := make(chan int, 16)
-	resize := make(chan agent.Resize, 4)
-	go func() {
-		for s := range sigs {
-			if s == syscall.SIGWINCH {
-				if w, h, err := term.GetSize(outFd); err == nil && req.TTY {
-					select {
-					case resize <- agent.Resize{Rows: uint16(h), Cols: uint16(w)}:
-					default:
-					}
-				}
-				continue
-			}
-			select {
-			case toSend <- int(s.(syscall.Signal)):
-			default:
-			}
-		}
-	}()
-	sio.Signals, sio.Resize = toSend, resize
-	if req.TTY && interactive && stdinTerm {
-		old, err := term.MakeRaw(int(os.Stdin.Fd()))
-		if err != nil {
-			return agent.CodeFailed, fmt.Errorf("run: terminal raw mode: %w", err)
-		}
-		defer term.Restore(int(os.Stdin.Fd()), old)
-	}
-	x, err := agent.Run(context.Background(), agent.NewConn(conn), agent.Start{}, sio)
-	var e *agent.Error
-	switch {
-	case errors.As(err, &e):
-		return e.Code, errors.New(e.Message)
-	case err != nil:
-		return agent.CodeFailed, err
-	}
-	return x.Code, nil
-}
-
-// isDevNull reports whether f is the null device.
-func isDevNull(f *os.File) bool {
-	var st, null unix.Stat_t
-	return unix.Fstat(int(f.Fd()), &st) == nil && unix.Stat(os.DevNull, &null) == nil &&
-		st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
+	return runcli.Run(o)
 }

@@ -32,13 +32,15 @@ package api
 import (
 	"time"
 
+	"github.com/open-lambda/ol-shim/shim/api/wire"
+
 	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
 // Where the daemon listens unless told otherwise.
 const (
-	DefaultSocket       = "/run/ol-shim/ol-shim.sock"
+	DefaultSocket       = wire.DefaultSocket
 	DefaultPluginSocket = "/run/ol-shim/plugin.sock"
 	DefaultPluginName   = "ol-shim"
 )
@@ -227,31 +229,11 @@ type RenewRequest struct {
 	Lease string `json:"lease,omitempty"` // from now; the default lease if empty
 }
 
-// RunRequest is a docker-run-like call served from a pool.
-type RunRequest struct {
-	Pool       string   `json:"pool,omitempty"`
-	Image      string   `json:"image,omitempty"`
-	Cmd        []string `json:"cmd"`
-	Env        []string `json:"env,omitempty"`
-	WorkingDir string   `json:"working_dir,omitempty"`
-	// User runs the command as "user", "uid", "user:group" or "uid:gid"
-	// in the container; empty: the container's user.
-	User string `json:"user,omitempty"`
-	// TTY runs the command on a pseudo-terminal of Rows x Cols (streamed
-	// runs only).
-	TTY  bool   `json:"tty,omitempty"`
-	Rows uint16 `json:"rows,omitempty"`
-	Cols uint16 `json:"cols,omitempty"`
-	// Stdin is the whole stdin of a run that is not streamed.
-	Stdin []byte `json:"stdin,omitempty"`
-	Reuse bool   `json:"reuse,omitempty"`
-}
+// RunRequest is a run: the command and where to run it (see wire).
+type RunRequest = wire.RunRequest
 
 // RunCall is the body of POST /v1/run: a run and how long it may take.
-type RunCall struct {
-	RunRequest
-	Timeout string `json:"timeout,omitempty"`
-}
+type RunCall = wire.RunCall
 
 // RunResult is what a run printed and how it ended.
 type RunResult struct {

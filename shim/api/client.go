@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/open-lambda/ol-shim/shim/api/wire"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -185,7 +186,7 @@ func (c *Client) Run(ctx context.Context, req RunCall) (RunResult, error) {
 }
 
 // Upgrade protocol of a streamed run.
-const runUpgrade = "ol-shim-run/1"
+const runUpgrade = wire.RunUpgrade
 
 // RunUpgradeResponse is what the daemon answers a streamed run with before
 // the run protocol starts.

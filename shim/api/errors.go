@@ -5,13 +5,13 @@ import (
 	"net/http"
 
 	"github.com/containerd/errdefs"
+
 	"github.com/containerd/errdefs/pkg/errhttp"
+	"github.com/open-lambda/ol-shim/shim/api/wire"
 )
 
 // ErrorBody is the body of every error answer.
-type ErrorBody struct {
-	Message string `json:"message"`
-}
+type ErrorBody = wire.ErrorBody
 
 // HTTPStatus is the one mapping of error classes to HTTP status codes:
 // errdefs' (errhttp), then 504 for a deadline that passed with no other

@@ -1,4 +1,4 @@
-package clicmd
+package runcli
 
 import (
 	"os"

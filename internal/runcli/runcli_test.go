@@ -1,0 +1,70 @@
+package runcli
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/open-lambda/ol-shim/shim/api/wire"
+)
+
+func TestParse(t *testing.T) {
+	t.Setenv("OL_SHIM_SOCKET", "")
+	yes, no := true, false
+	for _, c := range []struct {
+		args    []string
+		want    Options
+		version bool
+		err     string // "" ok; "handover"; else the message
+	}{
+		{args: []string{"--version"}, version: true},
+		{args: []string{"version"}, version: true},
+		{args: []string{"run", "--pool", "p", "true"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Pool: "p", Cmd: []string{"true"}}}}},
+		{args: []string{"--socket", "/s", "run", "-it", "-e", "A=1", "--env=B=2", "-w", "/tmp", "-u=1000", "--reuse", "--timeout", "5s", "img", "sh", "-c", "x"},
+			want: Options{Socket: "/s", Interactive: &yes, Call: wire.RunCall{Timeout: "5s", RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"sh", "-c", "x"}, Env: []string{"A=1", "B=2"}, WorkingDir: "/tmp", User: "1000", TTY: true, Reuse: true}}}},
+		{args: []string{"--socket=/s", "run", "-i=false", "--rm", "img", "--", "-x"}, want: Options{Socket: "/s", Interactive: &no, Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"--", "-x"}}}}},
+		{args: []string{"run", "--", "img", "cmd", "-i"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"cmd", "-i"}}}}},
+		{args: []string{"run", "--reuse", "--rm", "img", "true"}, err: "run: --rm and --reuse: choose one"},
+		{args: []string{"run", "img"}, err: "run: no command: sandboxes idle in ol-shim's init, so name what to run"},
+		{args: []string{"run"}, err: "run: name an IMAGE (or --pool) and a command"},
+		{args: []string{"run", "--timeout", "0s", "img", "true"}, err: "--timeout 0s: want a positive duration like 30s"},
+		{args: []string{"run", "--timeout", "soon", "img", "true"}, err: "handover"},
+		{args: []string{"run", "--help"}, err: "handover"},
+		{args: []string{"run", "-x", "img", "true"}, err: "handover"},
+		{args: []string{"run", "--pool"}, err: "handover"},
+		{args: []string{"status"}, err: "handover"},
+		{args: nil, err: "handover"},
+		{args: []string{"--help"}, err: "handover"},
+		{args: []string{"--socket", "/s"}, err: "handover"},
+	} {
+		o, v, err := Parse(c.args)
+		switch {
+		case c.err == "handover":
+			if !errors.Is(err, errHandOver) {
+				t.Errorf("Parse(%q): %v; want it handed over", c.args, err)
+			}
+			continue
+		case c.err != "":
+			if err == nil || err.Error() != c.err {
+				t.Errorf("Parse(%q): %v; want %q", c.args, err, c.err)
+			}
+			continue
+		case err != nil:
+			t.Errorf("Parse(%q): %v", c.args, err)
+			continue
+		}
+		if v != c.version {
+			t.Errorf("Parse(%q): version %v", c.args, v)
+			continue
+		}
+		if c.version {
+			continue
+		}
+		if c.want.Socket == "" {
+			c.want.Socket = wire.DefaultSocket
+		}
+		if !reflect.DeepEqual(o, c.want) {
+			t.Errorf("Parse(%q) =\n%+v\nwant\n%+v", c.args, o, c.want)
+		}
+	}
+}
