@@ -1,9 +1,3 @@
-// A client needs no GOMAXPROCS from its cgroup's CPU limit: reading it costs
-// every start two files (/proc/self/cgroup, /proc/self/mountinfo).
-
-//go:debug containermaxprocs=0
-//go:debug updatemaxprocs=0
-
 // Command ol-shim is the client of ol-shim, which keeps warm pools of paused
 // containers for serverless functions on a Docker host. `ol-shim run` and
 // `ol-shim --version` are served here, by a program that initialises only
