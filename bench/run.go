@@ -149,7 +149,7 @@ func (r *run) baseConfig() string {
 		r.poolConfig("cold", "adapt = false") +
 		r.poolConfig("burst", fmt.Sprintf("min_idle = %d\nmax_size = %d", r.sz.burstMinIdle, r.sz.burstMinIdle)) +
 		r.poolConfig("burst-fresh", fmt.Sprintf("min_idle = %d", r.sz.burstMinIdle)) +
-		r.poolConfig("burst-recycle", fmt.Sprintf("min_idle = %d\nread_only_rootfs = true\nrecycle = true", r.sz.burstMinIdle)) +
+		r.poolConfig("burst-recycle", fmt.Sprintf("min_idle = %d\nmax_size = %d\nread_only_rootfs = true\nrecycle = true", r.sz.burstMinIdle, r.sz.burstMinIdle)) +
 		fmt.Sprintf("[pools.burst-fn]\nimage = %q\ncmd = [\"/runtime\"]\nmemory = \"32M\"\nready = { socket = \"ol.sock\" }\nmin_idle = %d\nmax_size = %d\n", runtimeImage, r.sz.burstMinIdle, r.sz.burstMinIdle)
 }
 
