@@ -41,14 +41,12 @@ const (
 	sRawCreate   = "raw API create+start"
 	sColdAcquire = "ol-shim cold acquire (API)"
 	sOlRun       = "ol-shim run IMAGE true"
-	// Paired with each docker run --rm of group 1, as whole processes.
-	sOlRunReusePair = "ol-shim run --reuse IMAGE true (paired with docker run)"
-	sRawUnpause     = "raw API unpause"
-	sWarmAcquire    = "ol-shim warm acquire (API)"
-	sHotAcquire     = "ol-shim hot acquire (API)"
-	sBurstFn        = "burst: acquire, call the sandbox's handler on /host/ol.sock, release (API)"
-	sBurstReuse     = "burst: ol-shim run --pool burst --reuse true"
-	sBurstFresh     = "burst: ol-shim run --pool burst-fresh true"
+	sRawUnpause  = "raw API unpause"
+	sWarmAcquire = "ol-shim warm acquire (API)"
+	sHotAcquire  = "ol-shim hot acquire (API)"
+	sBurstFn     = "burst: acquire, call the sandbox's handler on /host/ol.sock, release (API)"
+	sBurstReuse  = "burst: ol-shim run --pool burst --reuse true"
+	sBurstFresh  = "burst: ol-shim run --pool burst-fresh true"
 	// A recycle pool (read_only_rootfs, recycle): fresh per run, no create.
 	sBurstRecycle = "burst: ol-shim run --pool burst-recycle true (recycle)"
 	sBurstDocker  = "burst: docker run --rm IMAGE true"
@@ -306,11 +304,6 @@ func (r *run) cold(ctx context.Context) error {
 		if err := r.timed(sOlRun, func() error { return r.olRun(ctx, r.image, "true") }); err != nil {
 			return err
 		}
-		// A warm run as a user's shell times it, paired with the docker
-		// run just before it.
-		if err := r.timed(sOlRunReusePair, func() error { return r.olRun(ctx, "--reuse", r.image, "true") }); err != nil {
-			return err
-		}
 		// The run destroys its sandbox and the pool refills, in the
 		// background: let that finish before timing anything else.
 		if err := r.quiet(ctx); err != nil {
@@ -343,14 +336,11 @@ func (r *run) cold(ctx context.Context) error {
 		r.addLatency("1. cold start", s)
 	}
 	r.addLatency("3. run", sOlRun)
-	r.addLatency("3. run", sOlRunReusePair)
 	r.addLatency("3. run", sDockerRun)
 	ratio := float64(pct(r.series[sColdAcquire], .5)) / float64(pct(r.series[sRawCreate], .5))
 	r.addTarget("ol-shim cold acquire / raw API create+start, p50", "≤ 1.25×", ratio <= 1.25, "%.2f×", ratio)
 	ratio = float64(pct(r.series[sDockerRun], .5)) / float64(pct(r.series[sOlRun], .5))
 	r.addTarget("docker run --rm / ol-shim run (fresh sandbox, runs spaced by the refill), p50", "≥ 10×", ratio >= 10, "%.1f×", ratio)
-	ratio = float64(pct(r.series[sDockerRun], .5)) / float64(pct(r.series[sOlRunReusePair], .5))
-	r.addTarget("docker run --rm IMAGE true / ol-shim run --reuse IMAGE true, whole processes in alternating pairs, p50", "≥ 50×", ratio >= 50, "%.1f×", ratio)
 	return nil
 }
 

@@ -11,7 +11,8 @@ import (
 
 // Series of group 3b.
 const (
-	sOlRunReuse      = "ol-shim run --reuse IMAGE true"
+	sOlRunReuse      = "ol-shim run --reuse IMAGE true (whole process, paired)"
+	sDockerRunPaired = "docker run --rm IMAGE true (paired with the line below)"
 	sOlRunBackToBack = "ol-shim run IMAGE true, back to back (fresh sandboxes, target grown)"
 	sAgentRoundTrip  = "agent round trip: streamed run of true in a hot sandbox (API)"
 )
@@ -23,7 +24,16 @@ func (r *run) runs(ctx context.Context) error {
 	if err := r.quiet(ctx); err != nil {
 		return err
 	}
+	// As a user's shell times them: whole processes, in alternating pairs
+	// with docker run --rm (the sandbox stays hot between runs: the ad-hoc
+	// pool's pause grace is 1 s, a docker run takes less).
+	if err := r.olRun(ctx, "--reuse", r.image, "true"); err != nil {
+		return err
+	}
 	for range n {
+		if err := r.timed(sDockerRunPaired, func() error { return r.dockerRun(ctx) }); err != nil {
+			return err
+		}
 		if err := r.timed(sOlRunReuse, func() error { return r.olRun(ctx, "--reuse", r.image, "true") }); err != nil {
 			return err
 		}
@@ -56,16 +66,15 @@ func (r *run) runs(ctx context.Context) error {
 			r.series[sAgentRoundTrip] = append(r.series[sAgentRoundTrip], d)
 		}
 	}
-	for _, s := range []string{sOlRunReuse, sOlRunBackToBack, sAgentRoundTrip} {
+	for _, s := range []string{sDockerRunPaired, sOlRunReuse, sOlRunBackToBack, sAgentRoundTrip} {
 		r.addLatency("3b. run from the pool", s)
 	}
-	dk := float64(pct(r.series[sDockerRun], .5))
 	for _, c := range []struct {
-		series string
-		goal   float64
-	}{{sOlRunReuse, 50}, {sOlRunBackToBack, 3}} {
-		ratio := dk / float64(pct(r.series[c.series], .5))
-		r.addTarget(fmt.Sprintf("docker run --rm / %s, p50", c.series), fmt.Sprintf("≥ %g×", c.goal), ratio >= c.goal, "%.1f×", ratio)
+		docker, series string
+		goal           float64
+	}{{sDockerRunPaired, sOlRunReuse, 50}, {sDockerRun, sOlRunBackToBack, 3}} {
+		ratio := float64(pct(r.series[c.docker], .5)) / float64(pct(r.series[c.series], .5))
+		r.addTarget(fmt.Sprintf("%s / %s, p50", c.docker, c.series), fmt.Sprintf("≥ %g×", c.goal), ratio >= c.goal, "%.1f×", ratio)
 	}
 	step("  run --reuse p50 %v, back to back p50 %v, agent round trip p50 %v (docker run p50 %v)",
 		ms(pct(r.series[sOlRunReuse], .5)), ms(pct(r.series[sOlRunBackToBack], .5)), ms(pct(r.series[sAgentRoundTrip], .5)), ms(pct(r.series[sDockerRun], .5)))
