@@ -51,16 +51,21 @@ func Run(o Options) (int, error) {
 			req.Cols, req.Rows = uint16(w), uint16(h)
 		}
 	}
-	conn, err := wire.DialRun(context.Background(), o.Socket, req)
-	if err != nil {
-		return agent.CodeFailed, err
-	}
-	defer conn.Close()
-
 	sio := agent.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
 	if interactive {
 		sio.Stdin = os.Stdin
 	}
+	// The start frame goes with the request: the daemon reads it once it
+	// has a sandbox and upgraded the connection.
+	start, err := agent.StartFrame(agent.Start{}, sio)
+	if err != nil {
+		return agent.CodeFailed, err
+	}
+	conn, err := wire.DialRun(context.Background(), o.Socket, req, start)
+	if err != nil {
+		return agent.CodeFailed, err
+	}
+	defer conn.Close()
 	// Signals go to the command, as docker run's sig-proxy does. On a
 	// terminal in raw mode Ctrl-C is a byte for the remote terminal.
 	sigs := make(chan os.Signal, 16)
@@ -93,7 +98,7 @@ func Run(o Options) (int, error) {
 		}
 		defer term.Restore(int(os.Stdin.Fd()), old)
 	}
-	x, err := agent.Run(context.Background(), agent.NewConn(conn), agent.Start{}, sio)
+	x, err := agent.RunStarted(context.Background(), agent.NewConn(conn), sio)
 	var e *agent.Error
 	switch {
 	case errors.As(err, &e):

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,23 @@ func Run(ctx context.Context, c *Conn, st Start, sio Stdio) (Exit, error) {
 	if err := c.WriteJSON(KindStart, st); err != nil {
 		return Exit{}, fmt.Errorf("send start: %w", err)
 	}
+	return RunStarted(ctx, c, sio)
+}
+
+// StartFrame is the start frame Run sends for st and sio, for a caller
+// that sends it itself, ahead of the connection's upgrade (one round trip
+// less), and then calls RunStarted.
+func StartFrame(st Start, sio Stdio) ([]byte, error) {
+	st.Stdin = sio.Stdin != nil
+	var b bytes.Buffer
+	if err := NewConn(&b).WriteJSON(KindStart, st); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// RunStarted is Run once the start frame is sent (see StartFrame).
+func RunStarted(ctx context.Context, c *Conn, sio Stdio) (Exit, error) {
 	done := make(chan struct{})
 	defer close(done)
 	stop := context.AfterFunc(ctx, func() { c.Close() })

@@ -78,10 +78,12 @@ const (
 )
 
 // DialRun starts a streamed run on the daemon at socket: it sends POST
-// /v1/run with call as its body, asking to upgrade, and returns the
-// connection once the daemon switched protocols (it then carries the run
-// protocol of shim/agent). An error answer is a *StatusError.
-func DialRun(ctx context.Context, socket string, call RunCall) (io.ReadWriteCloser, error) {
+// /v1/run with call as its body, asking to upgrade, and then early (the
+// run protocol's first frames: the daemon reads them once it upgraded,
+// which saves the wait for its answer), and returns the connection once
+// the daemon switched protocols (it then carries the run protocol of
+// shim/agent). An error answer is a *StatusError.
+func DialRun(ctx context.Context, socket string, call RunCall, early []byte) (io.ReadWriteCloser, error) {
 	body, err := json.Marshal(call)
 	if err != nil {
 		return nil, err
@@ -94,6 +96,7 @@ func DialRun(ctx context.Context, socket string, call RunCall) (io.ReadWriteClos
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "POST /v1/run HTTP/1.1\r\nHost: ol-shim\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", len(body), RunUpgrade)
 	req.Write(body)
+	req.Write(early)
 	if _, err := c.Write(req.Bytes()); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("POST /v1/run: %w", err)
