@@ -572,3 +572,48 @@ func TestServeSecurity(t *testing.T) {
 
 // rootID names a state root in container labels, as the daemon does.
 func rootID(root string) string { return daemon.RootID(root) }
+
+// TestAPIPoolsSurviveRestart: a pool made through the API (ol-shim pool
+// create) is kept as Docker keeps what its API made: through a reload
+// (SIGHUP) and a restart (SIGTERM, start), with its paused sandbox adopted,
+// not remade; removed through the API, it stays removed after a restart.
+func TestAPIPoolsSurviveRestart(t *testing.T) {
+	d := newDaemon(t, "")
+	if out, errOut, code := d.cli("", "pool", "create", "--min-idle", "1", "--memory", "64M", "persist1", busybox, "sleep", "3600"); code != 0 {
+		t.Fatalf("pool create: exit %d: %s%s", code, out, errOut)
+	}
+	d.waitIdle("persist1", 1)
+	before := d.containers(true)
+	if len(before) != 1 {
+		t.Fatalf("%d paused containers, want 1", len(before))
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(time.Second)
+	if p, err := d.c.Pool(context.Background(), "persist1"); err != nil || p.Source != "api" {
+		t.Fatalf("after a reload: pool %+v, %v; want it, made through the api", p, err)
+	}
+	d.stop(syscall.SIGTERM)
+	d.start()
+	p, err := d.c.Pool(context.Background(), "persist1")
+	if err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	if p.Source != "api" || p.Config.MinIdle != 1 || p.Config.Image != busybox || len(p.Config.Cmd) != 2 || p.Config.Memory != 64<<20 {
+		t.Errorf("after a restart the pool is %+v", p)
+	}
+	d.waitIdle("persist1", 1)
+	if after := d.containers(true); len(after) != 1 || after[0] != before[0] {
+		t.Errorf("paused containers %v before the restart, %v after: want the same one, adopted", before, after)
+	}
+	if p, _ := d.c.Pool(context.Background(), "persist1"); p.Stats.Creates != 0 {
+		t.Errorf("the pool made %d sandboxes after the restart; its paused one should have been adopted", p.Stats.Creates)
+	}
+	if out, errOut, code := d.cli("", "pool", "rm", "persist1"); code != 0 {
+		t.Fatalf("pool rm: exit %d: %s%s", code, out, errOut)
+	}
+	d.stop(syscall.SIGTERM)
+	d.start()
+	if _, err := d.c.Pool(context.Background(), "persist1"); err == nil {
+		t.Error("a pool removed through the API came back after a restart")
+	}
+}

@@ -58,6 +58,8 @@ var poolCreateCommand = &cli.Command{
 		&cli.DurationFlag{Name: "pause-grace", Usage: "keep a returned sandbox unpaused this long"},
 		&cli.StringFlag{Name: "ready-socket", Usage: "ready when this unix socket under /host accepts, e.g. ol.sock"},
 		&cli.StringFlag{Name: "scratch-size", Usage: "quota of each sandbox's /host, e.g. 64M"},
+		&cli.BoolFlag{Name: "read-only-rootfs", Usage: "mount the image read-only (/host stays writable)"},
+		&cli.BoolFlag{Name: "recycle", Usage: "after a run, make the sandbox as new and keep it instead of destroying it (needs --read-only-rootfs)"},
 		&cli.StringFlag{Name: "file", Usage: "read the pool from this JSON file (- for stdin) instead of flags"},
 	},
 	Action: func(c *cli.Context) error {
@@ -88,6 +90,7 @@ var poolCreateCommand = &cli.Command{
 				Image: args[1], Cmd: args[2:], Env: c.StringSlice("env"), CPUs: c.Float64("cpus"), Pids: c.Int64("pids"),
 				MinIdle: c.Int("min-idle"), MaxSize: c.Int("max-size"),
 				IdleTTL: spec.Duration(c.Duration("idle-ttl")), PauseGrace: spec.Duration(c.Duration("pause-grace")),
+				ReadOnlyRootfs: c.Bool("read-only-rootfs"), Recycle: c.Bool("recycle"),
 			}
 			for flag, dst := range map[string]*spec.Size{"memory": &pc.Memory, "scratch-size": &pc.ScratchSize} {
 				if v := c.String(flag); v != "" {

@@ -84,9 +84,12 @@ type Lease struct {
 
 // PoolStatus is one pool's state.
 type PoolStatus struct {
-	Name   string           `json:"name"`
-	Image  string           `json:"image"`
-	AdHoc  bool             `json:"adhoc,omitempty"`
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	AdHoc bool   `json:"adhoc,omitempty"`
+	// Source is where the pool comes from: "config" (the config file),
+	// "api" (made through the API, kept across restarts) or "adhoc".
+	Source string           `json:"source,omitempty"`
 	Config spec.PoolConfig  `json:"config"`
 	Stats  sandboxset.Stats `json:"stats"`
 	// Recycled counts the sandboxes made as new after runs (recycle).

@@ -116,6 +116,7 @@ type Daemon struct {
 	metrics *metrics.Metrics
 
 	docker *docker.Docker     // set by Start with the Docker backend
+	pools  *poolStore         // set by Start with the Docker backend: pools made through the API
 	reg    *registry.Registry // set by Start
 
 	mu      sync.Mutex
@@ -218,6 +219,15 @@ func (d *Daemon) ServePlugin(l net.Listener) error {
 // ol-shim starts before docker.service), builds the registry and makes the
 // configured pools, reconciling Docker with them.
 func (d *Daemon) Start(ctx context.Context) error {
+	if d.cfg.Backend == BackendDocker {
+		// Pools made through the API are kept across restarts (the mock
+		// backend keeps no sandboxes, so it keeps no pools either).
+		ps, err := openPoolStore(d.cfg.Root)
+		if err != nil {
+			return err
+		}
+		d.pools = ps
+	}
 	reg, err := d.newRegistry(ctx)
 	if err != nil {
 		return err
@@ -235,6 +245,9 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 	f := d.cfg.File.Daemon
 	rc := registry.Config{Root: d.cfg.Root, Budget: d.cfg.Budget, Lease: d.cfg.Lease, AdHoc: d.cfg.File.AdHoc, Logger: d.log,
 		MaxPoolSize: f.MaxPoolSize, AllowPull: f.AllowPull, AllowNetworks: f.AllowNetworks}
+	if d.pools != nil {
+		rc.Store = d.pools
+	}
 	if d.metrics != nil {
 		rc.Observe = d.metrics.Observe
 	}
@@ -422,6 +435,11 @@ func (d *Daemon) Stop(ctx context.Context) error {
 	if d.docker != nil {
 		d.docker.Close()
 	}
+	if d.pools != nil {
+		if err := d.pools.close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the pool store: %w", err))
+		}
+	}
 	for _, l := range plugin {
 		l.Close()
 	}
@@ -453,6 +471,10 @@ func (d *Daemon) Purge(ctx context.Context) error {
 		return fmt.Errorf("purge: %w", err)
 	}
 	d.log.Info("purged", "sandboxes_removed", rep.Removed)
+	// The pools made through the API go with ol-shim.
+	if err := os.Remove(filepath.Join(d.cfg.Root, "pools.db")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("purge: %w", err)
+	}
 	// Sandbox scratch volumes the reconcile did not see by their labels (one
 	// made as the stopped daemon went, say) are ours too, not users' data.
 	for _, v := range d.vols.List() {

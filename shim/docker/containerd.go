@@ -61,7 +61,9 @@ type taskAPI struct {
 	tasks  tasks.TasksClient
 	off    atomic.Bool // containerd refused: Docker's API from now on
 	proven atomic.Bool // containerd paused or resumed one of dockerd's containers
-	once   sync.Once   // the log line for off
+	// unanswered counts calls a never-proven containerd did not answer.
+	unanswered atomic.Int32
+	once       sync.Once // the log line for off
 }
 
 // newTaskAPI connects (lazily: grpc dials on first call) to the containerd
@@ -229,7 +231,15 @@ func (t *taskAPI) call(ctx context.Context, log *slog.Logger, id string, pause b
 	switch status.Code(err) {
 	case codes.NotFound:
 		return errNotHere
-	case codes.Unavailable, codes.Unimplemented, codes.PermissionDenied, codes.Unauthenticated:
+	case codes.Unavailable:
+		// A containerd that worked is restarting with dockerd: this call
+		// goes through dockerd, the next tries containerd again. One that
+		// never answered is not there.
+		if !t.proven.Load() && t.unanswered.Add(1) >= maxUnanswered {
+			t.turnOff(log, err)
+		}
+		return errNoTaskAPI
+	case codes.Unimplemented, codes.PermissionDenied, codes.Unauthenticated:
 		t.turnOff(log, err)
 		return errNoTaskAPI
 	}
@@ -267,6 +277,10 @@ func (t *taskAPI) close() {
 		t.conn.Close()
 	}
 }
+
+// maxUnanswered is how many calls a containerd that never answered may
+// fail before it is not asked again.
+const maxUnanswered = 2
 
 // taskAPITimeout bounds one pause or resume through containerd.
 const taskAPITimeout = 10 * time.Second

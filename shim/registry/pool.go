@@ -28,6 +28,9 @@ type Pool struct {
 	Name   string
 	Config spec.PoolConfig
 	AdHoc  bool
+	// API: made through the API (PutPool), stored, kept across restarts
+	// and config reloads; else the config file's (or ad hoc).
+	API bool
 
 	set      *sandboxset.Set
 	backend  sandboxset.Backend                          // the provider's, unwrapped
@@ -46,7 +49,14 @@ func (p *Pool) Stats() sandboxset.Stats { return p.set.Stats() }
 
 // Status returns the pool's state as the API shows it.
 func (p *Pool) Status() api.PoolStatus {
-	return api.PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Config: p.Config, Stats: p.set.Stats(), Recycled: p.recycled.Load()}
+	src := "config"
+	switch {
+	case p.AdHoc:
+		src = "adhoc"
+	case p.API:
+		src = "api"
+	}
+	return api.PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Source: src, Config: p.Config, Stats: p.set.Stats(), Recycled: p.recycled.Load()}
 }
 
 // newPool makes a pool with MinIdle 0; the caller warms it.
@@ -139,9 +149,15 @@ func (r *Registry) warm(p *Pool) {
 	}()
 }
 
-// PutPool creates pool name or, if its config changed, replaces it. It
-// reports whether anything changed.
+// PutPool creates pool name or, if its config changed, replaces it, for a
+// client of the API: the pool is stored (see PoolStore) and kept across
+// restarts and config reloads. It reports whether anything changed.
 func (r *Registry) PutPool(name string, pc spec.PoolConfig) (bool, error) {
+	return r.putPool(name, pc, true)
+}
+
+// putPool is PutPool for the API (api) or the config file.
+func (r *Registry) putPool(name string, pc spec.PoolConfig, fromAPI bool) (bool, error) {
 	r.mu.Lock()
 	old, ok := r.pools[name]
 	closed := r.closed
@@ -152,12 +168,22 @@ func (r *Registry) PutPool(name string, pc spec.PoolConfig) (bool, error) {
 	if strings.HasPrefix(name, adhocPrefix) {
 		return false, fmt.Errorf("pool %q: %w: names starting %q belong to the pools ol-shim makes for images on demand", name, spec.ErrInvalidSpec, adhocPrefix)
 	}
-	if ok && !old.AdHoc && reflect.DeepEqual(old.Config, pc) {
+	if ok && !old.AdHoc && old.API == fromAPI && reflect.DeepEqual(old.Config, pc) {
 		return false, nil
 	}
 	p, err := r.newPool(name, pc, false)
 	if err != nil {
 		return false, err
+	}
+	p.API = fromAPI
+	if fromAPI {
+		if err := r.remember(name, pc); err != nil {
+			p.set.Close(context.Background())
+			return false, err
+		}
+	} else if ok && old.API {
+		r.log.Info("the config file now has a pool made through the API; the file's replaces it", "pool", name)
+		r.forget(name)
 	}
 	r.mu.Lock()
 	cur := r.pools[name]
@@ -180,6 +206,9 @@ func (r *Registry) DeletePool(name string) error {
 	r.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("pool %q: %w", name, errdefs.ErrNotFound)
+	}
+	if p.API {
+		r.forget(name)
 	}
 	return r.drain(p)
 }

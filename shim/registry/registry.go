@@ -56,6 +56,9 @@ type Config struct {
 	Provider Provider
 	// Janitor, if set, reconciles at Start and watches the backend.
 	Janitor Janitor
+	// Store, if set, keeps the pools made through the API across
+	// restarts (see PoolStore).
+	Store PoolStore
 	// Root is the state root.
 	Root string
 	// Budget is the host memory budget in bytes; 0: none.
@@ -177,6 +180,20 @@ func (r *Registry) Start(ctx context.Context, pools map[string]spec.PoolConfig) 
 		}
 		made[name] = p
 	}
+	// The pools made through the API before the restart, made again
+	// before the reconcile, so that their paused sandboxes are adopted.
+	stored := r.storedPools(pools)
+	for _, name := range slices.Sorted(maps.Keys(stored)) {
+		p, err := r.newPool(name, stored[name], false)
+		if err != nil {
+			// Not fatal: the rest of the host still starts. The record
+			// stays, for a policy or image that comes back.
+			r.log.Error("a pool made through the API cannot be made again", "pool", name, "error", err)
+			continue
+		}
+		p.API = true
+		made[name] = p
+	}
 	var rep ReconcileReport
 	if j := r.cfg.Janitor; j != nil {
 		ap := map[string]AdoptPool{}
@@ -219,7 +236,7 @@ func (r *Registry) Apply(pools map[string]spec.PoolConfig, adhoc config.AdHocCon
 	r.adhoc = adhoc
 	var gone []*Pool
 	for name, p := range r.pools {
-		if _, ok := pools[name]; !ok && !p.AdHoc {
+		if _, ok := pools[name]; !ok && !p.AdHoc && !p.API {
 			gone = append(gone, p)
 			delete(r.pools, name)
 		}
@@ -230,7 +247,7 @@ func (r *Registry) Apply(pools map[string]spec.PoolConfig, adhoc config.AdHocCon
 		r.drainInBackground(p)
 	}
 	for _, name := range slices.Sorted(maps.Keys(pools)) {
-		if _, err := r.PutPool(name, pools[name]); err != nil {
+		if _, err := r.putPool(name, pools[name], false); err != nil {
 			errs = append(errs, err)
 		}
 	}
