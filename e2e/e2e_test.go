@@ -465,8 +465,14 @@ func installedService(t *testing.T, h *host) {
 			if err != nil {
 				return err
 			}
-			if st := p["shell"].Stats; st.Creating+st.Pausing+st.Deferred+st.InUse > 0 || st.Idle == 0 {
+			st := p["shell"].Stats
+			if st.Creating+st.Pausing+st.Deferred+st.InUse > 0 || st.Idle == 0 {
 				return fmt.Errorf("%+v", st)
+			}
+			// A destroy under way (a used sandbox's) leaves its
+			// container listed a moment longer than the pool counts it.
+			if n := len(strings.Fields(h.sh("docker ps -aq --filter label=io.ol-shim.pool=shell"))); n != st.Idle {
+				return fmt.Errorf("%d containers, %d idle", n, st.Idle)
 			}
 			return nil
 		})
