@@ -11,7 +11,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 
@@ -21,22 +20,13 @@ import (
 // Version is set at build time (-X main.Version=...).
 var Version = "dev"
 
-// pluginName is the binary's name as a Docker CLI plugin ("docker ol").
-const pluginName = "docker-ol"
-
 func main() {
 	args := os.Args[1:]
-	if filepath.Base(os.Args[0]) == pluginName {
+	if filepath.Base(os.Args[0]) == runcli.PluginName {
 		// The Docker CLI's plugin protocol: the metadata call, and
 		// "docker-ol ol ARGS..." for "docker ol ARGS...".
 		if len(args) > 0 && args[0] == "docker-cli-plugin-metadata" {
-			json.NewEncoder(os.Stdout).Encode(struct {
-				SchemaVersion    string
-				Vendor           string
-				Version          string
-				ShortDescription string
-				URL              string
-			}{"0.1.0", "ol-shim", Version, "Run commands in warm sandboxes from ol-shim's pools", "https://github.com/open-lambda/ol-shim"})
+			runcli.PluginMetadata(os.Stdout, Version)
 			return
 		}
 		if len(args) > 0 && args[0] == "ol" {

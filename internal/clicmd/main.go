@@ -1,17 +1,18 @@
 package clicmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/open-lambda/ol-shim/internal/runcli"
 )
 
 // PluginName is the binary's name as a Docker CLI plugin ("docker ol").
-const PluginName = "docker-ol"
+const PluginName = runcli.PluginName
 
 // Main runs app on the process's arguments (as a Docker CLI plugin when
 // called docker-ol), prints an error once and exits with its code.
@@ -43,13 +44,7 @@ func Main(app *cli.App) {
 // when it answered alone.
 func cliPlugin(args []string) ([]string, bool) {
 	if len(args) > 1 && args[1] == "docker-cli-plugin-metadata" {
-		json.NewEncoder(os.Stdout).Encode(struct {
-			SchemaVersion    string
-			Vendor           string
-			Version          string
-			ShortDescription string
-			URL              string
-		}{"0.1.0", "ol-shim", Version, "Run commands in warm sandboxes from ol-shim's pools", "https://github.com/open-lambda/ol-shim"})
+		runcli.PluginMetadata(os.Stdout, Version)
 		return nil, true
 	}
 	out := []string{"ol-shim"}

@@ -9,8 +9,10 @@ package runcli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -352,4 +354,18 @@ func HandOver() error {
 	}
 	err := syscall.Exec(path, os.Args, os.Environ())
 	return fmt.Errorf("exec %s: %v", path, err)
+}
+
+// PluginName is the client's name as a Docker CLI plugin ("docker ol").
+const PluginName = "docker-ol"
+
+// PluginMetadata writes the Docker CLI plugin protocol's metadata answer.
+func PluginMetadata(w io.Writer, version string) error {
+	return json.NewEncoder(w).Encode(struct {
+		SchemaVersion    string
+		Vendor           string
+		Version          string
+		ShortDescription string
+		URL              string
+	}{"0.1.0", "ol-shim", version, "Run commands in warm sandboxes from ol-shim's pools", "https://github.com/open-lambda/ol-shim"})
 }
