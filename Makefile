@@ -11,7 +11,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell find . -name '*.go' -not -path './build/*')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run demo images plugin bench-serve fuzz ctrl-c test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
+.PHONY: help setup build deb run demo images plugin bench-serve fuzz ctrl-c test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ build: $(BIN) $(DBIN) $(IBIN) ## static binaries (CGO_ENABLED=0): bin/ol-shim, t
 # with binaries built elsewhere.
 $(BIN) $(DBIN) $(IBIN) &: $(GOFILES) go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$(VERSION) -X main.Version=$(VERSION)" -o bin/ ./cmd/ol-shim ./cmd/ol-shimd ./cmd/ol-shim-init
+
+deb: ## build/ol-shim_VERSION_ARCH.deb with nfpm (packaging/), checked by lintian: binaries, systemd units, plugin spec, docker ol, config (conffile), man pages, bash completion; DEB_VERSION overrides the version
+	GO=$(GO) hack/deb.sh build
 
 run: build ## build, start dockerd if needed, run the daemon in the foreground with examples/config.toml (Ctrl-C stops it and removes its sandboxes)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) serve --config examples/config.toml --destroy-on-exit'

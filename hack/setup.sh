@@ -2,7 +2,8 @@
 # Installs what ol-shim's build and tests need on a Debian host, if missing:
 # Go (checked, not installed), docker.io, fuse3, busybox-static,
 # debootstrap (for the end-to-end tests' host images), and QEMU and cpio
-# (for the end-to-end tests' VM).
+# (for the end-to-end tests' VM), lintian and man-db (the Debian package's
+# checks).
 set -euo pipefail
 
 if ! command -v go >/dev/null 2>&1; then
@@ -20,6 +21,8 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs) # the kernel scratch backend: mkfs.ext4, e2fsck
+command -v lintian >/dev/null 2>&1 || missing+=(lintian) # make deb checks the package
+command -v man >/dev/null 2>&1 || missing+=(man-db)     # the man pages' test renders them
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need root to install: ${missing[*]}" >&2

@@ -24,7 +24,7 @@ var Version = "dev"
 func NewApp(daemon ...*cli.Command) *cli.App {
 	cmds := []*cli.Command{statusCommand, runCommand, poolCommand}
 	cmds = append(cmds, daemon...)
-	cmds = append(cmds, versionCommand)
+	cmds = append(cmds, completionCommand, manCommand, versionCommand)
 	return &cli.App{
 		Name:    "ol-shim",
 		Usage:   "warm pools of paused containers for serverless functions",

@@ -450,7 +450,8 @@ func (d *Daemon) Stop(ctx context.Context) error {
 }
 
 // Purge removes every sandbox and scratch volume this state root made (its
-// reconcile with no pools), then reports the volumes users made with the
+// reconcile with no pools; the records of pools made through the API
+// stay), then reports the volumes users made with the
 // driver: they hold users' data, so they are left for the user to remove
 // (while ol-shim serves them). The volume plugin must serve meanwhile.
 func (d *Daemon) Purge(ctx context.Context) error {
@@ -471,10 +472,9 @@ func (d *Daemon) Purge(ctx context.Context) error {
 		return fmt.Errorf("purge: %w", err)
 	}
 	d.log.Info("purged", "sandboxes_removed", rep.Removed)
-	// The pools made through the API go with ol-shim.
-	if err := os.Remove(filepath.Join(d.cfg.Root, "pools.db")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("purge: %w", err)
-	}
+	// The pools made through the API (pools.db) stay, like the config
+	// file: they go with the state root (apt purge, make uninstall
+	// PURGE=1), and a later install makes them again.
 	// Sandbox scratch volumes the reconcile did not see by their labels (one
 	// made as the stopped daemon went, say) are ours too, not users' data.
 	for _, v := range d.vols.List() {
