@@ -60,7 +60,7 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 
 
 E2E_HOSTS ?= dind,vm
-e2e: build ## install and run ol-shim as a user would, on two systemd hosts: Debian 12 in Docker-in-Docker (dockerd 20.10, cgroup v1) and a Debian 13 QEMU VM (Docker 26, cgroup v2); images built once and cached; needs root
+e2e: build ## install ol-shim's .deb (an earlier version, upgraded to this commit's, then purged) and run it as a user would, on two systemd hosts: Debian 12 in Docker-in-Docker (dockerd 20.10, cgroup v1) and a Debian 13 QEMU VM (Docker 26, cgroup v2); images built once and cached; needs root
 	GO=$(GO) E2E_HOSTS=$(E2E_HOSTS) hack/with-docker.sh hack/e2e.sh
 
 bench: build ## measure ol-shim against plain Docker on this host (about 20 min on 2 cores) and write BENCHMARKS.md, docs/bench-acquire.png and the README's headline; needs root

@@ -248,32 +248,58 @@ func (h *host) load(images ...string) {
 		exec.Command("docker", "exec", "-i", h.id, "docker", "load"))
 }
 
-// copySource copies the repository's tracked files and the built binary
-// into /src of the host, as a user's clone would be.
-func (h *host) copySource(dir string) {
+// copyIn copies local files into /tmp/e2e of the host, by their base
+// names.
+func (h *host) copyIn(files ...string) {
 	h.t.Helper()
-	for _, b := range []string{"bin/ol-shim", "bin/ol-shimd", "bin/ol-shim-init"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			h.t.Fatalf("%s: %v (make build)", b, err)
-		}
-	}
-	pack := exec.Command("sh", "-c", "(git ls-files; echo bin/ol-shim; echo bin/ol-shimd; echo bin/ol-shim-init) | tar -c -T -")
-	pack.Dir = dir
-	if h.vm != nil {
-		f, err := os.Create(h.vm.share("src.tar"))
-		if err != nil {
+	for _, f := range files {
+		if _, err := os.Stat(f); err != nil {
 			h.t.Fatal(err)
 		}
-		pack.Stdout = f
-		err = pack.Run()
-		f.Close()
-		if err != nil {
-			h.t.Fatalf("pack the source: %v", err)
+	}
+	h.sh("mkdir -p /tmp/e2e")
+	if h.vm != nil {
+		for _, f := range files {
+			if out, err := run("cp", f, h.vm.share(filepath.Base(f))); err != nil {
+				h.t.Fatalf("copy %s into the VM's share: %v\n%s", f, err, out)
+			}
+			h.sh("cp /mnt/share/" + quote(filepath.Base(f)) + " /tmp/e2e/")
 		}
-		h.sh("mkdir -p /src && tar -x -C /src -f /mnt/share/src.tar")
 		return
 	}
-	h.pipe("copy the source into the host", pack, exec.Command("docker", "exec", "-i", h.id, "sh", "-c", "mkdir -p /src && tar -x -C /src"))
+	for _, f := range files {
+		if out, err := run("docker", "cp", f, h.id+":/tmp/e2e/"+filepath.Base(f)); err != nil {
+			h.t.Fatalf("docker cp %s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+// packages are the two Debian packages the suite installs: an earlier
+// version's, then this commit's as its upgrade (hack/e2e.sh builds both).
+type packages struct{ old, new, oldVersion, newVersion string }
+
+func debs(t *testing.T) packages {
+	t.Helper()
+	var p packages
+	p.old, p.new = os.Getenv("E2E_DEB_OLD"), os.Getenv("E2E_DEB")
+	if p.old == "" || p.new == "" {
+		t.Fatal("E2E_DEB and E2E_DEB_OLD: this commit's package and an earlier version's (hack/e2e.sh builds them with hack/deb.sh)")
+	}
+	for _, f := range []*string{&p.old, &p.new} {
+		out, err := run("dpkg-deb", "-f", *f, "Version")
+		if err != nil {
+			t.Fatalf("dpkg-deb -f %s Version: %v: %s", *f, err, out)
+		}
+		if f == &p.old {
+			p.oldVersion = strings.TrimSpace(out)
+		} else {
+			p.newVersion = strings.TrimSpace(out)
+		}
+	}
+	if out, err := run("dpkg", "--compare-versions", p.oldVersion, "lt", p.newVersion); err != nil {
+		t.Fatalf("the earlier package's version %s is not below this commit's %s: %v %s", p.oldVersion, p.newVersion, err, out)
+	}
+	return p
 }
 
 // poolStats is what the test reads of `ol-shim status --json`.
@@ -366,19 +392,48 @@ func TestInstalledService(t *testing.T) {
 }
 
 func installedService(t *testing.T, h *host) {
+	pkgs := debs(t)
 	h.load(busybox, runtimeI)
-	h.copySource(repo(t))
+	h.copyIn(pkgs.old, pkgs.new, filepath.Join(repo(t), "examples", "config.toml"))
+	const apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 "
 
-	t.Log("install, as the README says")
-	h.sh("make -C /src install")
-	h.sh("systemctl enable --now ol-shim")
+	t.Logf("install the package (version %s), as the README says: apt install ./ol-shim_*.deb", pkgs.oldVersion)
+	h.sh(apt + "install /tmp/e2e/" + filepath.Base(pkgs.old))
+	// Enabled and started by the package itself.
 	h.eventually("ol-shim status answers", 2*time.Minute, func() error {
 		_, err := h.try("ol-shim status")
 		return err
 	})
-	if out := h.sh("systemctl is-active ol-shim.socket ol-shim.service"); strings.Count(out, "active") != 2 {
-		t.Fatalf("units not active: %s", out)
+	if out := h.sh("systemctl is-active ol-shim.socket ol-shim.service; systemctl is-enabled ol-shim.socket ol-shim.service"); strings.Count(out, "active") != 2 || strings.Count(out, "enabled") != 2 {
+		t.Fatalf("units not enabled and active after install: %s", out)
 	}
+	if out := h.sh("ol-shim version"); !strings.Contains(out, "ol-shim "+pkgs.oldVersion+" ") {
+		t.Errorf("ol-shim version after installing %s: %s", pkgs.oldVersion, out)
+	}
+	// Man pages and completion, from the package.
+	if out, err := h.try("command -v man >/dev/null && MANWIDTH=80 man ol-shim-run 2>&1 | col -b | head -8 || zcat /usr/share/man/man1/ol-shim-run.1.gz | head -3"); err != nil ||
+		!(strings.Contains(out, "ol-shim run [OPTIONS] IMAGE") || strings.HasPrefix(out, ".TH \"OL-SHIM-RUN\" 1")) {
+		t.Errorf("man ol-shim-run: %v: %s", err, out)
+	} else {
+		t.Logf("man ol-shim-run:\n%s", out)
+	}
+	if out := h.sh("bash -c '. /usr/share/bash-completion/completions/ol-shim; COMP_WORDS=(ol-shim pool cr); COMP_CWORD=2; _ol_shim; echo ${COMPREPLY[*]}'"); strings.TrimSpace(out) != "create" {
+		t.Errorf("bash completion of 'ol-shim pool cr': %q", out)
+	}
+	// The package's config names no pools (their images are the
+	// administrator's); the suite's are the example config's, which an
+	// administrator would write into the conffile and reload.
+	h.sh("cp /tmp/e2e/config.toml /etc/ol-shim/config.toml && systemctl reload ol-shim")
+	h.eventually("the example config's pools", time.Minute, func() error {
+		p, err := h.pools()
+		if err != nil {
+			return err
+		}
+		if _, ok := p["hello"]; !ok {
+			return fmt.Errorf("pools %v", p)
+		}
+		return nil
+	})
 	if out := h.sh("stat -c '%U:%G %a' /run/ol-shim/ol-shim.sock /run/ol-shim/plugin.sock"); strings.Count(out, "root:docker 660") != 2 {
 		t.Errorf("sockets are not root:docker 0660: %s", out)
 	}
@@ -615,6 +670,84 @@ func installedService(t *testing.T, h *host) {
 		return nil
 	})
 
+	t.Logf("upgrade %s -> %s with pools warm (one made through the API) and a container writing to a quota'd volume", pkgs.oldVersion, pkgs.newVersion)
+	h.sh("ol-shim pool create --min-idle 1 --memory 64M e2eapi " + busybox)
+	minIdle := map[string]int{"hello": 2, "shell": 1, "e2eapi": 1}
+	warmBefore := map[string][]string{}
+	for pool, n := range minIdle {
+		warmBefore[pool] = h.warm(pool, n)
+	}
+	h.eventually("every pool settled (nothing being created, paused, held or used)", 2*time.Minute, func() error {
+		p, err := h.pools()
+		if err != nil {
+			return err
+		}
+		for name, ps := range p {
+			if st := ps.Stats; st.Creating+st.Pausing+st.Deferred+st.InUse > 0 {
+				return fmt.Errorf("pool %s: %+v", name, st)
+			}
+		}
+		return nil
+	})
+	for pool, n := range minIdle {
+		warmBefore[pool] = h.warm(pool, n)
+	}
+	h.sh("docker volume create -d ol-shim --opt size=8M e2eup")
+	h.sh("docker run -d --name e2eup --network none -v e2eup:/data " + busybox + " sh -c 'i=0; while :; do echo $i >> /data/log || echo FAIL $i; i=$((i+1)); usleep 20000; done'")
+	time.Sleep(time.Second)
+	pid = h.sh("systemctl show -p MainPID --value ol-shim")
+	out = h.sh(apt + "install /tmp/e2e/" + filepath.Base(pkgs.new) + " 2>&1")
+	t.Logf("apt install of the upgrade:\n%s", out)
+	if v := strings.TrimSpace(h.sh("dpkg-query -W -f '${Version} ${db:Status-Abbrev}' ol-shim")); v != pkgs.newVersion+" ii" {
+		t.Errorf("after the upgrade, dpkg says %q; want %s installed", v, pkgs.newVersion)
+	}
+	h.eventually("ol-shim status answers after the upgrade", 2*time.Minute, func() error {
+		_, err := h.try("ol-shim status")
+		return err
+	})
+	if now := h.sh("systemctl show -p MainPID --value ol-shim"); now == pid {
+		t.Errorf("the upgrade did not restart ol-shim (pid %s)", strings.TrimSpace(pid))
+	}
+	if out := h.sh("ol-shim version"); !strings.Contains(out, "ol-shim "+pkgs.newVersion+" ") {
+		t.Errorf("ol-shim version after the upgrade: %s", out)
+	}
+	time.Sleep(time.Second)
+	h.sh("docker rm -f e2eup")
+	// Every line the writer wrote is there, in order: no write failed and
+	// none was lost.
+	lines := strings.Fields(h.sh("docker run --rm --network none -v e2eup:/data " + busybox + " awk 'NR - 1 != $1 { bad++ } END { print NR, bad + 0 }' /data/log"))
+	failedWrites := strings.Count(h.sh("docker logs e2eup 2>&1 || true"), "FAIL")
+	if len(lines) != 2 || lines[1] != "0" || failedWrites != 0 || lines[0] == "0" {
+		t.Errorf("the volume written through the upgrade: lines and lines out of place %v, failed writes %d", lines, failedWrites)
+		lines = []string{"?", "?"}
+	}
+	h.sh("docker volume rm e2eup")
+	adopted, created := 0, 0
+	for pool, n := range minIdle {
+		after := h.warm(pool, n)
+		for _, id := range after {
+			if slices.Contains(warmBefore[pool], id) {
+				adopted++
+			} else {
+				t.Errorf("pool %s: paused containers %v before the upgrade, %v after: %s is new, not adopted", pool, warmBefore[pool], after, id)
+			}
+		}
+	}
+	p, err := h.pools()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pool := range minIdle {
+		created += p[pool].Stats.Creates
+	}
+	if created != 0 {
+		t.Errorf("after the upgrade the pools created %d sandboxes (%+v); they should have adopted their paused ones", created, p)
+	}
+	t.Logf("upgrade: %d sandboxes adopted, %d created anew; the volume written through it: %s lines, %s out of place, %d writes failed", adopted, created, lines[0], lines[1], failedWrites)
+	if out := h.sh("grep -c '^\\[pools' /etc/ol-shim/config.toml"); strings.TrimSpace(out) != "2" {
+		t.Errorf("the upgrade did not keep the administrator's config (pool tables: %s)", out)
+	}
+
 	t.Log("through the docker exec fallback, a command that cannot start exits 126 or 127 with dockerd's reason on stderr")
 	// The agent sockets of the pool's sandboxes are removed (here, at the
 	// end: those sandboxes stay without agents), so its next run goes
@@ -653,19 +786,46 @@ func installedService(t *testing.T, h *host) {
 		t.Errorf("in 3 tries no run went through docker exec after the agent sockets were removed")
 	}
 
-	t.Log("uninstall leaves nothing behind")
+	t.Log("apt remove while a user's volume remains: refused, and ol-shim serves again")
+	files := strings.Fields(h.sh(`dpkg -L ol-shim | while read -r f; do if [ -f "$f" ] || [ -L "$f" ]; then echo "$f"; fi; done`))
+	if len(files) < 10 {
+		t.Fatalf("dpkg -L ol-shim lists %d files: %v", len(files), files)
+	}
+	out, err = h.try(apt + "remove ol-shim 2>&1")
+	if err == nil || !strings.Contains(out, "e2evol") {
+		t.Errorf("apt remove with volume e2evol left: want a refusal naming it, got %v:\n%s", err, out)
+	}
+	if v := strings.TrimSpace(h.sh("dpkg-query -W -f '${db:Status-Abbrev}' ol-shim")); v != "ii" {
+		t.Errorf("after the refused removal dpkg says %q, want ii", v)
+	}
+	h.eventually("ol-shim serves again after the refused removal", 2*time.Minute, func() error {
+		_, err := h.try("ol-shim status")
+		return err
+	})
+	if out := h.sh("docker run --rm --network none -v e2evol:/data " + busybox + " cat /data/marker"); strings.TrimSpace(out) != "kept" {
+		t.Errorf("volume data after the refused removal: %q", out)
+	}
+
+	t.Log("apt purge leaves nothing behind")
 	h.sh("docker volume rm e2evol")
-	h.sh("make -C /src uninstall PURGE=1")
+	h.sh(apt + "purge ol-shim")
 	checks := map[string]string{
-		"files":      "ls -d /usr/local/bin/ol-shim /usr/local/bin/ol-shimd /usr/local/bin/ol-shim-init /usr/local/lib/docker/cli-plugins/docker-ol /etc/systemd/system/ol-shim.service /etc/systemd/system/ol-shim.socket /etc/docker/plugins/ol-shim.json /etc/ol-shim /var/lib/ol-shim /run/ol-shim/ol-shim.sock 2>/dev/null || true",
-		"units":      "systemctl list-units --all --no-legend 'ol-shim*' || true",
-		"containers": "docker ps -aq --filter label=io.ol-shim.managed",
-		"volumes":    "docker volume ls -q",
-		"mounts":     "grep -E ' fuse(\\.[^ ]*)? |/var/lib/ol-shim' /proc/mounts || true",
+		"package files": "ls -d " + strings.Join(files, " ") + " 2>/dev/null || true",
+		"other files":   "ls -d /etc/ol-shim /var/lib/ol-shim /run/ol-shim/ol-shim.sock /run/ol-shim/plugin.sock /etc/docker/plugins/ol-shim.json /var/lib/dpkg/info/ol-shim.* 2>/dev/null || true",
+		"unit links":    "find /etc/systemd/system /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked -name '*ol-shim*' 2>/dev/null || true",
+		"units":         "systemctl list-units --all --no-legend 'ol-shim*'; systemctl list-unit-files --no-legend 'ol-shim*' || true",
+		"package":       "dpkg-query -W -f '${db:Status-Abbrev}' ol-shim 2>/dev/null | grep -v '^un' || true",
+		"containers":    "docker ps -aq --filter label=io.ol-shim.managed",
+		"volumes":       "docker volume ls -q",
+		"mounts":        "grep -E ' fuse(\\.[^ ]*)? |/var/lib/ol-shim' /proc/mounts || true",
+		"loop devices":  "losetup -l -n -O NAME,BACK-FILE 2>/dev/null | grep ol-shim || true",
+		"processes":     "pgrep -a -f 'ol-shim' || true",
 	}
 	for what, script := range checks {
 		if out := strings.TrimSpace(h.sh(script)); out != "" {
-			t.Errorf("after uninstall, %s left: %s", what, out)
+			t.Errorf("after apt purge, %s left: %s", what, out)
+		} else {
+			t.Logf("after apt purge: no %s left", what)
 		}
 	}
 }

@@ -63,12 +63,14 @@ gzip -9n "$DEB_BUILD"/man/*.1
 	echo " -- $DEB_MAINTAINER  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
 } | gzip -9n >"$DEB_BUILD/changelog.gz"
 
-"$GO" run "$NFPM" package --config packaging/nfpm.yaml --packager deb --target "$out/" >&2
 deb="$out/ol-shim_${DEB_VERSION}_${DEB_ARCH}.deb"
+mkdir -p "$out"
+rm -f "$deb"
+"$GO" run "$NFPM" package --config packaging/nfpm.yaml --packager deb --target "$deb" >&2
 [ -s "$deb" ] || { echo "deb: nfpm made no $deb" >&2; exit 1; }
 
 if command -v lintian >/dev/null; then
-	lint="$(lintian --tag-display-limit 0 "$deb" 2>&1 || true)"
+	lint="$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v "running with root privileges" || true)"
 	[ -z "$lint" ] || echo "$lint" >&2
 	echo "deb: lintian: $(grep -c '^E:' <<<"$lint" || true) errors, $(grep -c '^W:' <<<"$lint" || true) warnings" >&2
 	if grep -q '^E:' <<<"$lint"; then

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 image=ol-shim-e2e/bookworm:latest
 mirror=$(hack/apt-mirror.sh)
-packages=systemd,systemd-sysv,dbus,docker.io,fuse3,ca-certificates,make,procps
+packages=systemd,systemd-sysv,dbus,docker.io,fuse3,ca-certificates,make,procps,man-db
 cache=/var/cache/ol-shim-e2e
 
 # build_rootfs DIR: debootstrap into DIR and prepare it to boot in a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e.sh: builds the e2e images (cached) and runs the end-to-end suite on
+# e2e.sh: builds the e2e images (cached) and the Debian packages, and runs the end-to-end suite on
 # the hosts E2E_HOSTS names (default dind,vm). Needs a dockerd answering
 # (make e2e runs it under hack/with-docker.sh).
 #
@@ -15,6 +15,11 @@ GO="${GO:-go}"
 
 hack/images.sh
 hack/e2e-image.sh
+# The packages the hosts install: this commit's, and the same tree as an
+# earlier version (0.0.1) that the suite installs first and upgrades.
+E2E_DEB_OLD="$PWD/$(DEB_VERSION=0.0.1 hack/deb.sh build/e2e | tail -1)"
+E2E_DEB="$PWD/$(hack/deb.sh build/e2e | tail -1)"
+export E2E_DEB_OLD E2E_DEB
 E2E_VM_IMAGE="$(hack/vm-image.sh)"
 export E2E_VM_IMAGE E2E_HOSTS="${E2E_HOSTS:-dind,vm}"
 

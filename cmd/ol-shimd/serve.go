@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/open-lambda/ol-shim/internal/clicmd"
+	apiserve "github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/config"
 	"github.com/open-lambda/ol-shim/shim/daemon"
@@ -59,6 +60,10 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.StringFlag{Name: "containerd", Value: "auto", EnvVars: []string{"OL_SHIM_CONTAINERD"}, Usage: "how sandboxes are paused and resumed: auto (through dockerd's own containerd, one process hop shorter, where it is found on this host; else through dockerd), off (through dockerd always), or the path of dockerd's containerd socket"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"OL_SHIM_METRICS_ADDR"}, Usage: "serve Prometheus metrics at this address (e.g. 127.0.0.1:9464); off if empty"},
+		&cli.StringFlag{Name: "tls-listen", EnvVars: []string{"OL_SHIM_TLS_LISTEN"}, Usage: "also serve the API over the network at this address (HOST:PORT), mutual TLS 1.3 only (--tls-cert, --tls-key, --tls-ca); off if empty"},
+		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"OL_SHIM_TLS_CERT"}, Usage: "the TLS listener's certificate (PEM)"},
+		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"OL_SHIM_TLS_KEY"}, Usage: "the TLS listener's private key (PEM)"},
+		&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"OL_SHIM_TLS_CA"}, Usage: "the CA (PEM) that must have signed every client's certificate; a client is known by its certificate's subject"},
 		&cli.BoolFlag{Name: "purge", Usage: "remove every sandbox and scratch volume this state root made (the volume plugin serves meanwhile), then exit: run it before taking ol-shim off a host"},
 		&cli.BoolFlag{Name: "plugin-only", EnvVars: []string{"OL_SHIM_PLUGIN_ONLY"}, Usage: "serve the volume plugin only: no pools, no API, no Docker connection (the managed plugin runs this way)"},
 	},
@@ -70,6 +75,7 @@ type settings struct {
 	root, socket, pluginSocket, pluginName, specDir, group string
 	backend, scratchMode, budget, logLevel, dockerHost     string
 	scratchBackend, containerd                             string
+	tlsListen, tlsCert, tlsKey, tlsCA                      string
 	lease                                                  time.Duration
 	destroyOnExit                                          bool
 }
@@ -97,6 +103,10 @@ func resolve(c *cli.Context, file config.DaemonConfig, sc config.ScratchConfig) 
 		dockerHost:     c.String("docker-host"),
 		containerd:     str("containerd", file.Containerd),
 		lease:          c.Duration("lease"),
+		tlsListen:      str("tls-listen", file.TLSListen),
+		tlsCert:        str("tls-cert", file.TLSCert),
+		tlsKey:         str("tls-key", file.TLSKey),
+		tlsCA:          str("tls-ca", file.TLSCA),
 	}
 	if !c.IsSet("socket-group") && file.SocketGroup != nil {
 		s.group = *file.SocketGroup
@@ -207,8 +217,20 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- d.ServeAPI(al) }()
+	if s.tlsListen != "" {
+		cfg, err := apiserve.TLSConfig(s.tlsCert, s.tlsKey, s.tlsCA)
+		if err != nil {
+			return fmt.Errorf("--tls-listen %s: %w", s.tlsListen, err)
+		}
+		tl, err := net.Listen("tcp", s.tlsListen)
+		if err != nil {
+			return fmt.Errorf("--tls-listen %s: %w", s.tlsListen, err)
+		}
+		go func() { errc <- d.ServeAPITLS(tl, cfg) }()
+		log.Info("serving the API over mutual TLS", "addr", tl.Addr().String(), "ca", s.tlsCA)
+	}
 	log.Info("serving", "socket", s.socket, "plugin_socket", s.pluginSocket, "root", root, "backend", s.backend,
 		"pools", d.Pools(), "memory_budget", budget, "socket_activated", len(activated) > 0)
 	notify(fmt.Sprintf("STATUS=serving %d pools", d.Pools()))

@@ -31,6 +31,10 @@ func NewApp(daemon ...*cli.Command) *cli.App {
 		Version: Version,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "socket", Value: api.DefaultSocket, EnvVars: []string{"OL_SHIM_SOCKET"}, Usage: "the daemon's API socket"},
+			&cli.StringFlag{Name: "host", Aliases: []string{"H"}, EnvVars: []string{"OL_SHIM_HOST"}, Usage: "a remote daemon, tcp://HOST:PORT (its --tls-listen), reached with mutual TLS; or unix://PATH"},
+			&cli.StringFlag{Name: "tlscacert", EnvVars: []string{"OL_SHIM_TLSCACERT"}, Usage: "the CA that signed the remote daemon's certificate (PEM)"},
+			&cli.StringFlag{Name: "tlscert", EnvVars: []string{"OL_SHIM_TLSCERT"}, Usage: "this client's certificate (PEM), signed by the daemon's client CA"},
+			&cli.StringFlag{Name: "tlskey", EnvVars: []string{"OL_SHIM_TLSKEY"}, Usage: "this client's private key (PEM)"},
 		},
 		Commands: cmds,
 		// Errors are printed once, by Main.
@@ -38,7 +42,23 @@ func NewApp(daemon ...*cli.Command) *cli.App {
 	}
 }
 
-// apiClient is the client of the daemon every client command uses.
-func apiClient(c *cli.Context) *api.Client {
-	return api.NewClient(c.String("socket"))
+// apiClient is the client of the daemon every client command uses: the
+// local socket, or --host.
+func apiClient(c *cli.Context) (*api.Client, error) {
+	host := c.String("host")
+	if host == "" {
+		return api.NewClient(c.String("socket")), nil
+	}
+	addr, tcp, err := api.ParseHost(host)
+	if err != nil {
+		return nil, cli.Exit(err.Error(), 125)
+	}
+	if !tcp {
+		return api.NewClient(addr), nil
+	}
+	cl, err := api.NewRemoteClient(api.Remote{Host: host, CACert: c.String("tlscacert"), Cert: c.String("tlscert"), Key: c.String("tlskey")})
+	if err != nil {
+		return nil, cli.Exit(err.Error(), 125)
+	}
+	return cl, nil
 }

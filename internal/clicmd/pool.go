@@ -30,7 +30,11 @@ var poolLsCommand = &cli.Command{
 	Usage: "list the pools",
 	Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 	Action: func(c *cli.Context) error {
-		st, err := apiClient(c).Status(c.Context)
+		cl, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		st, err := cl.Status(c.Context)
 		if err != nil {
 			return err
 		}
@@ -103,7 +107,11 @@ var poolCreateCommand = &cli.Command{
 				pc.Ready = &spec.ReadyConfig{Socket: s}
 			}
 		}
-		p, err := apiClient(c).PutPool(c.Context, args[0], pc)
+		cl, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		p, err := cl.PutPool(c.Context, args[0], pc)
 		if err != nil {
 			return err
 		}
@@ -120,7 +128,11 @@ var poolRmCommand = &cli.Command{
 		if c.NArg() != 1 {
 			return fmt.Errorf("pool rm: want NAME")
 		}
-		return apiClient(c).DeletePool(c.Context, c.Args().First())
+		cl, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		return cl.DeletePool(c.Context, c.Args().First())
 	},
 }
 
@@ -145,7 +157,11 @@ var poolWarmCommand = &cli.Command{
 			return err
 		}
 		start := time.Now()
-		p, err := apiClient(c).Warm(c.Context, name, n)
+		cl, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		p, err := cl.Warm(c.Context, name, n)
 		if err != nil {
 			return err
 		}
@@ -163,7 +179,11 @@ var poolShrinkCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		p, err := apiClient(c).Shrink(c.Context, name, n)
+		cl, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		p, err := cl.Shrink(c.Context, name, n)
 		if err != nil {
 			return err
 		}

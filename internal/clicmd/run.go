@@ -50,7 +50,11 @@ not a terminal (a pipe or a file); -i=false sends none.`,
 // printed, with the code. It is internal/runcli's run, which ol-shim serves
 // without this package.
 func runAction(c *cli.Context) (int, error) {
-	o := runcli.Options{Socket: c.String("socket"), Call: api.RunCall{RunRequest: api.RunRequest{
+	cl, err := apiClient(c)
+	if err != nil {
+		return agent.CodeFailed, err
+	}
+	o := runcli.Options{Socket: c.String("socket"), Dial: cl.Dial, Call: api.RunCall{RunRequest: api.RunRequest{
 		Pool: c.String("pool"), Env: c.StringSlice("env"), WorkingDir: c.String("workdir"),
 		User: c.String("user"), TTY: c.Bool("tty"),
 	}}}

@@ -20,7 +20,11 @@ var statusCommand = &cli.Command{
 		&cli.BoolFlag{Name: "json", Usage: "print the raw status as JSON"},
 	},
 	Action: func(c *cli.Context) error {
-		st, err := apiClient(c).Status(c.Context)
+		cl, err := apiClient(c)
+		if err != nil {
+			return err
+		}
+		st, err := cl.Status(c.Context)
 		if err != nil {
 			return err
 		}

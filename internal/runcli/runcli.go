@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,6 +32,10 @@ import (
 // Options is one `ol-shim run`.
 type Options struct {
 	Socket string
+	// Dial, if set, connects to the daemon instead of Socket (a remote
+	// one, over TLS: ol-shimd's run, which a run with --host or
+	// OL_SHIM_HOST is handed to).
+	Dial func(context.Context) (net.Conn, error)
 	Call   wire.RunCall
 	// Interactive sends stdin; nil: when stdin is a pipe or a file.
 	Interactive *bool
@@ -63,7 +68,12 @@ func Run(o Options) (int, error) {
 	if err != nil {
 		return agent.CodeFailed, err
 	}
-	conn, err := wire.DialRun(context.Background(), o.Socket, req, start)
+	var conn io.ReadWriteCloser
+	if o.Dial != nil {
+		conn, err = wire.DialRunWith(context.Background(), o.Dial, req, start)
+	} else {
+		conn, err = wire.DialRun(context.Background(), o.Socket, req, start)
+	}
 	if err != nil {
 		return agent.CodeFailed, err
 	}
@@ -153,6 +163,10 @@ func Parse(args []string) (o Options, version bool, err error) {
 	o.Socket = wire.DefaultSocket
 	if s := os.Getenv("OL_SHIM_SOCKET"); s != "" {
 		o.Socket = s
+	}
+	// A remote daemon (TLS) is ol-shimd's to reach.
+	if os.Getenv("OL_SHIM_HOST") != "" {
+		return o, false, errHandOver
 	}
 	// Global flags: only --socket.
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") {

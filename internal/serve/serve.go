@@ -85,11 +85,29 @@ func Serve(l net.Listener, h http.Handler, lim Limits) (*http.Server, <-chan err
 	return srv, errc
 }
 
-// Cred is a peer's credentials, from SO_PEERCRED.
+// Cred is a peer's credentials: from SO_PEERCRED on a unix socket, or
+// the verified client certificate's subject on the TLS listener (Client
+// set, UID and GID meaningless: a remote client is never root).
 type Cred struct {
 	UID, GID uint32
 	PID      int32
+	// Client is the subject of a TLS client's certificate, which the
+	// listener verified against its CA.
+	Client string
 }
+
+// Owner is the key leases are owned by: "uid:N" for a local peer,
+// "tls:SUBJECT" for a remote one.
+func (c Cred) Owner() string {
+	if c.Client != "" {
+		return "tls:" + c.Client
+	}
+	return fmt.Sprintf("uid:%d", c.UID)
+}
+
+// Privileged reports whether the peer may act on everything: a local root
+// peer. A remote client never is.
+func (c Cred) Privileged() bool { return c.Client == "" && c.UID == 0 }
 
 type peerKey struct{}
 

@@ -77,9 +77,11 @@ type Lease struct {
 	ScratchPath string    `json:"scratch,omitempty"`
 	Outcome     string    `json:"outcome"`
 	Expires     time.Time `json:"expires"`
-	// Owner is the uid of the API client that acquired it: only that uid
-	// and root may see, release, destroy or renew it.
-	Owner *uint32 `json:"owner,omitempty"`
+	// Owner is the uid of the local API client that acquired it, Client
+	// the certificate subject of the remote one (over TLS): only that
+	// client and local root may see, release, destroy or renew it.
+	Owner  *uint32 `json:"owner,omitempty"`
+	Client string  `json:"client,omitempty"`
 }
 
 // PoolStatus is one pool's state.
@@ -102,6 +104,22 @@ type Status struct {
 	Leases      []Lease      `json:"leases"`
 	MemoryUsed  int64        `json:"memory_used"`
 	MemoryTotal int64        `json:"memory_budget"`
+}
+
+// HealthResponse is GET /v1/health: whether this host should take calls
+// (a front end's health check: 200 when ready, 503 when not, with the
+// reasons).
+type HealthResponse struct {
+	Ready bool `json:"ready"`
+	// Docker: dockerd answers.
+	Docker bool `json:"docker"`
+	// MemoryUsed and MemoryTotal are the memory budget's (total 0: none).
+	MemoryUsed  int64 `json:"memory_used"`
+	MemoryTotal int64 `json:"memory_total"`
+	// Idle and InUse are the sandboxes of every pool.
+	Idle    int      `json:"idle"`
+	InUse   int      `json:"in_use"`
+	Reasons []string `json:"reasons,omitempty"`
 }
 
 // StatusResponse is GET /v1/status.

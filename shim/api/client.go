@@ -22,22 +22,47 @@ import (
 // is of class errdefs.ErrUnavailable.
 var ErrUnreachable = errdefs.ErrUnavailable.WithMessage("ol-shim daemon unreachable")
 
-// Client talks to the daemon's API over its unix socket.
+// Client talks to the daemon's API over its unix socket, or to a remote
+// daemon over mutual TLS (NewRemoteClient).
 type Client struct {
-	socket string
-	hc     *http.Client
+	where string // the socket's path, or tcp://HOST:PORT
+	dial  func(context.Context) (net.Conn, error)
+	hc    *http.Client
 }
 
 // NewClient returns a client of the daemon listening on socket.
 func NewClient(socket string) *Client {
-	return &Client{socket: socket, hc: &http.Client{Transport: &http.Transport{
+	return newClient(socket, func(ctx context.Context) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	})
+}
+
+func newClient(where string, dial func(context.Context) (net.Conn, error)) *Client {
+	return &Client{where: where, dial: dial, hc: &http.Client{Transport: &http.Transport{
 		// One daemon: keep a connection per concurrent caller (the default
 		// keeps 2, so a third concurrent caller dials anew every call).
 		MaxIdleConnsPerHost: 64,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+			return dial(ctx)
 		},
 	}}}
+}
+
+// Dial opens a connection to the daemon (what DialRunWith takes).
+func (c *Client) Dial(ctx context.Context) (net.Conn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %v%s", ErrUnreachable, c.where, err, c.hint())
+	}
+	return conn, nil
+}
+
+// hint says how to start the daemon, for a local one.
+func (c *Client) hint() string {
+	if strings.HasPrefix(c.where, "tcp://") {
+		return ""
+	}
+	return " (start it with `systemctl start ol-shim` or `ol-shim serve`)"
 }
 
 // APIError is an error the daemon answered with. It is of the class its
@@ -53,8 +78,12 @@ func (e *APIError) Error() string { return e.Message }
 // Unwrap returns the error class of the status code.
 func (e *APIError) Unwrap() error { return classOf(e.Status) }
 
-func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	resp, err := c.send(ctx, method, path, in, nil)
+func (c *Client) do(ctx context.Context, method, path, route string, in, out any) error {
+	var h http.Header
+	if v, ok := wire.Route(route, ""); ok {
+		h = http.Header{wire.RouteHeader: {v}}
+	}
+	resp, err := c.send(ctx, method, path, in, h)
 	if err != nil {
 		return err
 	}
@@ -91,7 +120,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any, header h
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) && ctx.Err() == nil {
-			return nil, fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, c.socket, ue.Err)
+			return nil, fmt.Errorf("%w at %s: %v%s", ErrUnreachable, c.where, ue.Err, c.hint())
 		}
 		return nil, err
 	}
@@ -110,78 +139,80 @@ func (c *Client) send(ctx context.Context, method, path string, in any, header h
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (StatusResponse, error) {
 	var st StatusResponse
-	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	err := c.do(ctx, http.MethodGet, "/v1/status", "", nil, &st)
 	return st, err
 }
 
 // Pools lists the pools.
 func (c *Client) Pools(ctx context.Context) ([]PoolStatus, error) {
 	var out []PoolStatus
-	err := c.do(ctx, http.MethodGet, "/v1/pools", nil, &out)
+	err := c.do(ctx, http.MethodGet, "/v1/pools", "", nil, &out)
 	return out, err
 }
 
 // Pool returns one pool.
 func (c *Client) Pool(ctx context.Context, name string) (PoolStatus, error) {
 	var out PoolStatus
-	err := c.do(ctx, http.MethodGet, "/v1/pools/"+url.PathEscape(name), nil, &out)
+	err := c.do(ctx, http.MethodGet, "/v1/pools/"+url.PathEscape(name), name, nil, &out)
 	return out, err
 }
 
 // PutPool creates or replaces a pool.
 func (c *Client) PutPool(ctx context.Context, name string, pc spec.PoolConfig) (PoolStatus, error) {
 	var out PoolStatus
-	err := c.do(ctx, http.MethodPut, "/v1/pools/"+url.PathEscape(name), pc, &out)
+	err := c.do(ctx, http.MethodPut, "/v1/pools/"+url.PathEscape(name), name, pc, &out)
 	return out, err
 }
 
 // DeletePool removes a pool.
 func (c *Client) DeletePool(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, "/v1/pools/"+url.PathEscape(name), nil, nil)
+	return c.do(ctx, http.MethodDelete, "/v1/pools/"+url.PathEscape(name), name, nil, nil)
 }
 
 // Warm sets a pool's MinIdle to n and fills it.
 func (c *Client) Warm(ctx context.Context, name string, n int) (PoolStatus, error) {
 	var out PoolStatus
-	err := c.do(ctx, http.MethodPost, "/v1/pools/"+url.PathEscape(name)+"/warm", CountRequest{N: &n}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/pools/"+url.PathEscape(name)+"/warm", name, CountRequest{N: &n}, &out)
 	return out, err
 }
 
 // Shrink destroys a pool's idle sandboxes down to n.
 func (c *Client) Shrink(ctx context.Context, name string, n int) (PoolStatus, error) {
 	var out PoolStatus
-	err := c.do(ctx, http.MethodPost, "/v1/pools/"+url.PathEscape(name)+"/shrink", CountRequest{N: &n}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/pools/"+url.PathEscape(name)+"/shrink", name, CountRequest{N: &n}, &out)
 	return out, err
 }
 
 // Acquire takes a sandbox under a lease.
 func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
 	var out Lease
-	err := c.do(ctx, http.MethodPost, "/v1/acquire", req, &out)
+	route, _ := wire.Route(req.Pool, req.Image)
+	err := c.do(ctx, http.MethodPost, "/v1/acquire", route, req, &out)
 	return out, err
 }
 
 // Release returns a leased sandbox.
 func (c *Client) Release(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/release", nil, nil)
+	return c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/release", "", nil, nil)
 }
 
 // Destroy destroys a leased sandbox.
 func (c *Client) Destroy(ctx context.Context, id, reason string) error {
-	return c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/destroy", DestroyRequest{Reason: reason}, nil)
+	return c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/destroy", "", DestroyRequest{Reason: reason}, nil)
 }
 
 // Renew extends a lease.
 func (c *Client) Renew(ctx context.Context, id, lease string) (Lease, error) {
 	var out Lease
-	err := c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/renew", RenewRequest{Lease: lease}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/leases/"+url.PathEscape(id)+"/renew", "", RenewRequest{Lease: lease}, &out)
 	return out, err
 }
 
 // Run runs a command in a pooled sandbox.
 func (c *Client) Run(ctx context.Context, req RunCall) (RunResult, error) {
 	var out RunResult
-	err := c.do(ctx, http.MethodPost, "/v1/run", req, &out)
+	route, _ := wire.Route(req.Pool, req.Image)
+	err := c.do(ctx, http.MethodPost, "/v1/run", route, req, &out)
 	return out, err
 }
 
@@ -203,7 +234,11 @@ func IsRunUpgrade(h http.Header) bool {
 // of shim/agent: the daemon's hello, then the caller's start frame, and
 // frames both ways until the exit or error frame.
 func (c *Client) RunStream(ctx context.Context, req RunCall) (io.ReadWriteCloser, error) {
-	resp, err := c.send(ctx, http.MethodPost, "/v1/run", req, http.Header{"Connection": {"Upgrade"}, "Upgrade": {runUpgrade}})
+	h := http.Header{"Connection": {"Upgrade"}, "Upgrade": {runUpgrade}}
+	if v, ok := wire.Route(req.Pool, req.Image); ok {
+		h.Set(wire.RouteHeader, v)
+	}
+	resp, err := c.send(ctx, http.MethodPost, "/v1/run", req, h)
 	if err != nil {
 		return nil, err
 	}

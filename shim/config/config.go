@@ -72,6 +72,14 @@ type DaemonConfig struct {
 	// MaxPoolSize bounds every pool's min_idle, max_size and warm count,
 	// and is the max_size of pools that set none.
 	MaxPoolSize int `toml:"max_pool_size"`
+	// TLSListen is the address (HOST:PORT) of the API over the network,
+	// mutual TLS only; off when empty. TLSCert and TLSKey are the
+	// server's certificate and key, TLSCA the CA clients' certificates
+	// must be signed by.
+	TLSListen string `toml:"tls_listen"`
+	TLSCert   string `toml:"tls_cert"`
+	TLSKey    string `toml:"tls_key"`
+	TLSCA     string `toml:"tls_ca"`
 }
 
 // AdHocConfig is how a pool made on demand (a run or acquire for an image

@@ -17,6 +17,7 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -350,6 +351,27 @@ func (d *Daemon) limits() *api.Limits {
 // returns http.ErrServerClosed after Stop.
 func (d *Daemon) ServeAPI(l net.Listener) error {
 	return d.serve(l, d.Handler())
+}
+
+// ServeAPITLS serves the API on l (a TCP listener) over mutual TLS with
+// cfg (serve.TLSConfig) until Stop: each client is known by its verified
+// certificate's subject, owns the leases it acquires, and is never taken
+// for local root.
+func (d *Daemon) ServeAPITLS(l net.Listener, cfg *tls.Config) error {
+	if cfg == nil || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil {
+		return errors.New("the API over TCP is served with verified client certificates only")
+	}
+	srv := serve.Server(serve.TLSIdentity(d.Handler()), d.cfg.Limits)
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	d.servers = append(d.servers, srv)
+	wl := serve.Listener(l, d.cfg.Limits)
+	d.wrapped = append(d.wrapped, wl)
+	d.mu.Unlock()
+	return srv.Serve(tls.NewListener(wl, cfg))
 }
 
 // ServeMetrics serves Prometheus metrics at /metrics on l until Stop

@@ -19,6 +19,7 @@ import (
 // that destroys it when it expires.
 type lease struct {
 	api.Lease
+	owner string // Owner.Key of who acquired it; empty: no one in particular
 	ref   *sandboxset.Ref
 	timer *time.Timer
 }
@@ -33,10 +34,32 @@ const (
 
 type ownerKey struct{}
 
-// WithOwner returns ctx saying that the acquisitions made with it belong to
-// uid (the API socket's peer).
-func WithOwner(ctx context.Context, uid uint32) context.Context {
-	return context.WithValue(ctx, ownerKey{}, uid)
+// Owner is who acquires a lease: a local peer of the API socket (its uid)
+// or a remote client (its TLS certificate's subject).
+type Owner struct {
+	// Key tells owners apart ("uid:1000", "tls:CN=worker-1").
+	Key string
+	// UID is a local peer's; Client a remote one's subject. The lease
+	// shows them.
+	UID    *uint32
+	Client string
+}
+
+// WithOwner returns ctx saying that the acquisitions made with it belong
+// to o.
+func WithOwner(ctx context.Context, o Owner) context.Context {
+	return context.WithValue(ctx, ownerKey{}, o)
+}
+
+// LeaseOwner returns the Owner.Key of who acquired lease id, empty if no
+// one in particular did or it is not held.
+func (r *Registry) LeaseOwner(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l, ok := r.leases[id]; ok {
+		return l.owner
+	}
+	return ""
 }
 
 // take gets a sandbox from the named pool (or the pool of image), timing it
@@ -78,8 +101,8 @@ func (r *Registry) Acquire(ctx context.Context, pool, image string) (*api.Lease,
 		Outcome:   ref.Outcome().String(),
 		Expires:   time.Now().Add(r.cfg.Lease),
 	}, ref: ref}
-	if uid, ok := ctx.Value(ownerKey{}).(uint32); ok {
-		l.Owner = &uid
+	if o, ok := ctx.Value(ownerKey{}).(Owner); ok {
+		l.owner, l.Owner, l.Client = o.Key, o.UID, o.Client
 	}
 	l.ContainerID, l.ScratchPath = r.cfg.Provider.Describe(ref.Sandbox())
 	id := l.ID

@@ -49,6 +49,7 @@ func (a *Server) Handler() http.Handler {
 		h            http.HandlerFunc
 	}{
 		{"GET", "/v1/status", a.status},
+		{"GET", "/v1/health", a.health},
 		{"GET", "/v1/pools", a.listPools},
 		{"GET", "/v1/pools/{name}", a.getPool},
 		{"PUT", "/v1/pools/{name}", a.putPool},
@@ -79,29 +80,39 @@ func (a *Server) Handler() http.Handler {
 	return mux
 }
 
-// peer returns the API client's uid, and false for root or a caller whose
-// uid is unknown (in-process): those may touch every lease.
-func peer(r *http.Request) (uint32, bool) {
+// peer returns the key of the API client's leases (serve.Cred.Owner), and
+// false for local root or an in-process caller (no credentials): those may
+// touch every lease. A request that came over TLS always has credentials
+// (its verified certificate's subject) and is never privileged.
+func peer(r *http.Request) (string, bool) {
 	c, ok := serve.Peer(r.Context())
-	if !ok || c.UID == 0 {
-		return 0, false
+	if !ok || c.Privileged() {
+		return "", false
 	}
-	return c.UID, true
+	return c.Owner(), true
+}
+
+// owner is the registry's owner of what peer c acquires.
+func owner(c serve.Cred) registry.Owner {
+	if c.Client != "" {
+		return registry.Owner{Key: c.Owner(), Client: c.Client}
+	}
+	uid := c.UID
+	return registry.Owner{Key: c.Owner(), UID: &uid}
 }
 
 // ownLease checks that the client may touch lease id: root may touch any;
-// another uid only its own, and another's is not found, as if it did not
+// another peer (a uid, a TLS client) only its own, and another's is not found, as if it did not
 // exist.
 func (a *Server) ownLease(r *http.Request, id string) error {
-	uid, limited := peer(r)
+	key, limited := peer(r)
 	if !limited {
 		return nil
 	}
-	l, err := a.Registry.Lease(id)
-	if err != nil {
+	if _, err := a.Registry.Lease(id); err != nil {
 		return err
 	}
-	if l.Owner == nil || *l.Owner != uid {
+	if a.Registry.LeaseOwner(id) != key {
 		return fmt.Errorf("lease %q: %w", clip(id), errdefs.ErrNotFound)
 	}
 	return nil
@@ -200,6 +211,40 @@ func StateRootHealth(path string) *api.DiskHealth {
 	return h
 }
 
+// health answers ready (200) only while dockerd answers and the host can
+// take another sandbox: memory budget left, or idle sandboxes to hand out
+// (the budget evicts idle ones for a create). Else 503, with the reasons.
+func (a *Server) health(w http.ResponseWriter, r *http.Request) {
+	st := a.Registry.Status()
+	h := api.HealthResponse{Docker: true, MemoryUsed: st.MemoryUsed, MemoryTotal: st.MemoryTotal}
+	for _, p := range st.Pools {
+		h.Idle += p.Stats.Idle
+		h.InUse += p.Stats.InUse
+	}
+	if a.Docker != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		d := a.Docker(ctx)
+		cancel()
+		if d == nil || !d.OK {
+			h.Docker = false
+			why := "dockerd does not answer"
+			if d != nil && d.Error != "" {
+				why += ": " + d.Error
+			}
+			h.Reasons = append(h.Reasons, why)
+		}
+	}
+	if h.MemoryTotal > 0 && h.MemoryUsed >= h.MemoryTotal && h.Idle == 0 {
+		h.Reasons = append(h.Reasons, fmt.Sprintf("memory budget spent (%d of %d bytes) and no idle sandbox", h.MemoryUsed, h.MemoryTotal))
+	}
+	h.Ready = len(h.Reasons) == 0
+	code := http.StatusOK
+	if !h.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, h)
+}
+
 func (a *Server) status(w http.ResponseWriter, r *http.Request) {
 	resp := api.StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []api.VolumeStatus{}, Limits: a.Limits, Scratch: a.Scratch,
 		StateRoot: StateRootHealth(a.Registry.Root())}
@@ -211,10 +256,10 @@ func (a *Server) status(w http.ResponseWriter, r *http.Request) {
 	if a.Volumes != nil {
 		resp.Volumes = append(resp.Volumes, a.Volumes()...)
 	}
-	if uid, limited := peer(r); limited {
+	if key, limited := peer(r); limited {
 		mine := []api.Lease{}
 		for _, l := range resp.Leases {
-			if l.Owner != nil && *l.Owner == uid {
+			if a.Registry.LeaseOwner(l.ID) == key {
 				mine = append(mine, l)
 			}
 		}
@@ -338,13 +383,16 @@ func (a *Server) acquire(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	if c, ok := serve.Peer(r.Context()); ok {
-		ctx = registry.WithOwner(ctx, c.UID)
+		ctx = registry.WithOwner(ctx, owner(c))
 	}
 	l, err := a.Registry.Acquire(ctx, req.Pool, req.Image)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	// For a front end: the lease's later calls (release, renew, destroy)
+	// must reach this host (HAProxy: stick store-response on it).
+	w.Header().Set(api.LeaseHeader, l.ID)
 	writeJSON(w, http.StatusOK, l)
 }
 

@@ -84,17 +84,57 @@ const (
 // the daemon switched protocols (it then carries the run protocol of
 // shim/agent). An error answer is a *StatusError.
 func DialRun(ctx context.Context, socket string, call RunCall, early []byte) (io.ReadWriteCloser, error) {
+	return DialRunWith(ctx, func(ctx context.Context) (net.Conn, error) {
+		d := net.Dialer{Timeout: dialTimeout}
+		c, err := d.DialContext(ctx, "unix", socket)
+		if err != nil {
+			return nil, fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, socket, err)
+		}
+		return c, nil
+	}, call, early)
+}
+
+// RouteHeader names the pool (or, for a call that names an image, the
+// image) a call is for, on every call that names one: a front end such
+// as HAProxy hashes on it to send a function's calls to the host that
+// keeps it warm.
+const RouteHeader = "X-OL-Shim-Pool"
+
+// Route is the value of RouteHeader for a call naming pool or image, and
+// false if it names neither or the name cannot be a header value.
+func Route(pool, image string) (string, bool) {
+	v := pool
+	if v == "" {
+		v = image
+	}
+	if v == "" || len(v) > 512 {
+		return "", false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] >= 0x7f {
+			return "", false
+		}
+	}
+	return v, true
+}
+
+// DialRunWith is DialRun on the connection dial makes (a unix socket, or
+// TLS to a remote daemon).
+func DialRunWith(ctx context.Context, dial func(context.Context) (net.Conn, error), call RunCall, early []byte) (io.ReadWriteCloser, error) {
 	body, err := json.Marshal(call)
 	if err != nil {
 		return nil, err
 	}
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(ctx, "unix", socket)
+	c, err := dial(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, socket, err)
+		return nil, err
 	}
 	var req bytes.Buffer
-	fmt.Fprintf(&req, "POST /v1/run HTTP/1.1\r\nHost: ol-shim\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", len(body), RunUpgrade)
+	fmt.Fprintf(&req, "POST /v1/run HTTP/1.1\r\nHost: ol-shim\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: Upgrade\r\nUpgrade: %s\r\n", len(body), RunUpgrade)
+	if v, ok := Route(call.Pool, call.Image); ok {
+		fmt.Fprintf(&req, "%s: %s\r\n", RouteHeader, v)
+	}
+	req.WriteString("\r\n")
 	req.Write(body)
 	req.Write(early)
 	if _, err := c.Write(req.Bytes()); err != nil {

@@ -1,0 +1,76 @@
+package serve
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+)
+
+// TLSConfig is the API's TLS listener's configuration: TLS 1.3 only, and a
+// client certificate signed by the CA in caFile required of every client
+// (mutual TLS: no anonymous client, no plaintext). HTTP/1.1 only: a run
+// takes over its connection (an HTTP upgrade).
+func TLSConfig(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("tls: a server certificate, its key and the clients' CA are all needed (--tls-cert, --tls-key, --tls-ca)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: server certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	pool, err := CertPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		NextProtos:   []string{"http/1.1"},
+	}, nil
+}
+
+// CertPool reads the PEM certificates of a CA file.
+func CertPool(caFile string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: CA %s: %w", caFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("tls: CA %s: no PEM certificate in it", caFile)
+	}
+	return pool, nil
+}
+
+// TLSListener wraps l (a TCP listener) with the connection bounds of
+// Listener (every remote client counts among the non-root peers) and then
+// TLS with cfg.
+func TLSListener(l net.Listener, lim Limits, cfg *tls.Config) net.Listener {
+	return tls.NewListener(Listener(l, lim), cfg)
+}
+
+// TLSIdentity puts each request's verified client certificate subject in
+// its context as the peer's credentials (Cred.Client), so that leases are
+// owned by it and it is never taken for local root. A request with no
+// verified certificate (which the TLS config does not let through) is
+// refused, never served as an unknown, in-process caller.
+func TLSIdentity(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			http.Error(w, "a client certificate signed by the cluster's CA is required", http.StatusForbidden)
+			return
+		}
+		subject := r.TLS.VerifiedChains[0][0].Subject.String()
+		if subject == "" {
+			http.Error(w, "the client certificate has an empty subject", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(WithPeer(r.Context(), Cred{Client: subject})))
+	})
+}

@@ -1,0 +1,190 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/open-lambda/ol-shim/internal/serve"
+	"github.com/open-lambda/ol-shim/internal/testpki"
+	"github.com/open-lambda/ol-shim/shim/api"
+)
+
+// tlsDaemon is a mock-backend daemon serving its API over mutual TLS on a
+// loopback port, with a CA, and clients signed by it and by another.
+type tlsDaemon struct {
+	*testDaemon
+	addr       string
+	ca, rogue  *testpki.CA
+	server     testpki.Pair
+	alice, bob testpki.Pair
+	mallory    testpki.Pair // signed by a CA the daemon does not trust
+}
+
+func startTLSDaemon(t *testing.T) *tlsDaemon {
+	t.Helper()
+	td := &tlsDaemon{testDaemon: startDaemon(t, normalPool)}
+	dir := t.TempDir()
+	td.ca = testpki.NewCA(t, dir, "cluster")
+	td.rogue = testpki.NewCA(t, t.TempDir(), "rogue")
+	td.server = td.ca.Server(t, "host-1")
+	td.alice, td.bob = td.ca.Client(t, "alice"), td.ca.Client(t, "bob")
+	td.mallory = td.rogue.Client(t, "mallory")
+	cfg, err := serve.TLSConfig(td.server.Cert, td.server.Key, td.ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	td.addr = l.Addr().String()
+	go td.d.ServeAPITLS(l, cfg)
+	return td
+}
+
+func (td *tlsDaemon) client(t *testing.T, p testpki.Pair) *api.Client {
+	t.Helper()
+	c, err := api.NewRemoteClient(api.Remote{Host: "tcp://" + td.addr, CACert: td.ca.File, Cert: p.Cert, Key: p.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A remote client is known by its certificate's subject: it owns the
+// leases it acquires, and another client, however trusted, sees none of
+// them and may not touch them. Neither is ever taken for local root.
+func TestTLSLeasesOwnedByCertificate(t *testing.T) {
+	td := startTLSDaemon(t)
+	ctx := context.Background()
+	alice, bob := td.client(t, td.alice), td.client(t, td.bob)
+	l, err := alice.Acquire(ctx, api.AcquireRequest{Pool: "fn", Timeout: "10s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Client != "CN=alice" || l.Owner != nil {
+		t.Errorf("lease acquired over TLS: client %q, owner %v; want CN=alice and no uid", l.Client, l.Owner)
+	}
+	st, err := bob.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Leases) != 0 {
+		t.Errorf("bob's status lists alice's leases: %+v", st.Leases)
+	}
+	for name, op := range map[string]func() error{
+		"release": func() error { return bob.Release(ctx, l.ID) },
+		"destroy": func() error { return bob.Destroy(ctx, l.ID, "not mine") },
+		"renew":   func() error { _, err := bob.Renew(ctx, l.ID, "1m"); return err },
+	} {
+		if err := op(); !errdefs.IsNotFound(err) {
+			t.Errorf("bob's %s of alice's lease: %v; want not found", name, err)
+		}
+	}
+	if st, err := alice.Status(ctx); err != nil || len(st.Leases) != 1 || st.Leases[0].ID != l.ID {
+		t.Errorf("alice's status: %+v, %v; want her lease", st.Leases, err)
+	}
+	// Local root sees it, owned by alice's certificate.
+	if st, err := td.c.Status(ctx); err != nil || len(st.Leases) != 1 || st.Leases[0].Client != "CN=alice" {
+		t.Errorf("root's status: %+v, %v", st.Leases, err)
+	}
+	if err := alice.Release(ctx, l.ID); err != nil {
+		t.Errorf("alice's release of her lease: %v", err)
+	}
+	h, err := alice.Health(ctx)
+	if err != nil || !h.Ready {
+		t.Errorf("health over TLS: %+v, %v", h, err)
+	}
+}
+
+// What is not a client with a certificate the cluster's CA signed is
+// refused at the handshake: a CA no one trusts, no certificate, TLS 1.2,
+// and plaintext HTTP, which never reaches the API.
+func TestTLSRefusesStrangers(t *testing.T) {
+	td := startTLSDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := td.client(t, td.mallory).Status(ctx); err == nil {
+		t.Error("a client certificate of another CA was served")
+	} else {
+		t.Logf("another CA's client: %v", err)
+	}
+	cfg, err := api.Remote{Host: "tcp://" + td.addr, CACert: td.ca.File, Cert: td.alice.Cert, Key: td.alice.Key}.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Go's client sends no certificate the server's CA list does not
+	// name: mallory's is pushed on the server regardless.
+	rogue, err := tls.LoadX509KeyPair(td.mallory.Cert, td.mallory.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed := cfg.Clone()
+	pushed.Certificates = nil
+	pushed.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &rogue, nil }
+	noCert := cfg.Clone()
+	noCert.Certificates = nil
+	tls12 := cfg.Clone()
+	tls12.MinVersion, tls12.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	for name, c := range map[string]*tls.Config{"another CA's certificate, pushed": pushed, "no client certificate": noCert, "TLS 1.2": tls12} {
+		conn, err := tls.Dial("tcp", td.addr, c)
+		if err == nil {
+			// TLS 1.3 checks the client's certificate after the client's
+			// handshake ends: the refusal comes with the first read.
+			fmt.Fprintf(conn, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+			_, err = bufio.NewReader(conn).ReadString('\n')
+			conn.Close()
+		}
+		if err == nil {
+			t.Errorf("%s: served", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	// Plaintext: the TLS server answers a bare 400, never the API.
+	conn, err := net.Dial("tcp", td.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err == nil {
+		defer resp.Body.Close()
+		if resp.StatusCode < 400 || resp.Header.Get("Content-Type") == "application/json" {
+			t.Errorf("plaintext HTTP on the TLS port: %s %v", resp.Status, resp.Header)
+		}
+		t.Logf("plaintext HTTP: %s", resp.Status)
+	} else {
+		t.Logf("plaintext HTTP: %v", err)
+	}
+	// A TLS listener that does not require verified client certificates
+	// is refused outright: such a client would be an unknown peer.
+	loose, err := serve.TLSConfig(td.server.Cert, td.server.Key, td.ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose.ClientAuth = tls.RequestClientCert
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := td.d.ServeAPITLS(l, loose); err == nil || !strings.Contains(err.Error(), "verified client certificates only") {
+		t.Errorf("ServeAPITLS with client certificates optional: %v", err)
+	}
+	// The daemon is still fine.
+	if _, err := td.client(t, td.bob).Status(context.Background()); err != nil {
+		t.Errorf("status after the strangers: %v", err)
+	}
+}
