@@ -36,7 +36,7 @@ type Options struct {
 	// one, over TLS: ol-shimd's run, which a run with --host or
 	// OL_SHIM_HOST is handed to).
 	Dial func(context.Context) (net.Conn, error)
-	Call   wire.RunCall
+	Call wire.RunCall
 	// Interactive sends stdin; nil: when stdin is a pipe or a file.
 	Interactive *bool
 }
