@@ -11,7 +11,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFILES  = $(shell find . -name '*.go' -not -path './build/*')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build deb run demo images plugin bench-serve fuzz ctrl-c test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
+.PHONY: help setup build deb e2e-cluster run demo images plugin bench-serve fuzz ctrl-c test integration e2e bench bench-quick bench-go bench-docker fuzz-save lint install uninstall check clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ bench-docker: ## Docker benchmarks: raw unpause, warm Get, cold Get, raw create+
 E2E_HOSTS ?= dind,vm
 e2e: build ## install ol-shim's .deb (an earlier version, upgraded to this commit's, then purged) and run it as a user would, on two systemd hosts: Debian 12 in Docker-in-Docker (dockerd 20.10, cgroup v1) and a Debian 13 QEMU VM (Docker 26, cgroup v2); images built once and cached; needs root
 	GO=$(GO) E2E_HOSTS=$(E2E_HOSTS) hack/with-docker.sh hack/e2e.sh
+
+e2e-cluster: build ## three ol-shim hosts (Docker-in-Docker, the .deb installed, API on mutual TLS) behind HAProxy as examples/cluster sets them up: locality, spill under load, a host killed, strangers refused; needs root and haproxy
+	GO=$(GO) hack/with-docker.sh hack/e2e-cluster.sh
 
 bench: build ## measure ol-shim against plain Docker on this host (about 20 min on 2 cores) and write BENCHMARKS.md, docs/bench-acquire.png and the README's headline; needs root
 	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) run ./bench -readme README.md'
@@ -133,7 +136,7 @@ fuzz: ## run each fuzz target for FUZZTIME executions (default 100000x, about 10
 ctrl-c: ## check that Ctrl-C in make run stops the command before the dockerd it started (root; no dockerd may be running)
 	$(GO) run ./hack/ctrlc
 
-CHECK_STEPS := setup lint test fuzz ctrl-c integration e2e
+CHECK_STEPS := setup lint test fuzz ctrl-c integration e2e e2e-cluster
 check: ## the whole test suite, step by step with the time of each: what CI runs (needs root)
 	@total=$$(date +%s); for step in $(CHECK_STEPS); do s=$$(date +%s); $(MAKE) --no-print-directory $$step || { echo "check: make $$step failed after $$(( $$(date +%s) - s )) s"; exit 1; }; \
 		echo "check: make $$step took $$(( $$(date +%s) - s )) s"; done; echo "check: all of it took $$(( $$(date +%s) - total )) s"

@@ -124,9 +124,9 @@ func (h *host) eventually(what string, limit time.Duration, fn func() error) {
 // here: --privileged where the host grants every capability, else the
 // capabilities this host has (its bounding set lacks CAP_SYS_RESOURCE, and
 // --privileged fails with "unable to apply caps").
-func runFlags(t *testing.T) []string {
+func runFlags(t *testing.T, network string) []string {
 	common := []string{"--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-		"--network", "none", "-v", "/var/lib/docker", "--label", e2eLabel + "=1", "--stop-signal", "SIGRTMIN+3"}
+		"--network", network, "-v", "/var/lib/docker", "--label", e2eLabel + "=1", "--stop-signal", "SIGRTMIN+3"}
 	if out, err := run("docker", "run", "--rm", "--privileged", "--network", "none", busybox, "true"); err == nil {
 		t.Log("host grants every capability: --privileged")
 		return append([]string{"--privileged"}, common...)
@@ -158,7 +158,14 @@ func boot(t *testing.T, kind string) *host {
 		h.settle()
 		return h
 	}
-	args := append([]string{"run", "-d", "--name", fmt.Sprintf("ol-shim-e2e-%d", os.Getpid()), "--hostname", "ol-shim-e2e"}, runFlags(t)...)
+	return bootDind(t, fmt.Sprintf("ol-shim-e2e-%d", os.Getpid()), "none", "--hostname", "ol-shim-e2e")
+}
+
+// bootDind starts a Docker-in-Docker systemd host named name on network
+// (none, or container:NAME to share another's network namespace).
+func bootDind(t *testing.T, name, network string, extra ...string) *host {
+	t.Helper()
+	args := append(append([]string{"run", "-d", "--name", name}, extra...), runFlags(t, network)...)
 	out, err := run("docker", append(args, hostImage)...)
 	if err != nil {
 		t.Fatalf("start the systemd host (build its image with hack/e2e-image.sh): %v\n%s", err, out)
@@ -407,7 +414,7 @@ func installedService(t *testing.T, h *host) {
 	if out := h.sh("systemctl is-active ol-shim.socket ol-shim.service; systemctl is-enabled ol-shim.socket ol-shim.service"); strings.Count(out, "active") != 2 || strings.Count(out, "enabled") != 2 {
 		t.Fatalf("units not enabled and active after install: %s", out)
 	}
-	if out := h.sh("ol-shim version"); !strings.Contains(out, "ol-shim "+pkgs.oldVersion+" ") {
+	if out := h.sh("ol-shim version"); !slices.Contains(strings.Fields(out), pkgs.oldVersion) {
 		t.Errorf("ol-shim version after installing %s: %s", pkgs.oldVersion, out)
 	}
 	// Man pages and completion, from the package.
@@ -708,7 +715,7 @@ func installedService(t *testing.T, h *host) {
 	if now := h.sh("systemctl show -p MainPID --value ol-shim"); now == pid {
 		t.Errorf("the upgrade did not restart ol-shim (pid %s)", strings.TrimSpace(pid))
 	}
-	if out := h.sh("ol-shim version"); !strings.Contains(out, "ol-shim "+pkgs.newVersion+" ") {
+	if out := h.sh("ol-shim version"); !slices.Contains(strings.Fields(out), pkgs.newVersion) {
 		t.Errorf("ol-shim version after the upgrade: %s", out)
 	}
 	time.Sleep(time.Second)
@@ -787,7 +794,7 @@ func installedService(t *testing.T, h *host) {
 	}
 
 	t.Log("apt remove while a user's volume remains: refused, and ol-shim serves again")
-	files := strings.Fields(h.sh(`dpkg -L ol-shim | while read -r f; do if [ -f "$f" ] || [ -L "$f" ]; then echo "$f"; fi; done`))
+	files := strings.Fields(h.sh(`dpkg -L ol-shim | while read -r f; do if [ -f "$f" ] || { [ -L "$f" ] && [ ! -d "$f" ]; }; then echo "$f"; fi; done`))
 	if len(files) < 10 {
 		t.Fatalf("dpkg -L ol-shim lists %d files: %v", len(files), files)
 	}
@@ -819,7 +826,7 @@ func installedService(t *testing.T, h *host) {
 		"volumes":       "docker volume ls -q",
 		"mounts":        "grep -E ' fuse(\\.[^ ]*)? |/var/lib/ol-shim' /proc/mounts || true",
 		"loop devices":  "losetup -l -n -O NAME,BACK-FILE 2>/dev/null | grep ol-shim || true",
-		"processes":     "pgrep -a -f 'ol-shim' || true",
+		"processes":     "pgrep -a -f '[o]l-shim' || true",
 	}
 	for what, script := range checks {
 		if out := strings.TrimSpace(h.sh(script)); out != "" {

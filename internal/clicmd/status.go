@@ -51,7 +51,11 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 	if st.MemoryTotal > 0 {
 		budget = fmt.Sprintf("memory %s of %s budget", human(st.MemoryUsed), human(st.MemoryTotal))
 	}
-	fmt.Fprintf(out, "ol-shim %s, %s backend; %s; %s\n", st.Version, st.Backend, docker, budget)
+	on := ""
+	if st.Host != "" {
+		on = " on " + st.Host
+	}
+	fmt.Fprintf(out, "ol-shim %s%s, %s backend; %s; %s\n", st.Version, on, st.Backend, docker, budget)
 	if h := st.StateRoot; h != nil {
 		fmt.Fprintf(out, "state root %s: %s free of %s", h.Path, human(h.Free), human(h.Size))
 		if h.Warning != "" {

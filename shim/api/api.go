@@ -124,7 +124,9 @@ type HealthResponse struct {
 
 // StatusResponse is GET /v1/status.
 type StatusResponse struct {
-	Version   string         `json:"version"`
+	Version string `json:"version"`
+	// Host is the daemon's host name (which host of a cluster answered).
+	Host      string         `json:"host,omitempty"`
 	Backend   string         `json:"backend"`
 	Docker    *DockerHealth  `json:"docker,omitempty"`
 	StateRoot *DiskHealth    `json:"state_root,omitempty"`

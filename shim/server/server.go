@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -248,6 +249,7 @@ func (a *Server) health(w http.ResponseWriter, r *http.Request) {
 func (a *Server) status(w http.ResponseWriter, r *http.Request) {
 	resp := api.StatusResponse{Version: a.Version, Backend: a.Backend, Status: a.Registry.Status(), Volumes: []api.VolumeStatus{}, Limits: a.Limits, Scratch: a.Scratch,
 		StateRoot: StateRootHealth(a.Registry.Root())}
+	resp.Host, _ = os.Hostname()
 	if a.Docker != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		resp.Docker = a.Docker(ctx)
