@@ -240,7 +240,9 @@ systemctl restart ol-shim`, i, name, name, busybox))
 	for w := range clients {
 		client.background(fmt.Sprintf(`while [ ! -e /tmp/kill/stop ]; do if %srun --pool fn --reuse echo ok >/dev/null 2>>/tmp/kill/err-%d; then echo ok >>/tmp/kill/ok-%d; else echo fail >>/tmp/kill/fail-%d; fi; done; touch /tmp/kill/done-%d`, remote, w, w, w, w))
 	}
-	count := func(what string) int { return strings.Count(client.sh("cat /tmp/kill/"+what+"-* 2>/dev/null || true"), what+"\n") }
+	count := func(what string) int {
+		return strings.Count(client.sh("cat /tmp/kill/"+what+"-* 2>/dev/null || true"), what+"\n")
+	}
 	client.eventually("load running from "+hostName(client), time.Minute, func() error {
 		if n := count("ok"); n < 30 {
 			return fmt.Errorf("%d calls", n)
@@ -359,4 +361,3 @@ func firstLine(s string) string {
 	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return l
 }
-
