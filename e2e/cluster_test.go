@@ -68,13 +68,10 @@ func TestCluster(t *testing.T) {
 			filepath.Join(rogue, "mallory.pem"), filepath.Join(rogue, "mallory-key.pem"))
 		h.sh("DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0 install /tmp/e2e/" + filepath.Base(deb))
 		h.sh("install -d -m 0700 /etc/ol-shim/tls && install -m 0600 /tmp/e2e/ca.pem /tmp/e2e/" + name + ".pem /tmp/e2e/" + name + "-key.pem /etc/ol-shim/tls/")
-		h.sh(fmt.Sprintf(`cat >>/etc/ol-shim/config.toml <<'EOF'
-
-[daemon]
-tls_listen = "127.0.0.1:944%d"
-tls_cert = "/etc/ol-shim/tls/%s.pem"
-tls_key = "/etc/ol-shim/tls/%s-key.pem"
-tls_ca = "/etc/ol-shim/tls/ca.pem"
+		// The package's config has a [daemon] table (of comments): the TLS
+		// settings go into it, the pool at the end.
+		h.sh(fmt.Sprintf(`sed -i '/^\[daemon\]/a tls_listen = "127.0.0.1:944%d"\ntls_cert = "/etc/ol-shim/tls/%s.pem"\ntls_key = "/etc/ol-shim/tls/%s-key.pem"\ntls_ca = "/etc/ol-shim/tls/ca.pem"' /etc/ol-shim/config.toml
+cat >>/etc/ol-shim/config.toml <<'EOF'
 
 [pools.fn]
 image = %q

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -238,7 +239,17 @@ func (c *Client) RunStream(ctx context.Context, req RunCall) (io.ReadWriteCloser
 	if v, ok := wire.Route(req.Pool, req.Image); ok {
 		h.Set(wire.RouteHeader, v)
 	}
-	resp, err := c.send(ctx, http.MethodPost, "/v1/run", req, h)
+	var in any = req
+	if strings.HasPrefix(c.where, "tcp://") {
+		// Maybe through a proxy, which drops an upgrade with a body.
+		b, err := json.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		h.Set(wire.RunCallHeader, base64.RawURLEncoding.EncodeToString(b))
+		in = nil
+	}
+	resp, err := c.send(ctx, http.MethodPost, "/v1/run", in, h)
 	if err != nil {
 		return nil, err
 	}

@@ -188,3 +188,46 @@ func TestTLSRefusesStrangers(t *testing.T) {
 		t.Errorf("status after the strangers: %v", err)
 	}
 }
+
+// A streamed run's call may come in the X-OL-Shim-Run header instead of
+// the body (a proxy drops an upgrade that has a body): read strictly,
+// once, and never with a body as well.
+func TestRunCallInHeader(t *testing.T) {
+	td := startTLSDaemon(t)
+	cfg, err := api.Remote{Host: "tcp://" + td.addr, CACert: td.ca.File, Cert: td.alice.Cert, Key: td.alice.Key}.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(extra, body string) string {
+		t.Helper()
+		c, err := tls.Dial("tcp", td.addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "POST /v1/run HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: ol-shim-run/1\r\n%sContent-Length: %d\r\n\r\n%s", extra, len(body), body)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b := make([]byte, 512)
+		n, _ := resp.Body.Read(b)
+		return fmt.Sprintf("%d %s", resp.StatusCode, b[:n])
+	}
+	// {"pool":"fn","cmd":["true"]}: read, then refused by the mock
+	// backend, which runs nothing.
+	const call = "eyJwb29sIjoiZm4iLCJjbWQiOlsidHJ1ZSJdfQ"
+	for _, tc := range []struct{ name, extra, body, want string }{
+		{"in the header", "X-OL-Shim-Run: " + call + "\r\n", "", "501 "},
+		{"in the header and the body", "X-OL-Shim-Run: " + call + "\r\n", `{"pool":"fn","cmd":["true"]}`, "400 "},
+		{"twice in headers", "X-OL-Shim-Run: " + call + "\r\nX-OL-Shim-Run: " + call + "\r\n", "", "400 "},
+		{"not base64url", "X-OL-Shim-Run: {\"pool\":\"fn\"}\r\n", "", "400 "},
+		{"an unknown field", "X-OL-Shim-Run: eyJwb29sIjoiZm4iLCJ4Ijox\r\n", "", "400 "},
+	} {
+		if got := send(tc.extra, tc.body); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("run call %s: %s; want %s", tc.name, got, tc.want)
+		}
+	}
+}

@@ -5,7 +5,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/api/wire"
 	"github.com/open-lambda/ol-shim/shim/imageref"
 	"github.com/open-lambda/ol-shim/shim/registry"
 	"github.com/open-lambda/ol-shim/shim/spec"
@@ -138,6 +141,33 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// decodeRunCall reads a run's call from its body, or, for a streamed run
+// sent through a proxy (which drops an upgrade that has a body), from the
+// wire.RunCallHeader header (base64url of the JSON, bounded by the
+// server's header limit) with no body.
+func decodeRunCall(w http.ResponseWriter, r *http.Request, req *api.RunCall) error {
+	h := r.Header.Values(wire.RunCallHeader)
+	if len(h) == 0 {
+		return decode(w, r, req)
+	}
+	if len(h) > 1 || r.ContentLength != 0 {
+		return fmt.Errorf("%w: the run's call goes in one %s header or in the body, not both", errBadRequest, wire.RunCallHeader)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(h[0])
+	if err != nil {
+		return fmt.Errorf("%w: %s header: not base64url: %v", errBadRequest, wire.RunCallHeader, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		return fmt.Errorf("%w: %s header: %v", errBadRequest, wire.RunCallHeader, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: %s header: more than one JSON value", errBadRequest, wire.RunCallHeader)
+	}
+	return nil
 }
 
 // decode reads a JSON body strictly: bounded, known fields only, one value.
@@ -460,7 +490,7 @@ func (a *Server) renew(w http.ResponseWriter, r *http.Request) {
 
 func (a *Server) run(w http.ResponseWriter, r *http.Request) {
 	var req api.RunCall
-	if err := decode(w, r, &req); err != nil {
+	if err := decodeRunCall(w, r, &req); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,14 +85,16 @@ const (
 // the daemon switched protocols (it then carries the run protocol of
 // shim/agent). An error answer is a *StatusError.
 func DialRun(ctx context.Context, socket string, call RunCall, early []byte) (io.ReadWriteCloser, error) {
-	return DialRunWith(ctx, func(ctx context.Context) (net.Conn, error) {
-		d := net.Dialer{Timeout: dialTimeout}
-		c, err := d.DialContext(ctx, "unix", socket)
-		if err != nil {
-			return nil, fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, socket, err)
-		}
-		return c, nil
-	}, call, early)
+	body, err := json.Marshal(call)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, socket, err)
+	}
+	return upgrade(ctx, c, call, body, "", early)
 }
 
 // RouteHeader names the pool (or, for a call that names an image, the
@@ -118,8 +121,14 @@ func Route(pool, image string) (string, bool) {
 	return v, true
 }
 
-// DialRunWith is DialRun on the connection dial makes (a unix socket, or
-// TLS to a remote daemon).
+// RunCallHeader carries a streamed run's call (base64url of its JSON)
+// instead of the body: proxies such as HAProxy drop an upgrade whose
+// request has a body.
+const RunCallHeader = "X-OL-Shim-Run"
+
+// DialRunWith is DialRun on the connection dial makes (TLS to a remote
+// daemon, maybe through a proxy): the call goes in RunCallHeader, with no
+// body.
 func DialRunWith(ctx context.Context, dial func(context.Context) (net.Conn, error), call RunCall, early []byte) (io.ReadWriteCloser, error) {
 	body, err := json.Marshal(call)
 	if err != nil {
@@ -129,8 +138,19 @@ func DialRunWith(ctx context.Context, dial func(context.Context) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
+	return upgrade(ctx, c, call, nil, base64.RawURLEncoding.EncodeToString(body), early)
+}
+
+// upgrade sends POST /v1/run on c with the call as body or, if inHeader
+// is set, in RunCallHeader, and then early; see DialRun.
+func upgrade(ctx context.Context, c net.Conn, call RunCall, body []byte, inHeader string, early []byte) (io.ReadWriteCloser, error) {
 	var req bytes.Buffer
-	fmt.Fprintf(&req, "POST /v1/run HTTP/1.1\r\nHost: ol-shim\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: Upgrade\r\nUpgrade: %s\r\n", len(body), RunUpgrade)
+	fmt.Fprintf(&req, "POST /v1/run HTTP/1.1\r\nHost: ol-shim\r\nConnection: Upgrade\r\nUpgrade: %s\r\n", RunUpgrade)
+	if inHeader != "" {
+		fmt.Fprintf(&req, "%s: %s\r\n", RunCallHeader, inHeader)
+	} else {
+		fmt.Fprintf(&req, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(body))
+	}
 	if v, ok := Route(call.Pool, call.Image); ok {
 		fmt.Fprintf(&req, "%s: %s\r\n", RouteHeader, v)
 	}
