@@ -192,12 +192,26 @@ systemctl restart ol-shim`, i, name, name, busybox))
 	}
 	t.Logf("%d sequential calls of fn: all on %s: %d cold, %d warm, %d hot", n, hot, st[hot].cold, st[hot].warm, st[hot].hot)
 
+	// A remote run is a run: stdin, output and the exit code cross
+	// HAProxy; docker ol takes the same flags.
+	out, err := client.try("echo through the proxy | " + remote + "run -i --pool fn sh -c 'cat; exit 7'")
+	if exitCode(err) != 7 || strings.TrimSpace(out) != "through the proxy" {
+		t.Errorf("a remote run with stdin: exit %v, output %q; want 7 and its stdin", err, out)
+	}
+	out, err = client.try("echo as a plugin | docker ol " + strings.TrimPrefix(remote, "ol-shim ") + "run -i --pool fn sh -c 'cat; exit 5'")
+	if exitCode(err) != 5 || strings.TrimSpace(out) != "as a plugin" {
+		t.Errorf("docker ol, remote: exit %v, output %q; want 5 and its stdin", err, out)
+	}
+
 	t.Log("under saturation, calls spill to other hosts (bounded load)")
 	client.sh("rm -rf /tmp/sat && mkdir /tmp/sat")
 	const conc = 9
+	// All at once, from one script.
+	var sat strings.Builder
 	for w := range conc {
-		client.background(fmt.Sprintf("%srun --pool fn --reuse sleep 8 >/tmp/sat/out-%d 2>&1; echo $? >/tmp/sat/rc-%d", remote, w, w))
+		fmt.Fprintf(&sat, "(%srun --pool fn --reuse sleep 20 >/tmp/sat/out-%d 2>&1; echo $? >/tmp/sat/rc-%d) & ", remote, w, w)
 	}
+	client.background(sat.String() + "wait")
 	var during map[string]counts
 	client.eventually("the 9 concurrent calls all in sandboxes", time.Minute, func() error {
 		during = fnStats()

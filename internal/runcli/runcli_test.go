@@ -36,6 +36,9 @@ func TestParse(t *testing.T) {
 		{args: nil, err: "handover"},
 		{args: []string{"--help"}, err: "handover"},
 		{args: []string{"--socket", "/s"}, err: "handover"},
+		// A remote daemon (TLS) is ol-shimd's to reach.
+		{args: []string{"--host", "tcp://h:1", "run", "img", "true"}, err: "handover"},
+		{args: []string{"-H", "tcp://h:1", "run", "img", "true"}, err: "handover"},
 	} {
 		o, v, err := Parse(c.args)
 		switch {
@@ -66,5 +69,9 @@ func TestParse(t *testing.T) {
 		if !reflect.DeepEqual(o, c.want) {
 			t.Errorf("Parse(%q) =\n%+v\nwant\n%+v", c.args, o, c.want)
 		}
+	}
+	t.Setenv("OL_SHIM_HOST", "tcp://h:1")
+	if _, _, err := Parse([]string{"run", "img", "true"}); !errors.Is(err, errHandOver) {
+		t.Errorf("run with OL_SHIM_HOST set: %v; want it handed over", err)
 	}
 }
