@@ -265,7 +265,7 @@ systemctl restart ol-shim`, i, name, name, busybox))
 	before := fnStats()
 	okBefore := count("ok")
 	killed := time.Now()
-	mustRun(t, "docker", "kill", hosts[victim].id)
+	killHost(t, hosts[victim])
 	var warmAgain time.Duration
 	client.eventually("fn warm on a surviving host", time.Minute, func() error {
 		for name, c := range fnStats() {
@@ -320,6 +320,71 @@ systemctl restart ol-shim`, i, name, name, busybox))
 		} else {
 			t.Logf("%s, plaintext HTTP: %q", addr, firstLine(out))
 		}
+	}
+}
+
+// killHost kills a host's container (docker kill: SIGKILL to its init,
+// so to every process of its PID namespace). Its paused sandboxes are
+// frozen, and a frozen task dies only once thawed: the kill would wait
+// for them forever, so their cgroups are thawed as the kill goes, as a
+// machine's death would not wait for them either.
+func killHost(t *testing.T, h *host) {
+	t.Helper()
+	pid := strings.TrimSpace(mustRun(t, "docker", "inspect", "-f", "{{.State.Pid}}", h.id))
+	ns, err := os.Readlink("/proc/" + pid + "/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		out, err := run("docker", "kill", h.id)
+		if err != nil {
+			out = fmt.Sprintf("%v: %s", err, out)
+		} else {
+			out = ""
+		}
+		done <- out
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if out, _ := run("docker", "inspect", "-f", "{{.State.Running}}", h.id); strings.TrimSpace(out) == "false" {
+			return
+		}
+		filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return nil
+			}
+			var thaw string
+			switch d.Name() {
+			case "freezer.state": // cgroup v1
+				thaw = "THAWED"
+			case "cgroup.freeze": // cgroup v2
+				thaw = "0"
+			default:
+				return nil
+			}
+			if b, _ := os.ReadFile(p); strings.TrimSpace(string(b)) == thaw {
+				return nil
+			}
+			tasks, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "tasks"))
+			if len(tasks) == 0 {
+				tasks, _ = os.ReadFile(filepath.Join(filepath.Dir(p), "cgroup.procs"))
+			}
+			for _, task := range strings.Fields(string(tasks)) {
+				if tns, _ := os.Readlink("/proc/" + task + "/ns/pid"); tns == ns {
+					os.WriteFile(p, []byte(thaw), 0o644)
+					break
+				}
+			}
+			return nil
+		})
+		time.Sleep(200 * time.Millisecond)
+	}
+	select {
+	case out := <-done:
+		t.Fatalf("docker kill %s: the host still runs after a minute: %s", h.id, out)
+	default:
+		t.Fatalf("docker kill %s: the host still runs after a minute", h.id)
 	}
 }
 
