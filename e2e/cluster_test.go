@@ -326,15 +326,12 @@ systemctl restart ol-shim`, i, name, name, busybox))
 // killHost kills a host's container (docker kill: SIGKILL to its init,
 // so to every process of its PID namespace). Its paused sandboxes are
 // frozen, and a frozen task dies only once thawed: the kill would wait
-// for them forever, so their cgroups are thawed as the kill goes, as a
-// machine's death would not wait for them either.
+// for them forever. So their cgroups (named for the containers the host's
+// dockerd listed just before) are thawed as the kill goes, as a machine's
+// death would not wait for them either.
 func killHost(t *testing.T, h *host) {
 	t.Helper()
-	pid := strings.TrimSpace(mustRun(t, "docker", "inspect", "-f", "{{.State.Pid}}", h.id))
-	ns, err := os.Readlink("/proc/" + pid + "/ns/pid")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := strings.Fields(h.sh("docker ps -aq --no-trunc"))
 	done := make(chan string, 1)
 	go func() {
 		out, err := run("docker", "kill", h.id)
@@ -351,32 +348,20 @@ func killHost(t *testing.T, h *host) {
 			return
 		}
 		filepath.WalkDir("/sys/fs/cgroup", func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
+			if err != nil || !d.IsDir() {
 				return nil
 			}
-			var thaw string
-			switch d.Name() {
-			case "freezer.state": // cgroup v1
-				thaw = "THAWED"
-			case "cgroup.freeze": // cgroup v2
-				thaw = "0"
-			default:
+			base := d.Name()
+			if !slices.ContainsFunc(ids, func(id string) bool { return strings.Contains(base, id) }) {
 				return nil
 			}
-			if b, _ := os.ReadFile(p); strings.TrimSpace(string(b)) == thaw {
-				return nil
+			if _, err := os.Stat(filepath.Join(p, "freezer.state")); err == nil { // cgroup v1
+				os.WriteFile(filepath.Join(p, "freezer.state"), []byte("THAWED"), 0o644)
 			}
-			tasks, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "tasks"))
-			if len(tasks) == 0 {
-				tasks, _ = os.ReadFile(filepath.Join(filepath.Dir(p), "cgroup.procs"))
+			if _, err := os.Stat(filepath.Join(p, "cgroup.freeze")); err == nil { // cgroup v2
+				os.WriteFile(filepath.Join(p, "cgroup.freeze"), []byte("0"), 0o644)
 			}
-			for _, task := range strings.Fields(string(tasks)) {
-				if tns, _ := os.Readlink("/proc/" + task + "/ns/pid"); tns == ns {
-					os.WriteFile(p, []byte(thaw), 0o644)
-					break
-				}
-			}
-			return nil
+			return filepath.SkipDir
 		})
 		time.Sleep(200 * time.Millisecond)
 	}
