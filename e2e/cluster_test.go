@@ -314,11 +314,14 @@ systemctl restart ol-shim`, i, name, name, busybox))
 		} else {
 			t.Logf("%s, another CA's client: %s", addr, firstLine(out))
 		}
-		out, _ := client.try(`exec 3<>/dev/tcp/` + strings.Replace(addr, ":", "/", 1) + ` && printf 'GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && timeout 5 cat <&3 | head -c 300`)
-		if strings.Contains(out, " 200 ") || strings.Contains(out, `"pools"`) {
+		out, _ := client.try(`bash -c 'exec 3<>/dev/tcp/` + strings.Replace(addr, ":", "/", 1) + ` || exit 9; echo connected; printf "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3; timeout 5 cat <&3 | head -c 300'`)
+		switch {
+		case !strings.HasPrefix(out, "connected"):
+			t.Errorf("%s: could not send plaintext HTTP to it: %q", addr, out)
+		case strings.Contains(out, " 200 ") || strings.Contains(out, `"pools"`):
 			t.Errorf("%s answered plaintext HTTP: %q", addr, out)
-		} else {
-			t.Logf("%s, plaintext HTTP: %q", addr, firstLine(out))
+		default:
+			t.Logf("%s, plaintext HTTP: %q", addr, strings.TrimSpace(strings.TrimPrefix(out, "connected")))
 		}
 	}
 }
