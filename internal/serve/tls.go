@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 )
@@ -46,13 +45,6 @@ func CertPool(caFile string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("tls: CA %s: no PEM certificate in it", caFile)
 	}
 	return pool, nil
-}
-
-// TLSListener wraps l (a TCP listener) with the connection bounds of
-// Listener (every remote client counts among the non-root peers) and then
-// TLS with cfg.
-func TLSListener(l net.Listener, lim Limits, cfg *tls.Config) net.Listener {
-	return tls.NewListener(Listener(l, lim), cfg)
 }
 
 // TLSIdentity puts each request's verified client certificate subject in

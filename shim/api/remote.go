@@ -3,15 +3,14 @@ package api
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/shim/api/wire"
 )
 
@@ -69,13 +68,9 @@ func (r Remote) TLSConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client certificate %s and key %s: %w", r.Cert, r.Key, err)
 	}
-	b, err := os.ReadFile(r.CACert)
+	pool, err := serve.CertPool(r.CACert)
 	if err != nil {
-		return nil, fmt.Errorf("CA %s: %w", r.CACert, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("CA %s: no PEM certificate in it", r.CACert)
+		return nil, err
 	}
 	name, _, _ := net.SplitHostPort(addr)
 	return &tls.Config{

@@ -361,17 +361,7 @@ func (d *Daemon) ServeAPITLS(l net.Listener, cfg *tls.Config) error {
 	if cfg == nil || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil {
 		return errors.New("the API over TCP is served with verified client certificates only")
 	}
-	srv := serve.Server(serve.TLSIdentity(d.Handler()), d.cfg.Limits)
-	d.mu.Lock()
-	if d.stopped {
-		d.mu.Unlock()
-		return http.ErrServerClosed
-	}
-	d.servers = append(d.servers, srv)
-	wl := serve.Listener(l, d.cfg.Limits)
-	d.wrapped = append(d.wrapped, wl)
-	d.mu.Unlock()
-	return srv.Serve(tls.NewListener(wl, cfg))
+	return d.serveOn(l, serve.TLSIdentity(d.Handler()), func(wl net.Listener) net.Listener { return tls.NewListener(wl, cfg) })
 }
 
 // ServeMetrics serves Prometheus metrics at /metrics on l until Stop
@@ -386,6 +376,12 @@ func (d *Daemon) ServeMetrics(l net.Listener) error {
 }
 
 func (d *Daemon) serve(l net.Listener, h http.Handler) error {
+	return d.serveOn(l, h, nil)
+}
+
+// serveOn serves h on l with the daemon's limits and connection bounds,
+// until Stop; wrap, if set, wraps the bounded listener (TLS).
+func (d *Daemon) serveOn(l net.Listener, h http.Handler, wrap func(net.Listener) net.Listener) error {
 	srv := serve.Server(h, d.cfg.Limits)
 	d.mu.Lock()
 	if d.stopped {
@@ -396,6 +392,9 @@ func (d *Daemon) serve(l net.Listener, h http.Handler) error {
 	wl := serve.Listener(l, d.cfg.Limits)
 	d.wrapped = append(d.wrapped, wl)
 	d.mu.Unlock()
+	if wrap != nil {
+		return srv.Serve(wrap(wl))
+	}
 	return srv.Serve(wl)
 }
 
