@@ -407,6 +407,54 @@ func TestSetReuseAndMaxSize(t *testing.T) {
 	}
 }
 
+// TestFreshPoolCommandKept: a sandbox handed out as soon as its agent
+// listens, which can be before init's child has exec'd the pool's command
+// (or while the Go runtime's one-off probe child of its first fork is
+// there), is returned with that command alive: the sweep of its return
+// kills a run's processes, never the pool's. Before the mark waited for an
+// exec'd child, the sweep took the probe child for the pool's command and
+// killed the command: this failed in its first round in most runs.
+func TestFreshPoolCommandKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.set("fresh", sleepSpec, nil)
+	const rounds, each = 10, 3
+	for round := range rounds {
+		var refs []*sandboxset.Ref
+		for range each {
+			r, err := s.GetOrCreateUnpaused(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Outcome() != sandboxset.Cold {
+				t.Fatalf("round %d: %v, want a new sandbox", round, r.Outcome())
+			}
+			refs = append(refs, r)
+		}
+		for i, r := range refs {
+			if err := r.Put(); err != nil {
+				t.Fatalf("round %d, sandbox %d: %v", round, i, err)
+			}
+		}
+		// Take them again, warm, and destroy them for the next round.
+		for i := range refs {
+			r, err := s.GetOrCreateUnpaused(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Outcome() != sandboxset.Warm {
+				t.Fatalf("round %d, sandbox %d: %v after its Put, want warm", round, i, r.Outcome())
+			}
+			if err := r.Destroy("test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if st := s.Stats(); st.Destroyed() != rounds*each || st.Destroys["test"] != rounds*each {
+		t.Errorf("destroys %v: want %d, all by the test", st.Destroys, rounds*each)
+	}
+}
+
 func TestReconcileAfterCrash(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

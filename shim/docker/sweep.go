@@ -126,10 +126,21 @@ func procsNow(file string) ([]proc, error) {
 	return out, nil
 }
 
-// hasChild reports whether one of procs is a child of pid.
-func hasChild(procs []proc, pid int) bool {
+// hasExecChild reports whether one of procs is a child of pid that runs
+// another program than pid does: a child that has not exec'd yet (or never
+// will: Go's runtime, at its first fork, forks a child that only exits, to
+// learn whether clone takes CLONE_PIDFD) is not the command it starts.
+func hasExecChild(procs []proc, pid int) bool {
+	var self unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &self) != nil {
+		return false
+	}
 	for _, p := range procs {
-		if p.ppid == pid {
+		if p.ppid != pid {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/exe", p.pid), &st) == nil && (st.Dev != self.Dev || st.Ino != self.Ino) {
 			return true
 		}
 	}
@@ -184,8 +195,8 @@ func (s *Sandbox) Mark(ctx context.Context) error {
 	// A sandbox just made is handed out as soon as it started (or its
 	// init's agent listens), which can be before init has started the
 	// pool's command: that is the pool's, not a run's, so it is waited for
-	// (a second at most).
-	for deadline := time.Now().Add(time.Second); fresh && !hasChild(now, initPid) && time.Now().Before(deadline); {
+	// (a second at most), until a child of init runs it (has exec'd).
+	for deadline := time.Now().Add(time.Second); fresh && !hasExecChild(now, initPid) && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 		if now, err = procsNow(file); err != nil {
 			return fmt.Errorf("sandbox %s: mark its processes: %w", s.id, err)
