@@ -483,7 +483,7 @@ func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*Quot
 	if strings.HasPrefix(mnt, "/dev/fd/") {
 		opts.DirectMount = false
 	}
-	srv, err := fs.Mount(mnt, root, &fs.Options{
+	srv, err := mountTracked(mnt, root, &fs.Options{
 		EntryTimeout: &cache,
 		AttrTimeout:  &cache,
 		// Report modes as they are: without it go-fuse shows a mode of
@@ -509,4 +509,19 @@ func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*Quot
 		unix.Close(cr.fd)
 	}()
 	return &QuotaMount{Server: srv, Passthrough: pt, io: root.io}, nil
+}
+
+// mountTracked is fs.Mount with the file system's RELEASEs tracked (see
+// releaseTracker).
+func mountTracked(mnt string, root *quotaNode, opts *fs.Options) (*fuse.Server, error) {
+	raw := &releaseTracker{RawFileSystem: fs.NewNodeFS(root, opts), io: root.io}
+	srv, err := fuse.NewServer(raw, mnt, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		return nil, err
+	}
+	return srv, nil
 }
