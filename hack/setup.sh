@@ -3,7 +3,7 @@
 # Go (checked, not installed), docker.io, fuse3, busybox-static,
 # debootstrap (for the end-to-end tests' host images), and QEMU and cpio
 # (for the end-to-end tests' VM), lintian and man-db (the Debian package's
-# checks), haproxy and openssl (the cluster's end-to-end test).
+# checks), haproxy and openssl (the cluster's end-to-end test), gcc (cgo).
 set -euo pipefail
 
 if ! command -v go >/dev/null 2>&1; then
@@ -25,6 +25,7 @@ command -v lintian >/dev/null 2>&1 || missing+=(lintian) # make deb checks the p
 command -v man >/dev/null 2>&1 || missing+=(man-db)     # the man pages' test renders them
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy) # make e2e-cluster: the front end of three hosts
 command -v openssl >/dev/null 2>&1 || missing+=(openssl) # examples/cluster/make-certs.sh
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)         # go test -race, and a dynamically linked program for the init check
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "setup: need root to install: ${missing[*]}" >&2

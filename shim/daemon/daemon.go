@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -262,6 +263,9 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 			if filepath.Base(init) != InitBinaryName {
 				d.log.Warn("no "+InitBinaryName+" next to this program: sandboxes start with the daemon's own binary as their init, which starts slower", "init", init)
 			}
+		}
+		if err := CheckStatic(init); err != nil {
+			return nil, err
 		}
 		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, AgentDir: filepath.Join(d.cfg.Root, "agents"), Logger: d.log,
 			Containerd: d.cfg.Containerd}
@@ -542,6 +546,29 @@ func (d *Daemon) volumes() []api.VolumeStatus {
 		out = append(out, vs)
 	}
 	return out
+}
+
+// CheckStatic refuses a sandboxes' init that needs a dynamic loader: it
+// runs inside images that may have none (FROM scratch, musl), where every
+// sandbox would die at its start with nothing more said than that its
+// container has no process.
+func CheckStatic(init string) error {
+	f, err := elf.Open(init)
+	if err != nil {
+		return fmt.Errorf("sandboxes' init %s: %w", init, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_INTERP {
+			continue
+		}
+		interp := "a dynamic loader"
+		if b, err := io.ReadAll(io.LimitReader(p.Open(), 256)); err == nil {
+			interp = strings.TrimRight(string(b), "\x00")
+		}
+		return fmt.Errorf("sandboxes' init %s is dynamically linked: it needs %s, which a sandbox's image may not have; build it static (CGO_ENABLED=0, as make build does) or put a static %s next to the daemon", init, interp, InitBinaryName)
+	}
+	return nil
 }
 
 // InitBinaryName is the lean static binary that is every sandbox's PID 1
