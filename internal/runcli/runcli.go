@@ -164,11 +164,8 @@ func Parse(args []string) (o Options, version bool, err error) {
 	if s := os.Getenv("OL_SHIM_SOCKET"); s != "" {
 		o.Socket = s
 	}
-	// A remote daemon (TLS) is ol-shimd's to reach.
-	if os.Getenv("OL_SHIM_HOST") != "" {
-		return o, false, errHandOver
-	}
-	// Global flags: only --socket.
+	host := os.Getenv("OL_SHIM_HOST")
+	// Global flags: only --socket and --host (-H).
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
 		name, val, hasVal := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
 		switch {
@@ -177,18 +174,32 @@ func Parse(args []string) (o Options, version bool, err error) {
 				return o, true, nil
 			}
 			return o, false, errHandOver
-		case name == "socket":
+		case name == "socket" || name == "host" || name == "H":
 			if !hasVal {
 				if len(args) < 2 {
 					return o, false, errHandOver
 				}
 				val, args = args[1], args[1:]
 			}
-			o.Socket = val
+			if name == "socket" {
+				o.Socket = val
+			} else {
+				host = val
+			}
 			args = args[1:]
 		default:
 			return o, false, errHandOver
 		}
+	}
+	// --host wins over --socket, as in ol-shimd. A unix:// host is a local
+	// socket; a remote daemon (tcp://, mutual TLS) or anything else is
+	// ol-shimd's to reach, or to refuse.
+	if host != "" {
+		path, ok := strings.CutPrefix(host, "unix://")
+		if !ok || path == "" {
+			return o, false, errHandOver
+		}
+		o.Socket = path
 	}
 	if len(args) == 0 {
 		return o, false, errHandOver

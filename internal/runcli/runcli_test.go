@@ -39,6 +39,12 @@ func TestParse(t *testing.T) {
 		// A remote daemon (TLS) is ol-shimd's to reach.
 		{args: []string{"--host", "tcp://h:1", "run", "img", "true"}, err: "handover"},
 		{args: []string{"-H", "tcp://h:1", "run", "img", "true"}, err: "handover"},
+		{args: []string{"--host=nonsense", "run", "img", "true"}, err: "handover"},
+		{args: []string{"-H", "unix://", "run", "img", "true"}, err: "handover"},
+		// A unix:// host is a local socket, and wins over --socket.
+		{args: []string{"-H", "unix:///h.sock", "run", "img", "true"}, want: Options{Socket: "/h.sock", Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"true"}}}}},
+		{args: []string{"--host=unix:///h.sock", "--socket", "/s", "run", "img", "true"}, want: Options{Socket: "/h.sock", Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"true"}}}}},
+		{args: []string{"-H", "unix:///h.sock", "--version"}, version: true},
 	} {
 		o, v, err := Parse(c.args)
 		switch {
@@ -73,5 +79,14 @@ func TestParse(t *testing.T) {
 	t.Setenv("OL_SHIM_HOST", "tcp://h:1")
 	if _, _, err := Parse([]string{"run", "img", "true"}); !errors.Is(err, errHandOver) {
 		t.Errorf("run with OL_SHIM_HOST set: %v; want it handed over", err)
+	}
+	// OL_SHIM_HOST=unix://PATH stays on the lean path; a --host given
+	// overrides it.
+	t.Setenv("OL_SHIM_HOST", "unix:///env.sock")
+	if o, _, err := Parse([]string{"--socket", "/s", "run", "img", "true"}); err != nil || o.Socket != "/env.sock" {
+		t.Errorf("run with OL_SHIM_HOST=unix:///env.sock: socket %q, %v; want /env.sock", o.Socket, err)
+	}
+	if _, _, err := Parse([]string{"-H", "tcp://h:1", "run", "img", "true"}); !errors.Is(err, errHandOver) {
+		t.Errorf("-H tcp://h:1 over OL_SHIM_HOST=unix://: %v; want it handed over", err)
 	}
 }
