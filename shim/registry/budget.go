@@ -69,7 +69,7 @@ func (b *Budget) reserve(ctx context.Context, n int64, pool string) error {
 		select {
 		case <-freed:
 		case <-ctx.Done():
-			return fmt.Errorf("pool %q: %w: %d of %d bytes in use, %d more needed, nothing idle to evict: %w", pool, ErrBudget, used, b.total, n, ctx.Err())
+			return fmt.Errorf("pool %q: %w: %d of %d bytes in use, %d more needed, nothing idle to evict: %w", pool, ErrBudget, used, b.total, n, context.Cause(ctx))
 		}
 	}
 }
