@@ -28,6 +28,9 @@ func (s *Set) create(ctx context.Context, refill bool, claim *waiter) (*entry, e
 		s.refilling--
 	}
 	claimed := claim != nil && s.removeCreatorLocked(claim)
+	if claim != nil && !claimed {
+		s.orphans-- // another sandbox served its Get (releaseLocked)
+	}
 	if err != nil {
 		s.stats.createFailures.Add(1)
 		delete(s.ids, id)

@@ -68,12 +68,17 @@ type Set struct {
 	deferred  map[*entry]string // guarded by mu: destroys the Reaper holds back, with their reasons; not counted in live
 	waiters   []*waiter         // guarded by mu: FIFO
 	creators  []*waiter         // guarded by mu: FIFO of Gets whose own create is in flight, which take any sandbox returned first
+	orphans   int               // guarded by mu: creates in flight whose Get another sandbox served
 	minIdle   int               // guarded by mu
 	maxSize   int               // guarded by mu
 	closed    bool              // guarded by mu
 
 	wg   sync.WaitGroup // background work; Add only with mu held and !closed
 	stop chan struct{}  // closed by Close; ends the idle-TTL janitor
+	// done ends at Close: the creates no caller waits for (refills, and
+	// creates whose Get was served) stop then.
+	done       context.Context
+	cancelDone context.CancelFunc
 
 	stats stats
 }
@@ -106,6 +111,7 @@ func New(cfg Config) (*Set, error) {
 		return nil, bad("op timeout %v is negative", cfg.OpTimeout)
 	}
 	s := &Set{cfg: cfg, minIdle: cfg.MinIdle, maxSize: cfg.MaxSize, stop: make(chan struct{}), ids: map[string]bool{}, deferred: map[*entry]string{}}
+	s.done, s.cancelDone = context.WithCancel(context.Background())
 	if cfg.Parent != nil {
 		f, ok := cfg.Backend.(Forker)
 		if !ok {
@@ -252,14 +258,20 @@ func (s *Set) createFor(ctx context.Context) (grant, error) {
 	s.creators = append(s.creators, w)
 	s.wg.Add(1)
 	s.mu.Unlock()
+	closed := context.AfterFunc(s.done, func() { stop(fmt.Errorf("pool %q: %w", s.cfg.Name, ErrClosed)) })
 	go func() {
 		defer s.wg.Done()
+		defer closed()
 		defer stop(nil)
 		defer cancel()
 		_, _ = s.create(cctx, false, w)
 	}()
 	select {
 	case g := <-w.ch:
+		if g.err != nil && s.done.Err() != nil && !errors.Is(g.err, ErrClosed) {
+			// Stopped by Close.
+			g.err = fmt.Errorf("%w (pool %q: %w)", g.err, s.cfg.Name, ErrClosed)
+		}
 		return g, g.err
 	case <-ctx.Done():
 	}
@@ -351,10 +363,14 @@ func (s *Set) tryAcquire() (grant, *waiter) {
 	}
 	// A sandbox being paused is idle in milliseconds, a create takes
 	// hundreds: wait for it (its release hands it over; its failure hands
-	// over its slot), one waiter per pause in flight.
-	pauseServes := len(s.waiters) < s.pausing
-	// Waiters beyond the pauses in flight queue for max_size, in order.
-	queued := len(s.waiters) > s.pausing
+	// over its slot), one waiter per pause in flight. So for a create
+	// whose Get another sandbox served (an orphan): waiting for it, not
+	// starting one more, keeps the creates in flight within the callers
+	// and the refills, however long a burst.
+	supply := s.pausing + s.orphans
+	pauseServes := len(s.waiters) < supply
+	// Waiters beyond those queue for max_size, in order.
+	queued := len(s.waiters) > supply
 	if !pauseServes && !queued && (s.maxSize == 0 || s.live < s.maxSize) {
 		s.live++
 		s.creating++
@@ -429,6 +445,7 @@ func (s *Set) releaseLocked(e *entry) bool {
 		w := s.creators[0]
 		s.creators[0] = nil
 		s.creators = s.creators[1:]
+		s.orphans++ // its create goes on, for the pool
 		s.takeLocked(e)
 		w.ch <- grant{e: e}
 		return true
@@ -472,7 +489,7 @@ func (s *Set) refillLocked() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.OpTimeout)
+			ctx, cancel := context.WithTimeout(s.done, s.cfg.OpTimeout)
 			defer cancel()
 			if _, err := s.create(WithBackground(ctx), true, nil); err != nil {
 				s.log.Warn("refill failed", "error", err)
@@ -489,6 +506,7 @@ func (s *Set) Close(ctx context.Context) error {
 	if !first {
 		return nil
 	}
+	s.cancelDone() // creates in flight that no caller waits for stop
 	var errs []error
 	for _, e := range victims {
 		errs = append(errs, s.destroy(e, ReasonClosed))

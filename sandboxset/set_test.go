@@ -970,3 +970,42 @@ func TestCreatorServedByReturnedSandbox(t *testing.T) {
 	f.eventually("nothing in flight", func(st Stats) bool { return st.Creating == 0 && st.Pausing == 0 && st.InUse == 0 })
 	f.closeAndCheckLeaks()
 }
+
+// TestOrphanCreateServesNextGet: a create whose Get another sandbox
+// served is waited for by the next Get, which starts no create of its
+// own: a long burst keeps the creates in flight within its callers.
+func TestOrphanCreateServesNextGet(t *testing.T) {
+	f := newFixture(t, nil)
+	r1 := f.get()
+	f.mock.SetLatency(OpCreate, time.Second)
+	served := make(chan *Ref, 2)
+	get := func() {
+		r, err := f.set.GetOrCreateUnpaused(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		served <- r
+	}
+	go get()
+	f.eventually("the second Get's create", func(st Stats) bool { return st.Creating == 1 })
+	f.put(r1)
+	a := <-served // r1, unpaused again; its create goes on, an orphan
+	go get()
+	st := f.eventually("the third Get waiting", func(st Stats) bool { return st.Waiting == 1 })
+	if st.Creating != 1 {
+		t.Errorf("third Get: %d creates in flight, want only the orphan (1)", st.Creating)
+	}
+	b := <-served
+	if b == nil {
+		t.FailNow()
+	}
+	if b.Outcome() != Hot || b.Sandbox().ID() == a.Sandbox().ID() {
+		t.Errorf("third Get: %s, %v; want the orphan's new sandbox, hot", b.Sandbox().ID(), b.Outcome())
+	}
+	if st := f.set.Stats(); st.Creates != 2 {
+		t.Errorf("%d creates, want 2 (the first Get's and the orphan)", st.Creates)
+	}
+	f.put(a)
+	f.put(b)
+	f.closeAndCheckLeaks()
+}

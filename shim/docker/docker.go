@@ -311,9 +311,10 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 	})
 	cancel()
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			// dockerd may finish the create after giving up on it: remove
-			// it by name, or it outlives its pool.
+		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			// dockerd may finish the create after giving up on it (timed
+			// out, or stopped: the pool closed): remove it by name, or it
+			// outlives its pool.
 			late := &Sandbox{d: b.d, id: spec.ID, container: ContainerName(spec.ID)}
 			if rerr := late.remove(context.WithoutCancel(ctx)); rerr != nil {
 				b.d.log.Error("remove a container whose create timed out", "sandbox", spec.ID, "error", rerr)
