@@ -12,11 +12,9 @@ import (
 // list, unpaused, destroyed.
 
 // create makes a sandbox in a slot already reserved (live and creating
-// counted). A sandbox for a Get (claim, one of s.creators) is handed to it
-// in use, with the error if it failed, while that Get still waits for it;
-// a refill, or one no Get waits for any more, is released to a waiter or
-// to idle.
-func (s *Set) create(ctx context.Context, refill bool, claim *waiter) (*entry, error) {
+// counted). A sandbox for a Get is returned in use; a refill is released to
+// a waiter or to idle.
+func (s *Set) create(ctx context.Context, refill bool) (*entry, error) {
 	id := fmt.Sprintf("%s-%016x", s.cfg.Name, rand.Uint64())
 	s.mu.Lock()
 	s.ids[id] = true
@@ -27,30 +25,19 @@ func (s *Set) create(ctx context.Context, refill bool, claim *waiter) (*entry, e
 	if refill {
 		s.refilling--
 	}
-	claimed := claim != nil && s.removeCreatorLocked(claim)
-	if claim != nil && !claimed {
-		s.orphans-- // another sandbox served its Get (releaseLocked)
-	}
 	if err != nil {
-		s.stats.createFailures.Add(1)
 		delete(s.ids, id)
 		s.live--
 		s.freeSlotLocked()
-		if claimed {
-			claim.ch <- grant{err: err}
-		}
 		s.mu.Unlock()
-		if claim != nil && !claimed && ctx.Err() == nil {
-			s.log.Warn("create failed (no Get waited for it any more)", "error", err)
-		}
+		s.stats.createFailures.Add(1)
 		return nil, err
 	}
 	s.stats.creates.Add(1)
 	e := &entry{sb: sb, id: id, lastUsed: time.Now()}
-	if claimed {
+	if !refill {
 		e.state = stateInUse
 		s.inUse++
-		claim.ch <- grant{e: e, created: true}
 		s.mu.Unlock()
 		return e, nil
 	}

@@ -137,7 +137,7 @@ func (s *Set) Warm(ctx context.Context, n int) error {
 				}
 				next++
 				mu.Unlock()
-				if _, err := s.create(ctx, true, nil); err != nil {
+				if _, err := s.create(ctx, true); err != nil {
 					mu.Lock()
 					if first == nil {
 						first = err

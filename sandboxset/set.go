@@ -40,10 +40,9 @@ type entry struct {
 // grant is what a waiting Get is handed: a sandbox, a slot to create one in,
 // or an error.
 type grant struct {
-	e       *entry
-	slot    bool
-	created bool // e is the sandbox the caller's own create made
-	err     error
+	e    *entry
+	slot bool
+	err  error
 }
 
 type waiter struct {
@@ -67,18 +66,12 @@ type Set struct {
 	ids       map[string]bool   // guarded by mu: IDs of those sandboxes and of deferred ones (see Knows)
 	deferred  map[*entry]string // guarded by mu: destroys the Reaper holds back, with their reasons; not counted in live
 	waiters   []*waiter         // guarded by mu: FIFO
-	creators  []*waiter         // guarded by mu: FIFO of Gets whose own create is in flight, which take any sandbox returned first
-	orphans   int               // guarded by mu: creates in flight whose Get another sandbox served
 	minIdle   int               // guarded by mu
 	maxSize   int               // guarded by mu
 	closed    bool              // guarded by mu
 
 	wg   sync.WaitGroup // background work; Add only with mu held and !closed
 	stop chan struct{}  // closed by Close; ends the idle-TTL janitor
-	// done ends at Close: the creates no caller waits for (refills, and
-	// creates whose Get was served) stop then.
-	done       context.Context
-	cancelDone context.CancelFunc
 
 	stats stats
 }
@@ -111,7 +104,6 @@ func New(cfg Config) (*Set, error) {
 		return nil, bad("op timeout %v is negative", cfg.OpTimeout)
 	}
 	s := &Set{cfg: cfg, minIdle: cfg.MinIdle, maxSize: cfg.MaxSize, stop: make(chan struct{}), ids: map[string]bool{}, deferred: map[*entry]string{}}
-	s.done, s.cancelDone = context.WithCancel(context.Background())
 	if cfg.Parent != nil {
 		f, ok := cfg.Backend.(Forker)
 		if !ok {
@@ -167,31 +159,14 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 		case g.err != nil:
 			return nil, g.err
 		case g.slot:
-			if g, err := s.createFor(ctx); err != nil {
+			e, err := s.create(ctx, false)
+			if err != nil {
 				return nil, err
-			} else if !g.created {
-				// Served first by a sandbox returned or refilled while
-				// its own create ran (that one goes to the pool).
-				e := g.e
-				if e.hot {
-					if s.mark(ctx, e) != nil {
-						continue
-					}
-					return s.newRef(e, Hot, start, missed), nil
-				}
-				if err := s.unpauseTaken(ctx, e); err != nil {
-					continue
-				}
-				if s.mark(ctx, e) != nil {
-					continue
-				}
-				return s.newRef(e, Warm, start, missed), nil
-			} else {
-				if err := s.mark(ctx, g.e); err != nil {
-					return nil, err
-				}
-				return s.newRef(g.e, Cold, start, missed), nil
 			}
+			if err := s.mark(ctx, e); err != nil {
+				return nil, err
+			}
+			return s.newRef(e, Cold, start, missed), nil
 		case g.e.hot:
 			if s.mark(ctx, g.e) != nil {
 				continue
@@ -199,118 +174,25 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 			return s.newRef(g.e, Hot, start, missed), nil
 		}
 		e := g.e
-		if s.unpauseTaken(ctx, e) != nil {
+		err := e.sb.Unpause(ctx)
+		if e.refillAfter {
+			// The refill this take calls for starts now, not alongside
+			// the unpause: on the same dockerd, a create slows it.
+			e.refillAfter = false
+			s.mu.Lock()
+			s.refillLocked()
+			s.mu.Unlock()
+		}
+		if err != nil {
+			s.stats.unpauseFailures.Add(1)
+			s.log.Warn("unpause failed; destroying sandbox", "sandbox", e.id, "error", err)
+			_ = s.destroyHeld(e, ReasonUnpauseFailed)
 			continue
 		}
 		if s.mark(ctx, e) != nil {
 			continue
 		}
 		return s.newRef(e, Warm, start, missed), nil
-	}
-}
-
-// unpauseTaken unpauses e, a paused sandbox the caller took; one that
-// fails to is destroyed. s.mu must not be held.
-func (s *Set) unpauseTaken(ctx context.Context, e *entry) error {
-	err := e.sb.Unpause(ctx)
-	if e.refillAfter {
-		// The refill this take calls for starts now, not alongside
-		// the unpause: on the same dockerd, a create slows it.
-		e.refillAfter = false
-		s.mu.Lock()
-		s.refillLocked()
-		s.mu.Unlock()
-	}
-	if err != nil {
-		s.stats.unpauseFailures.Add(1)
-		s.log.Warn("unpause failed; destroying sandbox", "sandbox", e.id, "error", err)
-		_ = s.destroyHeld(e, ReasonUnpauseFailed)
-	}
-	return err
-}
-
-// createFor creates a sandbox for a Get that holds a slot (live and
-// creating counted), and returns what serves the Get first: that sandbox
-// (grant.created) or one returned to the pool or refilled while the create
-// ran, in the order the Gets began their creates (a create under load can
-// take seconds longer than the next one; Gets served by refills that began
-// after them left some callers that long). A create that serves no Get
-// becomes a refill. If ctx ends first, the create is stopped, unless a
-// sandbox was handed over already, which goes back to the pool.
-func (s *Set) createFor(ctx context.Context) (grant, error) {
-	w := &waiter{ch: make(chan grant, 1)}
-	// The create outlives the Get that began it, if another sandbox
-	// serves that Get first; it is stopped when ctx ends before anything
-	// served the Get, with ctx's error as the cause. It keeps ctx's values
-	// (not a background create: it may evict and wait for the memory
-	// budget, as the caller would).
-	base, stop := context.WithCancelCause(context.WithoutCancel(ctx))
-	cctx, cancel := context.WithTimeout(base, s.cfg.OpTimeout)
-	s.mu.Lock()
-	if s.closed {
-		s.creating--
-		s.live--
-		s.mu.Unlock()
-		cancel()
-		stop(nil)
-		return grant{}, fmt.Errorf("pool %q: %w", s.cfg.Name, ErrClosed)
-	}
-	s.creators = append(s.creators, w)
-	s.wg.Add(1)
-	s.mu.Unlock()
-	closed := context.AfterFunc(s.done, func() { stop(fmt.Errorf("pool %q: %w", s.cfg.Name, ErrClosed)) })
-	go func() {
-		defer s.wg.Done()
-		defer closed()
-		defer stop(nil)
-		defer cancel()
-		_, _ = s.create(cctx, false, w)
-	}()
-	select {
-	case g := <-w.ch:
-		if g.err != nil && s.done.Err() != nil && !errors.Is(g.err, ErrClosed) {
-			// Stopped by Close.
-			g.err = fmt.Errorf("%w (pool %q: %w)", g.err, s.cfg.Name, ErrClosed)
-		}
-		return g, g.err
-	case <-ctx.Done():
-	}
-	// Stop the create and wait for what serves the Get first: the
-	// create's error (which says what it was waiting for), or a sandbox,
-	// which goes back to the pool.
-	stop(ctx.Err())
-	g := <-w.ch
-	if g.err != nil {
-		if !errors.Is(g.err, ctx.Err()) {
-			return grant{}, fmt.Errorf("%w (gave up: %w)", g.err, ctx.Err())
-		}
-		return grant{}, g.err
-	}
-	s.giveBack(g.e)
-	return grant{}, fmt.Errorf("pool %q: get sandbox: %w", s.cfg.Name, ctx.Err())
-}
-
-// removeCreatorLocked takes w off the creators and reports whether it was
-// there (not yet served). s.mu must be held.
-func (s *Set) removeCreatorLocked(w *waiter) bool {
-	for i, x := range s.creators {
-		if x == w {
-			s.creators = append(s.creators[:i], s.creators[i+1:]...)
-			return true
-		}
-	}
-	return false
-}
-
-// giveBack returns e, handed to a Get that is gone (counted in use,
-// unpaused or paused as e.hot says), to the pool. s.mu must not be held.
-func (s *Set) giveBack(e *entry) {
-	s.mu.Lock()
-	s.inUse--
-	ok := s.releaseLocked(e)
-	s.mu.Unlock()
-	if !ok {
-		_ = s.destroy(e, ReasonClosed)
 	}
 }
 
@@ -363,14 +245,10 @@ func (s *Set) tryAcquire() (grant, *waiter) {
 	}
 	// A sandbox being paused is idle in milliseconds, a create takes
 	// hundreds: wait for it (its release hands it over; its failure hands
-	// over its slot), one waiter per pause in flight. So for a create
-	// whose Get another sandbox served (an orphan): waiting for it, not
-	// starting one more, keeps the creates in flight within the callers
-	// and the refills, however long a burst.
-	supply := s.pausing + s.orphans
-	pauseServes := len(s.waiters) < supply
-	// Waiters beyond those queue for max_size, in order.
-	queued := len(s.waiters) > supply
+	// over its slot), one waiter per pause in flight.
+	pauseServes := len(s.waiters) < s.pausing
+	// Waiters beyond the pauses in flight queue for max_size, in order.
+	queued := len(s.waiters) > s.pausing
 	if !pauseServes && !queued && (s.maxSize == 0 || s.live < s.maxSize) {
 		s.live++
 		s.creating++
@@ -414,7 +292,13 @@ func (s *Set) wait(ctx context.Context, w *waiter) (grant, error) {
 	g := <-w.ch
 	switch {
 	case g.e != nil:
-		s.giveBack(g.e)
+		s.mu.Lock()
+		s.inUse--
+		ok := s.releaseLocked(g.e)
+		s.mu.Unlock()
+		if !ok {
+			_ = s.destroy(g.e, ReasonClosed)
+		}
 	case g.slot:
 		s.mu.Lock()
 		s.creating--
@@ -437,15 +321,6 @@ func (s *Set) releaseLocked(e *entry) bool {
 		w := s.waiters[0]
 		s.waiters[0] = nil
 		s.waiters = s.waiters[1:]
-		s.takeLocked(e)
-		w.ch <- grant{e: e}
-		return true
-	}
-	if len(s.creators) > 0 {
-		w := s.creators[0]
-		s.creators[0] = nil
-		s.creators = s.creators[1:]
-		s.orphans++ // its create goes on, for the pool
 		s.takeLocked(e)
 		w.ch <- grant{e: e}
 		return true
@@ -489,9 +364,9 @@ func (s *Set) refillLocked() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			ctx, cancel := context.WithTimeout(s.done, s.cfg.OpTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.OpTimeout)
 			defer cancel()
-			if _, err := s.create(WithBackground(ctx), true, nil); err != nil {
+			if _, err := s.create(WithBackground(ctx), true); err != nil {
 				s.log.Warn("refill failed", "error", err)
 			}
 		}()
@@ -506,7 +381,6 @@ func (s *Set) Close(ctx context.Context) error {
 	if !first {
 		return nil
 	}
-	s.cancelDone() // creates in flight that no caller waits for stop
 	var errs []error
 	for _, e := range victims {
 		errs = append(errs, s.destroy(e, ReasonClosed))
