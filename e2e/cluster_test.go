@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +192,33 @@ systemctl restart ol-shim`, i, name, name, busybox))
 		t.Fatalf("pool fn after %d sequential calls: %+v; want all on one host, one cold", n, st)
 	}
 	t.Logf("%d sequential calls of fn: all on %s: %d cold, %d warm, %d hot", n, hot, st[hot].cold, st[hot].warm, st[hot].hot)
+
+	// The same warm call through HAProxy and TLS, and on the host that
+	// serves it over its local unix socket: whole CLI processes, timed in
+	// the shell that starts them. Reported, not asserted (a shared VM's
+	// timings are for the record, not for a pass or fail).
+	var hostIdx int
+	if _, err := fmt.Sscanf(hot, "host-%d", &hostIdx); err != nil || hostIdx < 1 || hostIdx > len(hosts) {
+		t.Fatalf("hot host %q", hot)
+	}
+	timed := func(h *host, cli string) []time.Duration {
+		out := h.sh(`for i in $(seq 31); do s=$(date +%s%N); ` + cli + `run --pool fn --reuse true >/dev/null || echo fail; e=$(date +%s%N); echo $(( (e - s) / 1000 )); done`)
+		var ds []time.Duration
+		for i, f := range strings.Fields(out) {
+			us, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("timed run %d (%s): %q in %q", i, cli, f, out)
+			}
+			ds = append(ds, time.Duration(us)*time.Microsecond)
+		}
+		slices.Sort(ds)
+		return ds
+	}
+	viaProxy := timed(client, remote)
+	local := timed(hosts[hostIdx-1], "ol-shim ")
+	p50 := func(ds []time.Duration) time.Duration { return ds[len(ds)/2] }
+	t.Logf("run --pool fn --reuse true, 31 each, p50: through HAProxy and TLS %v, local unix socket on %s %v (%.2f×)",
+		p50(viaProxy).Round(100*time.Microsecond), hot, p50(local).Round(100*time.Microsecond), float64(p50(viaProxy))/float64(p50(local)))
 
 	// A remote run is a run: stdin, output and the exit code cross
 	// HAProxy; docker ol takes the same flags.
