@@ -327,6 +327,7 @@ systemctl restart ol-shim`, i, name, name, busybox))
 	}
 	t.Logf("killed %s under %d clients: %d calls failed (errors: %s); fn warm again on another host %.1f s after the kill; %d calls since",
 		hot, clients, failed, sample(errs), warmAgain.Seconds(), count("ok")-okBefore)
+	t.Logf("pool fn per host (hot, warm, cold, in use): before the kill %+v; after %+v", before, fnStats())
 	client.eventually("HAProxy marks the killed host down", time.Minute, func() error {
 		if st := up()[hot]; !strings.HasPrefix(st, "DOWN") {
 			return fmt.Errorf("%s is %s", hot, st)
