@@ -21,6 +21,7 @@
 //	POST   /v1/leases/{id}/destroy    DestroyRequest -> 204
 //	POST   /v1/leases/{id}/renew      RenewRequest -> Lease
 //	POST   /v1/run                    RunCall -> RunResult
+//	POST   /v1/volumes/{name}/grow    GrowRequest -> VolumeStatus (local root only)
 //
 // # Errors
 //
@@ -227,6 +228,15 @@ type VolumeOptions struct {
 
 // Limited reports whether the volume has a quota.
 func (o VolumeOptions) Limited() bool { return o.Size > 0 || o.Inodes > 0 }
+
+// GrowRequest is the body of POST /v1/volumes/{name}/grow: a volume's
+// new size limit (bytes, or with a K, M, G or T suffix) and inode limit,
+// either left out to keep it. Limits only grow, and the volume must not be
+// mounted.
+type GrowRequest struct {
+	Size   string `json:"size,omitempty"`
+	Inodes int64  `json:"inodes,omitempty"`
+}
 
 // CountRequest is the body of warm and shrink.
 type CountRequest struct {

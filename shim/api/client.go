@@ -184,6 +184,13 @@ func (c *Client) Shrink(ctx context.Context, name string, n int) (PoolStatus, er
 	return out, err
 }
 
+// Grow raises a volume's limits (see GrowRequest).
+func (c *Client) Grow(ctx context.Context, name string, req GrowRequest) (VolumeStatus, error) {
+	var out VolumeStatus
+	err := c.do(ctx, http.MethodPost, "/v1/volumes/"+url.PathEscape(name)+"/grow", "", req, &out)
+	return out, err
+}
+
 // Acquire takes a sandbox under a lease.
 func (c *Client) Acquire(ctx context.Context, req AcquireRequest) (Lease, error) {
 	var out Lease

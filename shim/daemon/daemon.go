@@ -329,7 +329,7 @@ func (d *Daemon) notify(status string) {
 
 // Handler returns the API's HTTP handler; Start must have returned.
 func (d *Daemon) Handler() http.Handler {
-	s := &server.Server{Registry: d.reg, Volumes: d.volumes, Version: d.cfg.Version, Backend: d.cfg.Backend, Limits: d.limits()}
+	s := &server.Server{Registry: d.reg, Volumes: d.volumes, Version: d.cfg.Version, Backend: d.cfg.Backend, Limits: d.limits(), Grow: d.grow}
 	if b, why := d.vols.Backend(); b != "" {
 		s.Scratch = &api.ScratchBackend{Backend: b, Reason: why}
 	}
@@ -535,17 +535,30 @@ func (d *Daemon) volumes() []api.VolumeStatus {
 				v = st
 			}
 		}
-		o := v.Options
-		vs := api.VolumeStatus{Name: v.Name, Mountpoint: v.Mountpoint, CreatedAt: v.CreatedAt, Mounts: v.Mounts,
-			BytesUsed: v.BytesUsed, InodesUsed: v.InodesUsed,
-			Options: api.VolumeOptions{Size: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode, Backend: o.Backend}}
-		if s := v.Server; s != nil {
-			vs.Server = &api.VolumeServer{PID: s.PID, Version: s.Version, Started: s.Started, InProcess: s.InProcess, Alive: s.Alive,
-				Old: !s.InProcess && s.Version != d.cfg.Version, Passthrough: string(s.Passthrough)}
-		}
-		out = append(out, vs)
+		out = append(out, d.apiVolume(v))
 	}
 	return out
+}
+
+func (d *Daemon) apiVolume(v scratch.Status) api.VolumeStatus {
+	o := v.Options
+	vs := api.VolumeStatus{Name: v.Name, Mountpoint: v.Mountpoint, CreatedAt: v.CreatedAt, Mounts: v.Mounts,
+		BytesUsed: v.BytesUsed, InodesUsed: v.InodesUsed,
+		Options: api.VolumeOptions{Size: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode, Backend: o.Backend}}
+	if s := v.Server; s != nil {
+		vs.Server = &api.VolumeServer{PID: s.PID, Version: s.Version, Started: s.Started, InProcess: s.InProcess, Alive: s.Alive,
+			Old: !s.InProcess && s.Version != d.cfg.Version, Passthrough: string(s.Passthrough)}
+	}
+	return vs
+}
+
+// grow raises a volume's limits (POST /v1/volumes/{name}/grow).
+func (d *Daemon) grow(ctx context.Context, name string, size, inodes int64) (api.VolumeStatus, error) {
+	st, err := d.vols.Grow(ctx, name, size, inodes)
+	if err != nil {
+		return api.VolumeStatus{}, err
+	}
+	return d.apiVolume(st), nil
 }
 
 // CheckStatic refuses a sandboxes' init that needs a dynamic loader: it

@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/open-lambda/ol-shim/internal/serve"
+	"github.com/open-lambda/ol-shim/internal/units"
 	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/api/wire"
@@ -42,6 +43,8 @@ type Server struct {
 	Limits *api.Limits
 	// Scratch, if set, is the default volume backend, for the status.
 	Scratch *api.ScratchBackend
+	// Grow, if set, raises a volume's limits (0: keep that one).
+	Grow func(ctx context.Context, name string, size, inodes int64) (api.VolumeStatus, error)
 }
 
 // Handler returns the API's routes. A path called with a method it does
@@ -65,6 +68,7 @@ func (a *Server) Handler() http.Handler {
 		{"POST", "/v1/leases/{id}/destroy", a.destroy},
 		{"POST", "/v1/leases/{id}/renew", a.renew},
 		{"POST", "/v1/run", a.run},
+		{"POST", "/v1/volumes/{name}/grow", a.grow},
 	}
 	allowed := map[string][]string{}
 	for _, rt := range routes {
@@ -396,6 +400,42 @@ func (a *Server) shrink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.getPool(w, r)
+}
+
+// grow raises a volume's limits. Only local root may: a volume's limits
+// bound a sandbox's scratch and the host's disk.
+func (a *Server) grow(w http.ResponseWriter, r *http.Request) {
+	if _, limited := peer(r); limited {
+		writeError(w, fmt.Errorf("volume %q: %w: only root on this host may grow a volume", clip(r.PathValue("name")), errdefs.ErrPermissionDenied))
+		return
+	}
+	if a.Grow == nil {
+		writeError(w, fmt.Errorf("volume %q: %w: this daemon has no volumes", clip(r.PathValue("name")), errdefs.ErrNotImplemented))
+		return
+	}
+	var req api.GrowRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	var size int64
+	if req.Size != "" {
+		var err error
+		if size, err = units.ParseSize(req.Size); err != nil || size <= 0 {
+			writeError(w, fmt.Errorf("%w: size %q: want a positive size, e.g. 128M", errBadRequest, clip(req.Size)))
+			return
+		}
+	}
+	if req.Inodes < 0 || (size == 0 && req.Inodes == 0) {
+		writeError(w, fmt.Errorf("%w: want {\"size\": \"128M\"} and/or {\"inodes\": a count > 0}", errBadRequest))
+		return
+	}
+	st, err := a.Grow(r.Context(), r.PathValue("name"), size, req.Inodes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (a *Server) acquire(w http.ResponseWriter, r *http.Request) {
