@@ -481,6 +481,24 @@ func installedService(t *testing.T, h *host) {
 		t.Errorf("docker volume inspect: status %s, want size 8388608 and the few KiB the marker takes", out)
 	}
 
+	t.Log("a volume of the default backend grows while no container has it; its new limit is exact")
+	h.sh("docker volume create -d ol-shim --opt size=8M e2egrow")
+	fill := "docker run --rm --network none -v e2egrow:/data " + busybox + " sh -c 'dd if=/dev/zero of=/data/f bs=4096 2>/dev/null; sync; dd if=/dev/zero of=/data/g bs=4096 2>/dev/null; sync; rm -f /data/g'"
+	h.sh("docker run --rm --network none -v e2egrow:/data " + busybox + " sh -c 'echo kept > /data/kept'")
+	h.sh(fill)
+	if out, err := h.try("ol-shim volume grow e2egrow --size 24M"); err != nil || !strings.Contains(out, "25165824") {
+		t.Errorf("ol-shim volume grow: %v: %s", err, out)
+	}
+	h.sh(fill)
+	if out := h.sh("docker volume inspect -f '{{json .Status}}' e2egrow"); json.Unmarshal([]byte(out), &st) != nil ||
+		st.Size != 24<<20 || st.BytesUsed < 23<<20 || st.BytesUsed > 24<<20 {
+		t.Errorf("after the grow and a fill: status %s, want size 25165824 and nearly all of it used", out)
+	}
+	if out := h.sh("docker run --rm --network none -v e2egrow:/data " + busybox + " cat /data/kept"); strings.TrimSpace(out) != "kept" {
+		t.Errorf("data after the grow: %q", out)
+	}
+	h.sh("docker volume rm e2egrow")
+
 	t.Log("status and run")
 	if out := h.sh("ol-shim status"); !strings.Contains(out, "hello") || !strings.Contains(out, "shell") {
 		t.Errorf("status does not list the example pools:\n%s", out)
