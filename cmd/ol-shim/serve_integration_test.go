@@ -65,6 +65,7 @@ type testDaemon struct {
 	cmd    *exec.Cmd
 	log    syncBuffer
 	c      *api.Client
+	extra  []string // more flags of serve
 }
 
 // syncBuffer is a bytes.Buffer safe to read while a process writes to it.
@@ -141,6 +142,7 @@ func (d *testDaemon) start() {
 	d.t.Helper()
 	d.cmd = exec.Command(bin, "serve", "--config", d.config, "--root", d.root, "--socket", d.socket,
 		"--plugin-socket", itPluginSocket, "--plugin-name", itPluginName, "--socket-group", "", "--log-level", "debug")
+	d.cmd.Args = append(d.cmd.Args, d.extra...)
 	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)

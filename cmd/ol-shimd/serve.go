@@ -35,7 +35,8 @@ that serves sandbox scratch directories, and the JSON API on --socket.
 
 At start it detaches FUSE mounts a crash left behind, reconciles Docker with the
 configured pools (paused sandboxes of the same spec are adopted, everything else
-it labelled is removed), then serves. SIGHUP reloads the config file's pools.
+it labelled is removed), then serves. SIGHUP reloads the config file's pools
+and the TLS listener's certificate, key and client CA.
 SIGTERM stops accepting, finishes requests in flight, destroys leased sandboxes,
 and leaves idle ones paused for the next start (or destroys them all with
 --destroy-on-exit).
@@ -219,11 +220,14 @@ func serve(c *cli.Context) error {
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- d.ServeAPI(al) }()
+	var tlsFiles *apiserve.TLSFiles
 	if s.tlsListen != "" {
-		cfg, err := apiserve.TLSConfig(s.tlsCert, s.tlsKey, s.tlsCA)
+		var err error
+		tlsFiles, err = apiserve.NewTLSFiles(s.tlsCert, s.tlsKey, s.tlsCA)
 		if err != nil {
 			return fmt.Errorf("--tls-listen %s: %w", s.tlsListen, err)
 		}
+		cfg := tlsFiles.Config()
 		tl, err := net.Listen("tcp", s.tlsListen)
 		if err != nil {
 			return fmt.Errorf("--tls-listen %s: %w", s.tlsListen, err)
@@ -249,6 +253,15 @@ func serve(c *cli.Context) error {
 				log.Error("reload", "error", err)
 			} else {
 				log.Info("reloaded", "pools", len(next.Pools))
+			}
+			if tlsFiles != nil {
+				// A renewed certificate or a changed client CA: new
+				// handshakes get it; connections made before keep theirs.
+				if err := tlsFiles.Reload(); err != nil {
+					log.Error("reload: TLS files refused; keeping the certificates in force", "error", err)
+				} else {
+					log.Info("reloaded the TLS certificate, key and client CA", "cert", s.tlsCert, "ca", s.tlsCA)
+				}
 			}
 			notify(sddaemon.SdNotifyReady)
 		case err := <-errc:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sync/atomic"
 )
 
 // TLSConfig is the API's TLS listener's configuration: TLS 1.3 only, and a
@@ -65,4 +66,45 @@ func TLSIdentity(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r.WithContext(WithPeer(r.Context(), Cred{Client: subject})))
 	})
+}
+
+// TLSFiles serves the TLS configuration of its files and reads them again
+// on Reload (the daemon's SIGHUP), so that a renewed certificate or a
+// changed client CA takes effect without a restart: each new handshake
+// gets the configuration in force at its start; connections made before
+// keep theirs.
+type TLSFiles struct {
+	cert, key, ca string
+	cur           atomic.Pointer[tls.Config]
+}
+
+// NewTLSFiles reads the files once (TLSConfig); an error names the file.
+func NewTLSFiles(certFile, keyFile, caFile string) (*TLSFiles, error) {
+	cfg, err := TLSConfig(certFile, keyFile, caFile)
+	if err != nil {
+		return nil, err
+	}
+	f := &TLSFiles{cert: certFile, key: keyFile, ca: caFile}
+	f.cur.Store(cfg)
+	return f, nil
+}
+
+// Reload reads the files again. On an error the configuration in force
+// stays, whole.
+func (f *TLSFiles) Reload() error {
+	cfg, err := TLSConfig(f.cert, f.key, f.ca)
+	if err != nil {
+		return err
+	}
+	f.cur.Store(cfg)
+	return nil
+}
+
+// Config is the listener's configuration: the one in force, for every
+// handshake. It asks every client for a certificate as the one in force
+// does.
+func (f *TLSFiles) Config() *tls.Config {
+	base := f.cur.Load().Clone()
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return f.cur.Load(), nil }
+	return base
 }
