@@ -61,7 +61,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.StringFlag{Name: "containerd", Value: "auto", EnvVars: []string{"OL_SHIM_CONTAINERD"}, Usage: "how sandboxes are paused and resumed: auto (through dockerd's own containerd, one process hop shorter, where it is found on this host; else through dockerd), off (through dockerd always), or the path of dockerd's containerd socket"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"OL_SHIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"OL_SHIM_METRICS_ADDR"}, Usage: "serve Prometheus metrics at this address (e.g. 127.0.0.1:9464); off if empty"},
-		&cli.StringFlag{Name: "tls-listen", EnvVars: []string{"OL_SHIM_TLS_LISTEN"}, Usage: "also serve the API over the network at this address (HOST:PORT), mutual TLS 1.3 only (--tls-cert, --tls-key, --tls-ca); off if empty"},
+		&cli.StringFlag{Name: "tls-listen", EnvVars: []string{"OL_SHIM_TLS_LISTEN"}, Usage: "also serve the API, and Prometheus metrics at /metrics, over the network at this address (HOST:PORT), mutual TLS 1.3 only (--tls-cert, --tls-key, --tls-ca); off if empty"},
 		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"OL_SHIM_TLS_CERT"}, Usage: "the TLS listener's certificate (PEM)"},
 		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"OL_SHIM_TLS_KEY"}, Usage: "the TLS listener's private key (PEM)"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"OL_SHIM_TLS_CA"}, Usage: "the CA (PEM) that must have signed every client's certificate; a client is known by its certificate's subject"},
@@ -153,7 +153,7 @@ func serve(c *cli.Context) error {
 	d, err := daemon.New(ctx, daemon.Config{
 		Root: root, Backend: s.backend, Scratch: s.scratchMode, PluginName: s.pluginName, DockerHost: s.dockerHost, Containerd: s.containerd,
 		Budget: budget, Lease: s.lease, DestroyOnExit: s.destroyOnExit, File: file, Version: clicmd.Version, Logger: log,
-		Metrics: c.String("metrics-addr") != "" && !purge, PluginOnly: c.Bool("plugin-only"),
+		Metrics: (c.String("metrics-addr") != "" || s.tlsListen != "") && !purge, PluginOnly: c.Bool("plugin-only"),
 		Notify: func(status string) { notify(status) },
 		// Quota'd volumes are served by processes of their own, which
 		// outlive this one (not in the managed plugin: its container is

@@ -360,12 +360,22 @@ func (d *Daemon) ServeAPI(l net.Listener) error {
 // ServeAPITLS serves the API on l (a TCP listener) over mutual TLS with
 // cfg (serve.TLSConfig) until Stop: each client is known by its verified
 // certificate's subject, owns the leases it acquires, and is never taken
-// for local root.
+// for local root. With Config.Metrics, /metrics is served there too, to the
+// same clients.
 func (d *Daemon) ServeAPITLS(l net.Listener, cfg *tls.Config) error {
 	if cfg == nil || cfg.ClientAuth != tls.RequireAndVerifyClientCert || cfg.ClientCAs == nil {
 		return errors.New("the API over TCP is served with verified client certificates only")
 	}
-	return d.serveOn(l, serve.TLSIdentity(d.Handler()), func(wl net.Listener) net.Listener { return tls.NewListener(wl, cfg) })
+	h := d.Handler()
+	if d.metrics != nil {
+		// Prometheus scrapes a cluster's hosts with a client certificate
+		// of the cluster's CA, as any other client.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", d.metrics.Handler())
+		mux.Handle("/", h)
+		h = mux
+	}
+	return d.serveOn(l, serve.TLSIdentity(h), func(wl net.Listener) net.Listener { return tls.NewListener(wl, cfg) })
 }
 
 // ServeMetrics serves Prometheus metrics at /metrics on l until Stop

@@ -47,6 +47,13 @@ type testDaemon struct {
 
 func startDaemon(t *testing.T, file config.Config) *testDaemon {
 	t.Helper()
+	return startDaemonWith(t, file, nil)
+}
+
+// startDaemonWith is startDaemon with change applied to the daemon's
+// Config first.
+func startDaemonWith(t *testing.T, file config.Config, change func(*Config)) *testDaemon {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "ol-shim-hostile-")
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +64,11 @@ func startDaemon(t *testing.T, file config.Config) *testDaemon {
 	}
 	td := &testDaemon{api: filepath.Join(dir, "api.sock"), plugin: filepath.Join(dir, "plugin.sock"), root: filepath.Join(dir, "root")}
 	ctx := context.Background()
-	d, err := New(ctx, Config{Root: td.root, Backend: BackendMock, Scratch: ScratchBind, Budget: 64 << 30, Lease: time.Minute, File: file, Version: "test"})
+	cfg := Config{Root: td.root, Backend: BackendMock, Scratch: ScratchBind, Budget: 64 << 30, Lease: time.Minute, File: file, Version: "test"}
+	if change != nil {
+		change(&cfg)
+	}
+	d, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

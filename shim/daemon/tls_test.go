@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -31,7 +32,7 @@ type tlsDaemon struct {
 
 func startTLSDaemon(t *testing.T) *tlsDaemon {
 	t.Helper()
-	td := &tlsDaemon{testDaemon: startDaemon(t, normalPool)}
+	td := &tlsDaemon{testDaemon: startDaemonWith(t, normalPool, func(c *Config) { c.Metrics = true })}
 	dir := t.TempDir()
 	td.ca = testpki.NewCA(t, dir, "cluster")
 	td.rogue = testpki.NewCA(t, t.TempDir(), "rogue")
@@ -228,6 +229,45 @@ func TestRunCallInHeader(t *testing.T) {
 	} {
 		if got := send(tc.extra, tc.body); !strings.HasPrefix(got, tc.want) {
 			t.Errorf("run call %s: %s; want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Prometheus scrapes a cluster's host over its TLS listener with a client
+// certificate of the cluster's CA; a certificate of another CA, or none,
+// gets no metrics.
+func TestTLSMetrics(t *testing.T) {
+	td := startTLSDaemon(t)
+	get := func(p *testpki.Pair) (int, string, error) {
+		cfg, err := api.Remote{Host: "tcp://" + td.addr, CACert: td.ca.File, Cert: td.alice.Cert, Key: td.alice.Key}.TLSConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = nil
+		if p != nil {
+			kp, err := tls.LoadX509KeyPair(p.Cert, p.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
+		}
+		tr := &http.Transport{TLSClientConfig: cfg}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + td.addr + "/metrics")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	code, body, err := get(&td.alice)
+	if err != nil || code != http.StatusOK || !strings.Contains(body, "ol_shim_") {
+		t.Fatalf("metrics for a client of the cluster's CA: %d, %v:\n%.300s", code, err, body)
+	}
+	for name, p := range map[string]*testpki.Pair{"another CA's certificate": &td.mallory, "no certificate": nil} {
+		if code, body, err := get(p); err == nil && strings.Contains(body, "ol_shim_") {
+			t.Errorf("%s: metrics served (%d)", name, code)
 		}
 	}
 }
