@@ -4,17 +4,25 @@ package e2e
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestCluster runs three ol-shim hosts behind HAProxy, as
@@ -39,7 +47,7 @@ func TestCluster(t *testing.T) {
 	}
 	src := repo(t)
 	certs := t.TempDir()
-	if out, err := run(filepath.Join(src, "examples/cluster/make-certs.sh"), certs, "host-1", "host-2", "host-3"); err != nil {
+	if out, err := run("env", "CLIENTS=client other", filepath.Join(src, "examples/cluster/make-certs.sh"), certs, "host-1", "host-2", "host-3"); err != nil {
 		t.Fatalf("make-certs.sh: %v\n%s", err, out)
 	}
 	rogue := t.TempDir()
@@ -73,7 +81,7 @@ func TestCluster(t *testing.T) {
 		h.sh("install -d -m 0700 /etc/ol-shim/tls && install -m 0600 /tmp/e2e/ca.pem /tmp/e2e/" + name + ".pem /tmp/e2e/" + name + "-key.pem /etc/ol-shim/tls/")
 		// The package's config has a [daemon] table (of comments): the TLS
 		// settings go into it, the pool at the end.
-		h.sh(fmt.Sprintf(`sed -i '/^\[daemon\]/a tls_listen = "127.0.0.1:944%d"\ntls_cert = "/etc/ol-shim/tls/%s.pem"\ntls_key = "/etc/ol-shim/tls/%s-key.pem"\ntls_ca = "/etc/ol-shim/tls/ca.pem"' /etc/ol-shim/config.toml
+		h.sh(fmt.Sprintf(`sed -i '/^\[daemon\]/a tls_listen = "127.0.0.1:944%d"\ntls_cert = "/etc/ol-shim/tls/%s.pem"\ntls_key = "/etc/ol-shim/tls/%s-key.pem"\ntls_ca = "/etc/ol-shim/tls/ca.pem"\ntls_proxies = ["CN=haproxy"]' /etc/ol-shim/config.toml
 cat >>/etc/ol-shim/config.toml <<'EOF'
 
 [pools.fn]
@@ -230,6 +238,9 @@ systemctl restart ol-shim`, i, name, name, busybox))
 	if exitCode(err) != 5 || strings.TrimSpace(out) != "as a plugin" {
 		t.Errorf("docker ol, remote: exit %v, output %q; want 5 and its stdin", err, out)
 	}
+
+	t.Log("through HAProxy, a lease is its client's, not HAProxy's: another client cannot release it")
+	checkLeaseOwners(t, nsPid, certs)
 
 	t.Log("under saturation, calls spill to other hosts (bounded load)")
 	client.sh("rm -rf /tmp/sat && mkdir /tmp/sat")
@@ -455,4 +466,86 @@ func tail(s string, n int) string {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return l
+}
+
+// checkLeaseOwners acquires a lease of pool fn through HAProxy as client
+// CN=client and tries to release it as CN=other, then as its owner: each
+// host knows the client of every call HAProxy makes for one (tls_proxies),
+// so the stranger's release is not found and the owner's goes through. The
+// calls are made from this process, dialled inside the cluster's network
+// namespace.
+func checkLeaseOwners(t *testing.T, nsPid, certs string) {
+	t.Helper()
+	ca, err := os.ReadFile(filepath.Join(certs, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	ns, err := os.Open("/proc/" + nsPid + "/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	// A socket belongs to the namespace it is made in: made on a thread
+	// moved into the cluster's, used from anywhere.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type res struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+			if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+				ch <- res{nil, err}
+				return
+			}
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			ch <- res{c, err}
+		}()
+		r := <-ch
+		return r.c, r.err
+	}
+	client := func(name string) *http.Client {
+		kp, err := tls.LoadX509KeyPair(filepath.Join(certs, name+".pem"), filepath.Join(certs, name+"-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: dial,
+			TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{kp}, ServerName: "localhost", MinVersion: tls.VersionTLS13}}}
+	}
+	call := func(c *http.Client, method, path, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "https://127.0.0.1:8443"+path, strings.NewReader(body))
+		req.Header.Set("X-OL-Shim-Pool", "fn")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s through HAProxy: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	owner, other := client("client"), client("other")
+	code, body := call(owner, "POST", "/v1/acquire", `{"pool":"fn","timeout":"60s"}`)
+	var l struct {
+		ID     string `json:"id"`
+		Client string `json:"client"`
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &l) != nil || l.ID == "" {
+		t.Fatalf("acquire through HAProxy as CN=client: %d %s", code, body)
+	}
+	if l.Client != "CN=client" {
+		t.Errorf("lease acquired through HAProxy by CN=client is %q's", l.Client)
+	}
+	strange, body := call(other, "POST", "/v1/leases/"+l.ID+"/release", "")
+	if strange != http.StatusNotFound {
+		t.Errorf("CN=other's release of CN=client's lease through HAProxy: %d %s; want 404", strange, body)
+	}
+	own, body := call(owner, "POST", "/v1/leases/"+l.ID+"/release", "")
+	if own/100 != 2 {
+		t.Errorf("CN=client's release of its lease through HAProxy: %d %s", own, body)
+	}
+	t.Logf("lease %s through HAProxy: client %s; another client's release: %d, the owner's: %d", l.ID, l.Client, strange, own)
 }

@@ -65,6 +65,7 @@ Settings come from flags, then OL_SHIM_* variables, then the config file
 		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"OL_SHIM_TLS_CERT"}, Usage: "the TLS listener's certificate (PEM)"},
 		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"OL_SHIM_TLS_KEY"}, Usage: "the TLS listener's private key (PEM)"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: []string{"OL_SHIM_TLS_CA"}, Usage: "the CA (PEM) that must have signed every client's certificate; a client is known by its certificate's subject"},
+		&cli.StringSliceFlag{Name: "tls-proxy", EnvVars: []string{"OL_SHIM_TLS_PROXIES"}, Usage: "the certificate subject of a front end (e.g. CN=haproxy) trusted to name the client each request is for in its X-OL-Shim-Client header (repeatable)"},
 		&cli.BoolFlag{Name: "purge", Usage: "remove every sandbox and scratch volume this state root made (the volume plugin serves meanwhile), then exit: run it before taking ol-shim off a host"},
 		&cli.BoolFlag{Name: "plugin-only", EnvVars: []string{"OL_SHIM_PLUGIN_ONLY"}, Usage: "serve the volume plugin only: no pools, no API, no Docker connection (the managed plugin runs this way)"},
 	},
@@ -77,6 +78,7 @@ type settings struct {
 	backend, scratchMode, budget, logLevel, dockerHost     string
 	scratchBackend, containerd                             string
 	tlsListen, tlsCert, tlsKey, tlsCA                      string
+	tlsProxies                                             []string
 	lease                                                  time.Duration
 	destroyOnExit                                          bool
 }
@@ -108,6 +110,10 @@ func resolve(c *cli.Context, file config.DaemonConfig, sc config.ScratchConfig) 
 		tlsCert:        str("tls-cert", file.TLSCert),
 		tlsKey:         str("tls-key", file.TLSKey),
 		tlsCA:          str("tls-ca", file.TLSCA),
+		tlsProxies:     file.TLSProxies,
+	}
+	if c.IsSet("tls-proxy") {
+		s.tlsProxies = c.StringSlice("tls-proxy")
 	}
 	if !c.IsSet("socket-group") && file.SocketGroup != nil {
 		s.group = *file.SocketGroup
@@ -153,7 +159,7 @@ func serve(c *cli.Context) error {
 	d, err := daemon.New(ctx, daemon.Config{
 		Root: root, Backend: s.backend, Scratch: s.scratchMode, PluginName: s.pluginName, DockerHost: s.dockerHost, Containerd: s.containerd,
 		Budget: budget, Lease: s.lease, DestroyOnExit: s.destroyOnExit, File: file, Version: clicmd.Version, Logger: log,
-		Metrics: (c.String("metrics-addr") != "" || s.tlsListen != "") && !purge, PluginOnly: c.Bool("plugin-only"),
+		Metrics: (c.String("metrics-addr") != "" || s.tlsListen != "") && !purge, PluginOnly: c.Bool("plugin-only"), TLSProxies: s.tlsProxies,
 		Notify: func(status string) { notify(status) },
 		// Quota'd volumes are served by processes of their own, which
 		// outlive this one (not in the managed plugin: its container is
@@ -233,7 +239,7 @@ func serve(c *cli.Context) error {
 			return fmt.Errorf("--tls-listen %s: %w", s.tlsListen, err)
 		}
 		go func() { errc <- d.ServeAPITLS(tl, cfg) }()
-		log.Info("serving the API over mutual TLS", "addr", tl.Addr().String(), "ca", s.tlsCA)
+		log.Info("serving the API over mutual TLS", "addr", tl.Addr().String(), "ca", s.tlsCA, "proxies", s.tlsProxies)
 	}
 	log.Info("serving", "socket", s.socket, "plugin_socket", s.pluginSocket, "root", root, "backend", s.backend,
 		"pools", d.Pools(), "memory_budget", budget, "socket_activated", len(activated) > 0)

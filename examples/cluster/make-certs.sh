@@ -18,6 +18,7 @@
 # Every certificate is ECDSA P-256, valid for $DAYS days (default 825).
 # Each host runs ol-shim with
 #   --tls-listen ADDR --tls-cert HOST.pem --tls-key HOST-key.pem --tls-ca ca.pem
+#   --tls-proxy CN=haproxy
 # and clients use
 #   ol-shim --host tcp://PROXY:PORT --tlscacert ca.pem --tlscert client.pem --tlskey client-key.pem ...
 set -euo pipefail

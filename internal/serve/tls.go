@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
+	"unicode"
 )
 
 // TLSConfig is the API's TLS listener's configuration: TLS 1.3 only, and a
@@ -48,12 +50,30 @@ func CertPool(caFile string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// ClientHeader carries, from a trusted proxy (TLSIdentity's proxies), the
+// subject of the client certificate the proxy verified: the client the
+// request is for.
+const ClientHeader = "X-OL-Shim-Client"
+
+// maxClientHeader bounds a forwarded subject.
+const maxClientHeader = 1024
+
 // TLSIdentity puts each request's verified client certificate subject in
 // its context as the peer's credentials (Cred.Client), so that leases are
 // owned by it and it is never taken for local root. A request with no
 // verified certificate (which the TLS config does not let through) is
 // refused, never served as an unknown, in-process caller.
-func TLSIdentity(h http.Handler) http.Handler {
+//
+// A peer whose subject is one of proxies (a front end such as HAProxy,
+// which verified its own clients' certificates against the same CA) may
+// name the client a request is for in ClientHeader; the request is then
+// that client's. Any other peer's ClientHeader is ignored: no client can
+// speak for another.
+func TLSIdentity(h http.Handler, proxies ...string) http.Handler {
+	trusted := map[string]bool{}
+	for _, p := range proxies {
+		trusted[p] = true
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			http.Error(w, "a client certificate signed by the cluster's CA is required", http.StatusForbidden)
@@ -64,6 +84,14 @@ func TLSIdentity(h http.Handler) http.Handler {
 			http.Error(w, "the client certificate has an empty subject", http.StatusForbidden)
 			return
 		}
+		if fwd := r.Header.Values(ClientHeader); trusted[subject] && len(fwd) > 0 {
+			if len(fwd) > 1 || fwd[0] == "" || len(fwd[0]) > maxClientHeader || strings.ContainsFunc(fwd[0], unicode.IsControl) {
+				http.Error(w, fmt.Sprintf("%s from proxy %s: want one client subject of at most %d characters", ClientHeader, subject, maxClientHeader), http.StatusBadRequest)
+				return
+			}
+			subject = fwd[0]
+		}
+		r.Header.Del(ClientHeader)
 		h.ServeHTTP(w, r.WithContext(WithPeer(r.Context(), Cred{Client: subject})))
 	})
 }

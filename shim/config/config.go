@@ -80,6 +80,10 @@ type DaemonConfig struct {
 	TLSCert   string `toml:"tls_cert"`
 	TLSKey    string `toml:"tls_key"`
 	TLSCA     string `toml:"tls_ca"`
+	// TLSProxies are the certificate subjects of front ends (e.g.
+	// ["CN=haproxy"]) trusted to name, in the X-OL-Shim-Client header, the
+	// client each request is for.
+	TLSProxies []string `toml:"tls_proxies"`
 }
 
 // AdHocConfig is how a pool made on demand (a run or acquire for an image

@@ -95,6 +95,10 @@ type Config struct {
 	File config.Config
 	// Metrics enables ServeMetrics.
 	Metrics bool
+	// TLSProxies are the certificate subjects (e.g. "CN=haproxy") of front
+	// ends whose requests ServeAPITLS takes to be for the client they name
+	// in serve.ClientHeader.
+	TLSProxies []string
 	// PluginOnly serves the volume plugin and nothing else: no Docker
 	// connection, no pools, no API.
 	PluginOnly bool
@@ -375,7 +379,7 @@ func (d *Daemon) ServeAPITLS(l net.Listener, cfg *tls.Config) error {
 		mux.Handle("/", h)
 		h = mux
 	}
-	return d.serveOn(l, serve.TLSIdentity(h), func(wl net.Listener) net.Listener { return tls.NewListener(wl, cfg) })
+	return d.serveOn(l, serve.TLSIdentity(h, d.cfg.TLSProxies...), func(wl net.Listener) net.Listener { return tls.NewListener(wl, cfg) })
 }
 
 // ServeMetrics serves Prometheus metrics at /metrics on l until Stop

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -28,17 +29,19 @@ type tlsDaemon struct {
 	server     testpki.Pair
 	alice, bob testpki.Pair
 	mallory    testpki.Pair // signed by a CA the daemon does not trust
+	proxy      testpki.Pair // CN=proxy, a trusted front end
 }
 
 func startTLSDaemon(t *testing.T) *tlsDaemon {
 	t.Helper()
-	td := &tlsDaemon{testDaemon: startDaemonWith(t, normalPool, func(c *Config) { c.Metrics = true })}
+	td := &tlsDaemon{testDaemon: startDaemonWith(t, normalPool, func(c *Config) { c.Metrics = true; c.TLSProxies = []string{"CN=proxy"} })}
 	dir := t.TempDir()
 	td.ca = testpki.NewCA(t, dir, "cluster")
 	td.rogue = testpki.NewCA(t, t.TempDir(), "rogue")
 	td.server = td.ca.Server(t, "host-1")
 	td.alice, td.bob = td.ca.Client(t, "alice"), td.ca.Client(t, "bob")
 	td.mallory = td.rogue.Client(t, "mallory")
+	td.proxy = td.ca.Client(t, "proxy")
 	cfg, err := serve.TLSConfig(td.server.Cert, td.server.Key, td.ca.File)
 	if err != nil {
 		t.Fatal(err)
@@ -269,5 +272,66 @@ func TestTLSMetrics(t *testing.T) {
 		if code, body, err := get(p); err == nil && strings.Contains(body, "ol_shim_") {
 			t.Errorf("%s: metrics served (%d)", name, code)
 		}
+	}
+}
+
+// A trusted front end (CN=proxy) names the client a request is for in
+// X-OL-Shim-Client, and the request is that client's: its leases are the
+// same whether it comes through the proxy or directly. Anyone else's
+// header is ignored, so no client can speak for another.
+func TestTLSProxyNamesClient(t *testing.T) {
+	td := startTLSDaemon(t)
+	ctx := context.Background()
+	acquire := func(p testpki.Pair, fwd ...string) (int, api.Lease, string) {
+		t.Helper()
+		cfg, err := api.Remote{Host: "tcp://" + td.addr, CACert: td.ca.File, Cert: p.Cert, Key: p.Key}.TLSConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{TLSClientConfig: cfg}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest("POST", "https://"+td.addr+"/v1/acquire", strings.NewReader(`{"pool":"fn","timeout":"10s"}`))
+		for _, f := range fwd {
+			req.Header.Add(serve.ClientHeader, f)
+		}
+		resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var l api.Lease
+		json.Unmarshal(b, &l)
+		return resp.StatusCode, l, string(b)
+	}
+	alice, bob := td.client(t, td.alice), td.client(t, td.bob)
+
+	// alice cannot pass as bob.
+	if code, l, body := acquire(td.alice, "CN=bob"); code != http.StatusOK || l.Client != "CN=alice" {
+		t.Errorf("alice naming bob: %d, lease client %q; want hers (%s)", code, l.Client, body)
+	} else if err := alice.Release(ctx, l.ID); err != nil {
+		t.Error(err)
+	}
+	// Through the proxy, alice's lease is alice's: bob cannot touch it,
+	// alice can, directly.
+	code, l, body := acquire(td.proxy, "CN=alice")
+	if code != http.StatusOK || l.Client != "CN=alice" {
+		t.Fatalf("through the proxy for alice: %d, lease client %q (%s)", code, l.Client, body)
+	}
+	if err := bob.Release(ctx, l.ID); !errdefs.IsNotFound(err) {
+		t.Errorf("bob's release of alice's lease made through the proxy: %v; want not found", err)
+	}
+	if err := alice.Release(ctx, l.ID); err != nil {
+		t.Errorf("alice's release of her lease made through the proxy: %v", err)
+	}
+	// The proxy's own calls (no header) are its own; a header twice is
+	// refused.
+	if code, l, body := acquire(td.proxy); code != http.StatusOK || l.Client != "CN=proxy" {
+		t.Errorf("the proxy on its own: %d, lease client %q (%s)", code, l.Client, body)
+	} else if err := td.c.Release(ctx, l.ID); err != nil {
+		t.Error(err)
+	}
+	if code, _, body := acquire(td.proxy, "CN=alice", "CN=bob"); code != http.StatusBadRequest {
+		t.Errorf("the proxy naming two clients: %d (%s); want 400", code, body)
 	}
 }
