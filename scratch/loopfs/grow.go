@@ -153,11 +153,7 @@ func (m *Manager) resize(ctx context.Context, image, mountpoint string, size int
 		rerr = f.Truncate(size * BlockSize)
 	}
 	if rerr == nil {
-		out, err := exec.CommandContext(cctx, "e2fsck", "-f", "-p", image).CombinedOutput()
-		var ee *exec.ExitError
-		if err != nil && !(errors.As(err, &ee) && ee.ExitCode() <= 2) {
-			rerr = fmt.Errorf("e2fsck %s: %v: %s", image, err, strings.TrimSpace(string(out)))
-		}
+		rerr = fsck(cctx, image, true)
 	}
 	if rerr == nil {
 		out, err := exec.CommandContext(cctx, "resize2fs", image, strconv.FormatInt(size, 10)).CombinedOutput()

@@ -335,11 +335,8 @@ func (m *Manager) Attach(ctx context.Context, image, mountpoint string) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(cctx, "e2fsck", "-p", image).CombinedOutput()
-	var ee *exec.ExitError
-	// 1: errors corrected; 2: corrected, reboot advised (not for a loop).
-	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() <= 2) {
-		return fmt.Errorf("e2fsck %s: %v: %s", image, err, strings.TrimSpace(string(out)))
+	if err := fsck(cctx, image, false); err != nil {
+		return err
 	}
 	f, err := os.OpenFile(image, os.O_RDWR|unix.O_NOFOLLOW, 0)
 	if err != nil {
@@ -347,6 +344,22 @@ func (m *Manager) Attach(ctx context.Context, image, mountpoint string) error {
 	}
 	defer f.Close()
 	return m.attachAndMount(f, image, mountpoint)
+}
+
+// fsck checks and repairs the unmounted file system of image (e2fsck -p:
+// it has no journal); full, even if it is clean, where resize2fs asks.
+func fsck(ctx context.Context, image string, full bool) error {
+	args := []string{"-p", image}
+	if full {
+		args = append([]string{"-f"}, args...)
+	}
+	out, err := exec.CommandContext(ctx, "e2fsck", args...).CombinedOutput()
+	var ee *exec.ExitError
+	// 1: errors corrected; 2: corrected, reboot advised (not for a loop).
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() <= 2) {
+		return fmt.Errorf("e2fsck %s: %v: %s", image, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // Remove unmounts the volume's file system (which frees its loop device)
