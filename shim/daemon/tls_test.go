@@ -331,7 +331,12 @@ func TestTLSProxyNamesClient(t *testing.T) {
 	} else if err := td.c.Release(ctx, l.ID); err != nil {
 		t.Error(err)
 	}
-	if code, _, body := acquire(td.proxy, "CN=alice", "CN=bob"); code != http.StatusBadRequest {
-		t.Errorf("the proxy naming two clients: %d (%s); want 400", code, body)
+	for name, fwd := range map[string][]string{
+		"two clients":      {"CN=alice", "CN=bob"},
+		"a 2000-byte name": {"CN=" + strings.Repeat("a", 2000)},
+	} {
+		if code, _, body := acquire(td.proxy, fwd...); code != http.StatusBadRequest {
+			t.Errorf("the proxy naming %s: %d (%s); want 400", name, code, body)
+		}
 	}
 }
