@@ -104,6 +104,9 @@ type Config struct {
 	// OpTimeout bounds the creates and destroys the Set makes without a
 	// caller's context; DefaultOpTimeout if 0.
 	OpTimeout time.Duration
+	// Creates, if set, bounds the creates in flight at once; Sets of one
+	// runtime share it. Nil: no bound.
+	Creates *Limiter
 	// Logger receives the Set's logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -191,7 +191,6 @@ func (r *Ref) DestroyDeferred(reason string) error {
 	s.live--
 	s.deferred[e] = reason
 	e.state = stateDeferred
-	s.freeSlotLocked()
 	s.refillLocked()
 	s.mu.Unlock()
 	if !rp.add(deferred{s: s, e: e, since: time.Now()}) {

@@ -11,10 +11,12 @@ import (
 // A sandbox's life in a Set: created (or forked), paused into the idle
 // list, unpaused, destroyed.
 
-// create makes a sandbox in a slot already reserved (live and creating
-// counted). A sandbox for a Get is returned in use; a refill is released to
-// a waiter or to idle.
-func (s *Set) create(ctx context.Context, refill bool) (*entry, error) {
+// create makes a sandbox in a slot already reserved (live, creating and
+// refilling counted) and releases it to the first waiter, or to idle. The
+// failure of a create started for a waiting Get (owner; nil for a refill)
+// goes to that Get if it still waits, as it would with a create of its own,
+// rather than leave it waiting for one that may fail the same way.
+func (s *Set) create(ctx context.Context, owner *waiter) (*entry, error) {
 	id := fmt.Sprintf("%s-%016x", s.cfg.Name, rand.Uint64())
 	s.mu.Lock()
 	s.ids[id] = true
@@ -22,25 +24,20 @@ func (s *Set) create(ctx context.Context, refill bool) (*entry, error) {
 	sb, err := s.makeSandbox(ctx, id)
 	s.mu.Lock()
 	s.creating--
-	if refill {
-		s.refilling--
-	}
+	s.refilling--
 	if err != nil {
+		s.stats.createFailures.Add(1) // before the Get that gets err returns
 		delete(s.ids, id)
 		s.live--
-		s.freeSlotLocked()
+		if owner != nil && s.removeWaiterLocked(owner) {
+			grantLocked(owner, grant{err: err})
+		}
+		s.demandLocked()
 		s.mu.Unlock()
-		s.stats.createFailures.Add(1)
 		return nil, err
 	}
 	s.stats.creates.Add(1)
 	e := &entry{sb: sb, id: id, lastUsed: time.Now()}
-	if !refill {
-		e.state = stateInUse
-		s.inUse++
-		s.mu.Unlock()
-		return e, nil
-	}
 	e.hot = true // created unpaused; pause it after the grace
 	if s.cfg.PauseGrace == 0 && len(s.waiters) == 0 && !s.closed {
 		e.state = statePausing
@@ -48,6 +45,7 @@ func (s *Set) create(ctx context.Context, refill bool) (*entry, error) {
 		s.mu.Unlock()
 		return e, s.pauseAndRelease(e)
 	}
+	e.made = len(s.waiters) > 0
 	ok := s.releaseLocked(e)
 	s.mu.Unlock()
 	if !ok {
@@ -59,6 +57,19 @@ func (s *Set) create(ctx context.Context, refill bool) (*entry, error) {
 // makeSandbox makes the scratch directory and the sandbox, leaving nothing
 // behind on error. No lock is held.
 func (s *Set) makeSandbox(ctx context.Context, id string) (Sandbox, error) {
+	if s.fork == nil {
+		// A fork takes its place once it has its parent (forkFromParent):
+		// the parent's own create may need one.
+		queued := time.Now()
+		if err := s.cfg.Creates.acquire(ctx); err != nil {
+			return nil, fmt.Errorf("pool %q: sandbox %s: %w", s.cfg.Name, id, err)
+		}
+		defer s.cfg.Creates.release()
+		start := time.Now()
+		defer func() {
+			s.log.Debug("sandbox made", "sandbox", id, "queued", start.Sub(queued), "took", time.Since(start))
+		}()
+	}
 	dir, err := s.cfg.Scratch.Make(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: sandbox %s: make scratch directory: %w", s.cfg.Name, id, err)
@@ -89,7 +100,11 @@ func (s *Set) forkFromParent(ctx context.Context, spec Spec) (Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: sandbox %s: get parent from pool %q: %w", s.cfg.Name, spec.ID, s.cfg.Parent.Name(), err)
 	}
-	sb, err := s.fork.Fork(ctx, parent.Sandbox(), spec)
+	var sb Sandbox
+	if err = s.cfg.Creates.acquire(ctx); err == nil {
+		sb, err = s.fork.Fork(ctx, parent.Sandbox(), spec)
+		s.cfg.Creates.release()
+	}
 	if perr := parent.Put(); perr != nil {
 		s.log.Warn("return parent sandbox", "parent", parent.e.id, "error", perr)
 	}
@@ -175,7 +190,6 @@ func (s *Set) destroy(e *entry, reason string) error {
 	s.mu.Lock()
 	delete(s.ids, e.id)
 	s.live--
-	s.freeSlotLocked()
 	s.refillLocked()
 	s.mu.Unlock()
 	return err

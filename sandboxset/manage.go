@@ -137,7 +137,7 @@ func (s *Set) Warm(ctx context.Context, n int) error {
 				}
 				next++
 				mu.Unlock()
-				if _, err := s.create(ctx, true); err != nil {
+				if _, err := s.create(ctx, nil); err != nil {
 					mu.Lock()
 					if first == nil {
 						first = err
@@ -149,6 +149,25 @@ func (s *Set) Warm(ctx context.Context, n int) error {
 	}
 	wg.Wait()
 	return first
+}
+
+// Raise raises MinIdle to n (within MaxSize) and starts the refills it
+// calls for, in the background: refills (IsBackground) that do not wait for
+// room, as the pool's own refills do. It reports the MinIdle now.
+func (s *Set) Raise(n int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return s.minIdle
+	}
+	if s.maxSize > 0 {
+		n = min(n, s.maxSize)
+	}
+	if n > s.minIdle {
+		s.minIdle = n
+		s.refillLocked()
+	}
+	return s.minIdle
 }
 
 // warmWorkers bounds the creates one Warm runs at once.

@@ -35,18 +35,55 @@ type entry struct {
 	// refillAfter: taken paused from idle by a Get, which starts the
 	// refill once its unpause is done. Only that Get touches it.
 	refillAfter bool
+	// made: created for a waiting Get and handed to it as made; set under
+	// Set.mu before the handover, read and cleared by that Get.
+	made bool
 }
 
-// grant is what a waiting Get is handed: a sandbox, a slot to create one in,
-// or an error.
+// grant is what a waiting Get is handed: a sandbox or an error.
 type grant struct {
-	e    *entry
-	slot bool
-	err  error
+	e   *entry
+	err error
 }
 
 type waiter struct {
-	ch chan grant // buffered (1): the granter never blocks
+	ch  chan grant      // buffered (1): the granter never blocks
+	ctx context.Context // the Get's
+	// served: ch has been sent to. Guarded by Set.mu.
+	served bool
+	// owned counts the creates started for this Get that are in flight
+	// (createFor), ownErr holds the last one's error; guarded by Set.mu.
+	// ownWG is done when none is in flight.
+	owned  int
+	ownErr error
+	ownWG  sync.WaitGroup
+}
+
+// grantLocked hands g to w, taken off the waiters. s.mu must be held.
+func grantLocked(w *waiter, g grant) {
+	w.served = true
+	w.ch <- g
+}
+
+// popWaiterLocked takes the first waiter off the queue. s.mu must be held,
+// with waiters.
+func (s *Set) popWaiterLocked() *waiter {
+	w := s.waiters[0]
+	s.waiters[0] = nil
+	s.waiters = s.waiters[1:]
+	return w
+}
+
+// removeWaiterLocked takes w off the queue; false if it is not on it.
+// s.mu must be held.
+func (s *Set) removeWaiterLocked(w *waiter) bool {
+	for i, x := range s.waiters {
+		if x == w {
+			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // Set is a thread-safe pool of sandboxes for one function. Create one with
@@ -61,7 +98,7 @@ type Set struct {
 	inUse     int               // guarded by mu
 	pausing   int               // guarded by mu
 	creating  int               // guarded by mu: creates in flight, refills included
-	refilling int               // guarded by mu: creates in flight that will become idle
+	refilling int               // guarded by mu: creates in flight that go to a waiter or to idle
 	live      int               // guarded by mu: sandboxes that exist or are being created or destroyed
 	ids       map[string]bool   // guarded by mu: IDs of those sandboxes and of deferred ones (see Knows)
 	deferred  map[*entry]string // guarded by mu: destroys the Reaper holds back, with their reasons; not counted in live
@@ -147,8 +184,8 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("pool %q: get sandbox: %w", s.cfg.Name, err)
 		}
-		g, w := s.tryAcquire()
-		missed = missed || w != nil || g.slot
+		g, w := s.tryAcquire(ctx)
+		missed = missed || w != nil
 		if w != nil {
 			var err error
 			if g, err = s.wait(ctx, w); err != nil {
@@ -158,20 +195,16 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 		switch {
 		case g.err != nil:
 			return nil, g.err
-		case g.slot:
-			e, err := s.create(ctx, false)
-			if err != nil {
-				return nil, err
-			}
-			if err := s.mark(ctx, e); err != nil {
-				return nil, err
-			}
-			return s.newRef(e, Cold, start, missed), nil
 		case g.e.hot:
 			if s.mark(ctx, g.e) != nil {
 				continue
 			}
-			return s.newRef(g.e, Hot, start, missed), nil
+			o := Hot
+			if g.e.made {
+				g.e.made = false
+				o = Cold
+			}
+			return s.newRef(g.e, o, start, missed), nil
 		}
 		e := g.e
 		err := e.sb.Unpause(ctx)
@@ -223,9 +256,9 @@ func (s *Set) destroyHeld(e *entry, reason string) error {
 	return s.destroy(e, reason)
 }
 
-// tryAcquire takes an idle sandbox or reserves a slot to create one, or
-// failing both enqueues a waiter. It takes s.mu.
-func (s *Set) tryAcquire() (grant, *waiter) {
+// tryAcquire takes an idle sandbox, or enqueues a waiter (with a create
+// started for it where nothing on its way covers it). It takes s.mu.
+func (s *Set) tryAcquire(ctx context.Context) (grant, *waiter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -243,21 +276,68 @@ func (s *Set) tryAcquire() (grant, *waiter) {
 		}
 		return grant{e: e}, nil
 	}
-	// A sandbox being paused is idle in milliseconds, a create takes
-	// hundreds: wait for it (its release hands it over; its failure hands
-	// over its slot), one waiter per pause in flight.
-	pauseServes := len(s.waiters) < s.pausing
-	// Waiters beyond the pauses in flight queue for max_size, in order.
-	queued := len(s.waiters) > s.pausing
-	if !pauseServes && !queued && (s.maxSize == 0 || s.live < s.maxSize) {
-		s.live++
-		s.creating++
-		s.refillLocked()
-		return grant{slot: true}, nil
-	}
-	w := &waiter{ch: make(chan grant, 1)}
+	// No idle sandbox: wait, in arrival order, for the first that comes
+	// free. A sandbox being paused is idle in milliseconds; creates in
+	// flight (refills included) go to the waiters first; where those do
+	// not cover the waiters, refillLocked starts a create for each one more
+	// (within MaxSize; beyond it waiters queue for a sandbox returned, or
+	// a create started when one is destroyed). Whichever create ends
+	// first serves the Get that has waited longest, so in a burst no Get
+	// waits behind creates started after its own.
+	w := &waiter{ch: make(chan grant, 1), ctx: ctx}
 	s.waiters = append(s.waiters, w)
+	s.refillLocked()
 	return grant{}, w
+}
+
+// ownerLocked picks the waiter a create for waiting Gets is started for:
+// the first that has none in flight, else the first. s.mu must be held,
+// with waiters.
+func (s *Set) ownerLocked() *waiter {
+	for _, w := range s.waiters {
+		if w.owned == 0 {
+			return w
+		}
+	}
+	return s.waiters[0]
+}
+
+// createFor runs a create started for waiting Get w, counted (live,
+// creating, refilling, s.wg, w.owned, w.ownWG) by the caller. The sandbox
+// goes to the first waiter (or idle); a failure goes to w if it still
+// waits. The create is w's: foreground (it may wait for room in a memory
+// budget), and given up, with w's cause, if w's context ends before w is
+// served; once w is served, it goes on for the next waiter, bounded by
+// OpTimeout.
+func (s *Set) createFor(w *waiter) {
+	ctx := w.ctx
+	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	cctx, cancelT := context.WithTimeout(cctx, s.cfg.OpTimeout)
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		served := w.served
+		s.mu.Unlock()
+		if !served {
+			cancel(context.Cause(ctx))
+		}
+	})
+	go func() {
+		defer s.wg.Done()
+		_, err := s.create(cctx, w)
+		stop()
+		cancelT()
+		cancel(nil)
+		if err != nil && !errors.Is(err, ErrClosed) {
+			s.log.Debug("create for a waiting get failed", "error", err)
+		}
+		s.mu.Lock()
+		w.owned--
+		if err != nil {
+			w.ownErr = err
+		}
+		s.mu.Unlock()
+		w.ownWG.Done()
+	}()
 }
 
 // takeLocked marks e, just removed from idle, as in use.
@@ -280,12 +360,22 @@ func (s *Set) wait(ctx context.Context, w *waiter) (grant, error) {
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
-	for i, x := range s.waiters {
-		if x == w {
-			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-			s.mu.Unlock()
+	if s.removeWaiterLocked(w) {
+		s.mu.Unlock()
+		// Creates started for it are given up with ctx's cause
+		// (createFor), unless they ended; an error says what it
+		// waited for.
+		w.ownWG.Wait()
+		s.mu.Lock()
+		err := w.ownErr
+		s.mu.Unlock()
+		switch {
+		case err == nil:
 			return grant{}, fmt.Errorf("pool %q: waiting for a free sandbox (max size %d): %w", s.cfg.Name, s.cfg.MaxSize, ctx.Err())
+		case errors.Is(err, ctx.Err()):
+			return grant{}, err
 		}
+		return grant{}, fmt.Errorf("pool %q: waiting for a sandbox being created: %w (the create: %w)", s.cfg.Name, ctx.Err(), err)
 	}
 	s.mu.Unlock()
 	// Granted after all: give it back.
@@ -299,12 +389,6 @@ func (s *Set) wait(ctx context.Context, w *waiter) (grant, error) {
 		if !ok {
 			_ = s.destroy(g.e, ReasonClosed)
 		}
-	case g.slot:
-		s.mu.Lock()
-		s.creating--
-		s.live--
-		s.freeSlotLocked()
-		s.mu.Unlock()
 	}
 	return grant{}, fmt.Errorf("pool %q: waiting for a free sandbox (max size %d): %w", s.cfg.Name, s.cfg.MaxSize, ctx.Err())
 }
@@ -318,11 +402,9 @@ func (s *Set) releaseLocked(e *entry) bool {
 		return false
 	}
 	if len(s.waiters) > 0 {
-		w := s.waiters[0]
-		s.waiters[0] = nil
-		s.waiters = s.waiters[1:]
+		w := s.popWaiterLocked()
 		s.takeLocked(e)
-		w.ch <- grant{e: e}
+		grantLocked(w, grant{e: e})
 		return true
 	}
 	e.state = stateIdle
@@ -337,36 +419,45 @@ func (s *Set) releaseLocked(e *entry) bool {
 	return true
 }
 
-// freeSlotLocked hands the slot of a sandbox that no longer exists to the
-// first waiter, if any. s.mu must be held, with live already decremented.
-func (s *Set) freeSlotLocked() {
-	if s.closed || len(s.waiters) == 0 || (s.maxSize > 0 && s.live >= s.maxSize) {
-		return
-	}
-	w := s.waiters[0]
-	s.waiters[0] = nil
-	s.waiters = s.waiters[1:]
-	s.live++
-	s.creating++
-	w.ch <- grant{slot: true}
+// refillLocked starts creates until idle sandboxes plus sandboxes on their
+// way (creates and pauses in flight) cover the waiting Gets and then
+// MinIdle, within MaxSize. A create that covers a waiting Get is started for
+// one (createFor); the rest are refills (IsBackground). s.mu must be held.
+func (s *Set) refillLocked() {
+	s.startCreatesLocked(s.minIdle + len(s.waiters) - len(s.idle) - s.refilling - s.pausing)
 }
 
-// refillLocked starts background creates until idle plus in-flight refills
-// reach MinIdle, within MaxSize. s.mu must be held.
-func (s *Set) refillLocked() {
+// demandLocked starts creates for the waiting Gets that nothing on its way
+// covers (a refill that failed covered one), and no refills. s.mu must be
+// held.
+func (s *Set) demandLocked() {
+	s.startCreatesLocked(len(s.waiters) - s.refilling - s.pausing)
+}
+
+// startCreatesLocked starts up to need creates, within MaxSize: for the
+// waiting Gets not yet covered first, then refills. s.mu must be held.
+func (s *Set) startCreatesLocked(need int) {
 	if s.closed {
 		return
 	}
-	for need := s.minIdle - len(s.idle) - s.refilling - s.pausing; need > 0 && (s.maxSize == 0 || s.live < s.maxSize); need-- {
+	for ; need > 0 && (s.maxSize == 0 || s.live < s.maxSize); need-- {
+		demand := len(s.waiters) > s.refilling+s.pausing
 		s.live++
 		s.creating++
 		s.refilling++
 		s.wg.Add(1)
+		if demand {
+			w := s.ownerLocked()
+			w.owned++
+			w.ownWG.Add(1)
+			s.createFor(w)
+			continue
+		}
 		go func() {
 			defer s.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.OpTimeout)
+			ctx, cancel := context.WithTimeout(WithBackground(context.Background()), s.cfg.OpTimeout)
 			defer cancel()
-			if _, err := s.create(WithBackground(ctx), true); err != nil {
+			if _, err := s.create(ctx, nil); err != nil {
 				s.log.Warn("refill failed", "error", err)
 			}
 		}()
@@ -419,7 +510,7 @@ func (s *Set) closeState() ([]*entry, bool) {
 	victims := s.cutIdleLocked(len(s.idle))
 	s.closed = true
 	for _, w := range s.waiters {
-		w.ch <- grant{err: fmt.Errorf("pool %q: %w", s.cfg.Name, ErrClosed)}
+		grantLocked(w, grant{err: fmt.Errorf("pool %q: %w", s.cfg.Name, ErrClosed)})
 	}
 	s.waiters = nil
 	close(s.stop)

@@ -758,8 +758,11 @@ func TestEvictIdleAndBackground(t *testing.T) {
 		}
 	}
 	rb.mu.Unlock()
-	if st := f.set.Stats(); uint64(fg) != st.ColdMisses || bg < 2 || uint64(fg+bg) != st.Creates {
-		t.Errorf("%d foreground and %d background creates; want one per cold Get (%d) and the rest refills (%d creates)", fg, bg, st.ColdMisses, st.Creates)
+	// The second Get takes the first sandbox to come free: the refill
+	// the warm hit started (once paused, or as made), or one a create of
+	// its own (foreground) made if nothing on its way covered it.
+	if st := f.set.Stats(); uint64(fg) > st.ColdMisses || bg < 2 || uint64(fg+bg) != st.Creates {
+		t.Errorf("%d foreground and %d background creates, %d cold Gets; want at most one foreground per cold Get and the rest refills (%d creates)", fg, bg, st.ColdMisses, st.Creates)
 	}
 	oldest, ok := f.set.OldestIdle()
 	if !ok || oldest.After(time.Now()) {

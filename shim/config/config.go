@@ -72,6 +72,9 @@ type DaemonConfig struct {
 	// MaxPoolSize bounds every pool's min_idle, max_size and warm count,
 	// and is the max_size of pools that set none.
 	MaxPoolSize int `toml:"max_pool_size"`
+	// MaxCreates bounds the sandbox creates in flight at once, over all
+	// pools; 0 takes registry.DefaultMaxCreates.
+	MaxCreates int `toml:"max_creates"`
 	// TLSListen is the address (HOST:PORT) of the API over the network,
 	// mutual TLS only; off when empty. TLSCert and TLSKey are the
 	// server's certificate and key, TLSCA the CA clients' certificates
@@ -188,6 +191,9 @@ func ParseConfig(text string) (Config, error) {
 	}
 	if c.AdHoc.MaxPools < 0 {
 		return c, fmt.Errorf("%w: [adhoc] max_pools %d: must not be negative", ErrInvalidConfig, c.AdHoc.MaxPools)
+	}
+	if c.Daemon.MaxCreates < 0 {
+		return c, fmt.Errorf("%w: [daemon] max_creates %d: must not be negative", ErrInvalidConfig, c.Daemon.MaxCreates)
 	}
 	if c.Daemon.MaxPoolSize < 0 {
 		return c, fmt.Errorf("%w: [daemon] max_pool_size %d: must not be negative", ErrInvalidConfig, c.Daemon.MaxPoolSize)

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"context"
 	"errors"
 	"time"
 
@@ -36,7 +35,9 @@ func (r *Registry) ceiling(p *Pool) int {
 	return max(c, p.Config.MinIdle)
 }
 
-// missed records a cold miss of p and grows its target.
+// missed records a cold miss of p and grows its target. The refills it
+// calls for are the pool's own (background: they do not evict other pools'
+// sandboxes nor wait for room in the memory budget).
 func (r *Registry) missed(p *Pool) {
 	if !p.Config.Adapts() {
 		return
@@ -44,34 +45,18 @@ func (r *Registry) missed(p *Pool) {
 	p.lastMiss.Store(time.Now().UnixNano())
 	cur := p.set.MinIdle()
 	next := min(r.ceiling(p), max(2*cur, cur+1))
-	if next <= cur || !p.growing.CompareAndSwap(false, true) {
+	if next <= cur {
 		return
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		p.growing.Store(false)
-		return
-	}
-	r.bg.Add(1)
-	r.mu.Unlock()
-	go func() {
-		defer r.bg.Done()
-		defer p.growing.Store(false)
-		ctx, cancel := context.WithTimeout(r.stopCtx, 5*time.Minute)
-		defer cancel()
-		r.log.Debug("pool target grows with demand", "pool", p.Name, "from", cur, "to", next)
-		if err := p.set.Warm(ctx, next); err != nil && !errors.Is(err, sandboxset.ErrClosed) && ctx.Err() == nil {
-			r.log.Warn("grow pool with demand", "pool", p.Name, "target", next, "error", err)
-		}
-	}()
+	r.log.Debug("pool target grows with demand", "pool", p.Name, "from", cur, "to", next)
+	p.set.Raise(next)
 }
 
 // relax lowers the target of pools whose demand fell, one step at a time.
 func (r *Registry) relax(now time.Time, pools []*Pool) {
 	for _, p := range pools {
 		cur := p.set.MinIdle()
-		if cur <= p.Config.MinIdle || p.growing.Load() {
+		if cur <= p.Config.MinIdle {
 			continue
 		}
 		last := max(p.lastMiss.Load(), p.lastRelax.Load())

@@ -10,12 +10,14 @@ import (
 )
 
 // Back-to-back takes that each destroy their sandbox outrun a refill that
-// takes 100 ms: the cold misses grow the target until takes are warm again,
-// bounded by max_size; when demand stops, the target falls back to the
-// configured min_idle one step at a time.
+// takes 30 ms: the cold misses grow the target until takes are warm again,
+// bounded by max_size (a few creates in flight keep up with a take every
+// 10 ms or so); when demand stops, the target falls
+// back to the configured min_idle one step at a time. A take that waits for
+// a create in flight is cold.
 func TestTargetFollowsDemand(t *testing.T) {
 	mb := sandboxset.NewMockBackend()
-	mb.SetLatency(sandboxset.OpCreate, 100*time.Millisecond)
+	mb.SetLatency(sandboxset.OpCreate, 30*time.Millisecond)
 	r, err := New(Config{Provider: testProvider{b: mb, scratch: sandboxset.DirScratch{Root: t.TempDir()}}, Root: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

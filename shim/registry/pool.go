@@ -39,7 +39,6 @@ type Pool struct {
 	// Demand (adapt.go).
 	lastMiss  atomic.Int64 // unix nanoseconds of the last cold miss
 	lastRelax atomic.Int64 // unix nanoseconds the target last shrank
-	growing   atomic.Bool  // a Warm to a higher target runs
 	takes     atomic.Int64 // sandboxes taken from it
 	recycled  atomic.Int64 // sandboxes recycled after runs (Config.Recycle)
 }
@@ -90,6 +89,7 @@ func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, 
 		PauseGrace: time.Duration(pc.PauseGrace),
 		Logger:     r.log,
 		Reaper:     r.reaper,
+		Creates:    r.creates,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: %w", name, err)

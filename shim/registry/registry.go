@@ -19,6 +19,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -75,6 +76,9 @@ type Config struct {
 	// max_size, warm) and is the max_size of pools that set none;
 	// DefaultMaxPoolSize if 0.
 	MaxPoolSize int
+	// MaxCreates bounds the sandbox creates in flight at once, over all
+	// pools (see sandboxset.Limiter); DefaultMaxCreates if 0.
+	MaxCreates int
 	// AllowPull lets pools pull missing images (pull = "missing").
 	AllowPull bool
 	// AllowNetworks lets pools join a network other than none.
@@ -83,6 +87,9 @@ type Config struct {
 
 // DefaultMaxPoolSize is Config.MaxPoolSize if unset.
 const DefaultMaxPoolSize = 256
+
+// DefaultMaxCreates is Config.MaxCreates if unset.
+const DefaultMaxCreates = 4
 
 // DefaultMaxAdHocPools bounds the ad-hoc pools if [adhoc] max_pools is
 // unset.
@@ -106,8 +113,9 @@ type Registry struct {
 	draining map[*Pool]bool     // guarded by mu: pools taken out, still closing
 	watching bool               // guarded by mu: the janitor's Watch runs
 
-	reaper  *sandboxset.Reaper // holds destroys after runs back while creates are waited for
-	bg      sync.WaitGroup     // destroys after runs, drains, the janitor's Watch; Close waits for them
+	reaper  *sandboxset.Reaper  // holds destroys after runs back while creates are waited for
+	creates *sandboxset.Limiter // the creates in flight, over all pools
+	bg      sync.WaitGroup      // destroys after runs, drains, the janitor's Watch; Close waits for them
 	stop    chan struct{}
 	stopCtx context.Context // ends at Close
 	cancel  context.CancelFunc
@@ -123,8 +131,15 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.MaxPoolSize <= 0 {
 		cfg.MaxPoolSize = DefaultMaxPoolSize
 	}
+	if cfg.MaxCreates <= 0 {
+		cfg.MaxCreates = DefaultMaxCreates
+	}
 	if cfg.Provider == nil {
 		return nil, errors.New("registry: no provider")
+	}
+	creates, err := sandboxset.NewLimiter(cfg.MaxCreates)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
 	}
 	r := &Registry{
 		cfg:      cfg,
@@ -135,6 +150,7 @@ func New(cfg Config) (*Registry, error) {
 		released: newRecent(maxReleased, releasedFor),
 		adhoc:    cfg.AdHoc,
 		draining: map[*Pool]bool{},
+		creates:  creates,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
