@@ -11,8 +11,10 @@ import (
 // the runtime is also removing the sandboxes of the runs before. A Reaper,
 // shared by the Sets of one runtime, holds those destroys back while
 // creates are waited for, paused (so they cost no CPU), and does them when
-// the runtime is quiet. The deferral is bounded in count (the oldest goes
-// first past MaxDeferred) and in time (none waits longer than MaxDelay).
+// the runtime is quiet. The deferral is bounded in count (with MaxDeferred
+// held, a destroy is done at once: holding it would cost a pause now and a
+// resume before the remove, on top of the destroy the held one then needs)
+// and in time (none waits longer than MaxDelay).
 
 // Reaper defaults.
 const (
@@ -58,6 +60,13 @@ func NewReaper(busy func() bool, maxDeferred int, maxDelay time.Duration) *Reape
 	r.wg.Add(1)
 	go r.loop()
 	return r
+}
+
+// full reports whether the Reaper holds as many destroys as it may.
+func (r *Reaper) full() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) >= r.maxDeferred
 }
 
 // Deferred returns how many destroys are held back now.
@@ -164,14 +173,14 @@ func (s *Set) Pressure() int {
 }
 
 // DestroyDeferred destroys the sandbox like Destroy, but where the Set has
-// a Reaper and creates are waited for, it pauses the sandbox and leaves
+// a Reaper with room and creates are waited for, it pauses the sandbox and leaves
 // the destroy to the Reaper: off the critical path of those creates. The
 // sandbox's slot is free at once (a deferred sandbox is not counted in
 // MaxSize; the Reaper bounds how many there are). It returns the error of
 // a destroy done now; a deferred one is logged.
 func (r *Ref) DestroyDeferred(reason string) error {
 	rp := r.set.cfg.Reaper
-	if rp == nil || !rp.busy() {
+	if rp == nil || rp.full() || !rp.busy() {
 		return r.Destroy(reason)
 	}
 	r.release("DestroyDeferred")

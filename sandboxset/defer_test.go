@@ -82,8 +82,9 @@ func TestDestroyDeferredQuietIsImmediate(t *testing.T) {
 	}
 }
 
-// The deferral is bounded: past MaxDeferred the oldest go first, and none
-// waits longer than MaxDelay, busy or not.
+// The deferral is bounded: with MaxDeferred held, a destroy is done at
+// once (the held ones stay), and none waits longer than MaxDelay, busy or
+// not.
 func TestDestroyDeferredBounded(t *testing.T) {
 	var b busySwitch
 	b.on.Store(true)
@@ -92,20 +93,23 @@ func TestDestroyDeferredBounded(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.Reaper = rp })
 	var ids []string
 	start := time.Now()
-	for range 5 {
+	for i := range 5 {
 		r := f.get()
-		ids = append(ids, r.Sandbox().ID())
+		id := r.Sandbox().ID()
+		ids = append(ids, id)
 		if err := r.DestroyDeferred(reasonUsed); err != nil {
 			t.Fatal(err)
 		}
+		if gone := f.mock.Lookup(id) == nil; gone != (i >= 2) {
+			t.Errorf("destroy %d: gone at once %v; want the first 2 held, the rest destroyed at once", i, gone)
+		}
 	}
-	// The Reaper takes the oldest off its queue, then destroys them.
-	eventually(t, "at most 2 held back, the 3 oldest destroyed", func() bool {
-		return rp.Deferred() <= 2 && f.mock.Lookup(ids[0]) == nil && f.mock.Lookup(ids[1]) == nil && f.mock.Lookup(ids[2]) == nil
-	})
-	for _, id := range ids[3:] {
+	if n := rp.Deferred(); n != 2 {
+		t.Errorf("%d held back, want 2", n)
+	}
+	for _, id := range ids[:2] {
 		if f.mock.Lookup(id) == nil && time.Since(start) < 2*time.Second {
-			t.Errorf("%s, among the newest 2, was destroyed before MaxDelay while busy", id)
+			t.Errorf("%s, held, was destroyed before MaxDelay while busy", id)
 		}
 	}
 	eventually(t, "none held back past MaxDelay", func() bool { return rp.Deferred() == 0 && len(f.mock.Alive()) == 0 })

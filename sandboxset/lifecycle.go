@@ -64,7 +64,9 @@ func (s *Set) makeSandbox(ctx context.Context, id string) (Sandbox, error) {
 		if err := s.cfg.Creates.acquire(ctx); err != nil {
 			return nil, fmt.Errorf("pool %q: sandbox %s: %w", s.cfg.Name, id, err)
 		}
-		defer s.cfg.Creates.release()
+		p := &place{l: s.cfg.Creates}
+		defer p.release()
+		ctx = context.WithValue(ctx, placeKey{}, p)
 		start := time.Now()
 		defer func() {
 			s.log.Debug("sandbox made", "sandbox", id, "queued", start.Sub(queued), "took", time.Since(start))

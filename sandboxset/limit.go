@@ -3,6 +3,7 @@ package sandboxset
 import (
 	"context"
 	"fmt"
+	"sync"
 )
 
 // A runtime makes containers no faster for being asked for many at once:
@@ -12,7 +13,9 @@ import (
 // seconds. A Limiter, shared by the Sets of one runtime, keeps a few creates
 // in flight, so they finish one after another, each going to the Get that
 // has waited longest (Gets that find no idle sandbox queue in arrival order
-// for whichever create ends first).
+// for whichever create ends first). A create holds its place from its
+// scratch directory to the runtime's start of the sandbox (see Started),
+// not while it waits for the sandbox to be ready.
 
 // Limiter bounds the creates in flight. Create one with NewLimiter.
 type Limiter struct {
@@ -51,5 +54,26 @@ func (l *Limiter) acquire(ctx context.Context) error {
 func (l *Limiter) release() {
 	if l != nil {
 		<-l.slots
+	}
+}
+
+// place is a create's place among those in flight, given back once.
+type place struct {
+	once sync.Once
+	l    *Limiter
+}
+
+func (p *place) release() { p.once.Do(p.l.release) }
+
+type placeKey struct{}
+
+// Started tells the Set whose create ctx belongs to that the runtime has
+// made and started the sandbox: what the create still waits for (the
+// sandbox's readiness, its agent) is the sandbox's own start, which holds
+// no place among the creates in flight. A Backend calls it where it has one
+// to give; it does nothing for a ctx of no such create.
+func Started(ctx context.Context) {
+	if p, ok := ctx.Value(placeKey{}).(*place); ok {
+		p.release()
 	}
 }

@@ -171,3 +171,41 @@ func TestRaise(t *testing.T) {
 	}
 	f.closeAndCheckLeaks()
 }
+
+// slowReadyBackend starts a sandbox, calls Started, then waits for ready
+// (a pool's readiness check) until released.
+type slowReadyBackend struct {
+	*MockBackend
+	waiting atomic.Int32
+	ready   chan struct{}
+}
+
+func (b *slowReadyBackend) Create(ctx context.Context, spec Spec) (Sandbox, error) {
+	sb, err := b.MockBackend.Create(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	Started(ctx)
+	b.waiting.Add(1)
+	<-b.ready
+	return sb, nil
+}
+
+// A create waiting for its sandbox to be ready holds no place among the
+// creates in flight: with one place, a second create starts meanwhile.
+func TestStartedFreesThePlace(t *testing.T) {
+	lim, err := NewLimiter(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := &slowReadyBackend{MockBackend: NewMockBackend(), ready: make(chan struct{})}
+	f := newFixture(t, func(c *Config) { c.Backend = sb; c.Creates = lim; c.MinIdle = 2 })
+	f.mock = sb.MockBackend
+	eventually(t, "both creates waiting for ready at once", func() bool { return sb.waiting.Load() == 2 })
+	if n := lim.InFlight(); n != 0 {
+		t.Errorf("%d places held by creates waiting for ready, want 0", n)
+	}
+	close(sb.ready)
+	f.eventually("2 idle", func(st Stats) bool { return st.Idle == 2 && st.Creating == 0 && st.Pausing == 0 })
+	f.closeAndCheckLeaks()
+}

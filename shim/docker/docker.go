@@ -336,6 +336,7 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 	cancel()
 	started = true
 	<-b.d.creates // readiness waits on the container, not on dockerd
+	sandboxset.Started(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("start container %.12s for sandbox %s: %w", res.ID, spec.ID, err))
 	}
