@@ -101,7 +101,9 @@ func TestRunThroughAgentNoExec(t *testing.T) {
 		t.Fatalf("dockerd recorded %d exec_create events for runs served by agents", n)
 	}
 	// The count sees an exec when there is one: a sandbox whose agent
-	// does not answer is served through docker exec.
+	// does not answer is served through docker exec. The run takes the
+	// pool's idle sandbox (its refill after the runs above done first).
+	d.waitIdle("bb", 1)
 	socks, _ := filepath.Glob(filepath.Join(d.root, "agents", "*", agent.SocketName))
 	for _, s := range socks {
 		os.Remove(s)
