@@ -209,3 +209,36 @@ func TestStartedFreesThePlace(t *testing.T) {
 	f.eventually("2 idle", func(st Stats) bool { return st.Idle == 2 && st.Creating == 0 && st.Pausing == 0 })
 	f.closeAndCheckLeaks()
 }
+
+// refusingBackend refuses background creates (as a full memory budget
+// refuses refills) after a while, and makes the others.
+type refusingBackend struct {
+	*MockBackend
+}
+
+func (b refusingBackend) Create(ctx context.Context, spec Spec) (Sandbox, error) {
+	if IsBackground(ctx) {
+		time.Sleep(50 * time.Millisecond)
+		return nil, errors.New("refill refused")
+	}
+	return b.MockBackend.Create(ctx, spec)
+}
+
+// A Get covered by a refill under way is not left waiting when the refill
+// fails: a create is started for it.
+func TestFailedRefillUncoversGet(t *testing.T) {
+	rb := refusingBackend{NewMockBackend()}
+	f := newFixture(t, func(c *Config) { c.Backend = rb; c.MinIdle = 1 })
+	f.mock = rb.MockBackend
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := f.set.GetOrCreateUnpaused(ctx)
+	if err != nil {
+		t.Fatalf("Get while the only refill under way fails: %v", err)
+	}
+	if st := f.set.Stats(); st.CreateFailures < 1 {
+		t.Errorf("the refill did not fail first: %+v", st)
+	}
+	f.put(r)
+	f.closeAndCheckLeaks()
+}
