@@ -112,6 +112,18 @@ func pct(v []time.Duration, p float64) time.Duration {
 	return s[min(int(p*float64(len(s))), len(s)-1)]
 }
 
+// mean is the mean of v.
+func mean(v []time.Duration) time.Duration {
+	if len(v) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range v {
+		sum += d
+	}
+	return sum / time.Duration(len(v))
+}
+
 func ms(d time.Duration) string {
 	switch {
 	case d >= 10*time.Second:

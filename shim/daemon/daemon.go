@@ -271,8 +271,12 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 		if err := CheckStatic(init); err != nil {
 			return nil, err
 		}
+		hosts, err := docker.WriteHostsFile(filepath.Join(d.cfg.Root, "hosts"))
+		if err != nil {
+			return nil, err
+		}
 		dc := docker.DockerConfig{Host: d.cfg.DockerHost, RootID: RootID(d.cfg.Root), InitBinary: init, AgentDir: filepath.Join(d.cfg.Root, "agents"), Logger: d.log,
-			Containerd: d.cfg.Containerd}
+			Containerd: d.cfg.Containerd, HostsFile: hosts}
 		var vols *scratch.Manager
 		if d.cfg.Scratch == ScratchVolume {
 			dc.VolumeDriver, vols = d.cfg.PluginName, d.vols
