@@ -830,3 +830,45 @@ memory = "64M"
 		t.Errorf("PID 1 runs %q", lines[1])
 	}
 }
+
+// A sandbox of a pool with no network is made with networking disabled
+// (dockerd sets up nothing for it): it has a network namespace of its own
+// with only loopback, up, and the daemon's /etc/hosts naming localhost,
+// read-only; docker inspect says so.
+func TestSandboxNetworkNone(t *testing.T) {
+	d := newDaemon(t, runConfig)
+	d.waitIdle("bb", 1)
+	hostNS, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := d.cli("", "run", "--pool", "bb", "--reuse", "sh", "-c",
+		`readlink /proc/self/ns/net; ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags; grep -c "^127.0.0.1[[:space:]]localhost$" /etc/hosts; echo x >> /etc/hosts || echo hosts-read-only`)
+	if code != 0 {
+		t.Fatalf("run: exit %d: %s %s", code, out, errOut)
+	}
+	f := strings.Fields(out)
+	if len(f) != 6 {
+		t.Fatalf("run printed %q (stderr %q); want the namespace, the interfaces, lo's state and flags, the localhost line count, and hosts-read-only", out, errOut)
+	}
+	if f[0] == hostNS || !strings.HasPrefix(f[0], "net:[") {
+		t.Errorf("sandbox network namespace %s; want its own, not the host's %s", f[0], hostNS)
+	}
+	if f[1] != "lo" {
+		t.Errorf("interfaces %q; want lo alone", f[1])
+	}
+	if flags, err := strconv.ParseUint(strings.TrimPrefix(f[3], "0x"), 16, 32); err != nil || flags&1 == 0 {
+		t.Errorf("lo flags %s (operstate %s); want it up", f[3], f[2])
+	}
+	if f[4] != "1" || f[5] != "hosts-read-only" {
+		t.Errorf("/etc/hosts: %q lines for localhost, write: %q; want 1 and read-only", f[4], f[5])
+	}
+	ids := d.containers(false)
+	if len(ids) == 0 {
+		t.Fatal("no container of the daemon")
+	}
+	b, err := exec.Command("docker", "inspect", "-f", "{{.Config.NetworkDisabled}} {{.HostConfig.NetworkMode}}", ids[0]).Output()
+	if err != nil || strings.TrimSpace(string(b)) != "true none" {
+		t.Errorf("docker inspect: %q, %v; want networking disabled, network mode none", b, err)
+	}
+}

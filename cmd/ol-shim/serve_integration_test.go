@@ -558,8 +558,8 @@ func TestServeSecurity(t *testing.T) {
 	}
 	mounts := strings.Fields(got[len(want):])
 	slices.Sort(mounts)
-	if strings.Join(mounts, " ") != "bind:/.ol-shim/ctl:true bind:/.ol-shim/init:false volume:/host:true" {
-		t.Errorf("sandbox mounts %v; want only the agent's control directory, the read-only init and the /host volume", mounts)
+	if strings.Join(mounts, " ") != "bind:/.ol-shim/ctl:true bind:/.ol-shim/init:false bind:/etc/hosts:false volume:/host:true" {
+		t.Errorf("sandbox mounts %v; want only the agent's control directory, the read-only init, the read-only hosts file and the /host volume", mounts)
 	}
 	// The control directory is the sandbox's own, and only root on the
 	// host reaches it.
