@@ -408,6 +408,7 @@ func (s *Set) releaseLocked(e *entry) bool {
 		return true
 	}
 	e.state = stateIdle
+	e.made = false // given back unused: idle like any other
 	i := sort.Search(len(s.idle), func(i int) bool { return s.idle[i].lastUsed.After(e.lastUsed) })
 	s.idle = append(s.idle, nil)
 	copy(s.idle[i+1:], s.idle[i:])

@@ -77,6 +77,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"cpus inf", "[pools.a]\nimage = \"x\"\ncpus = inf\n", "cpus +Inf: not a number"},
 		{"bad size names its key", "[pools.a]\nimage = \"x\"\nscratch_size = \"12Q\"\n", `line 3: pools.a.scratch_size: size "12Q"`},
 		{"negative max_pools", "[adhoc]\nmax_pools = -1\n", "max_pools -1"},
+		{"negative max_creates", "[daemon]\nmax_creates = -2\n", "max_creates -2"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
