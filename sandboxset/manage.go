@@ -109,7 +109,7 @@ func (s *Set) Warm(ctx context.Context, n int) error {
 	s.minIdle = n
 	// Sandboxes being paused are on their way to idle: count them, or a
 	// Warm during a refill's pauses overshoots.
-	need := n - len(s.idle) - s.refilling - s.pausing
+	need := n - len(s.idle) - s.refilling - s.pausing - s.returning
 	if s.maxSize > 0 {
 		need = min(need, s.maxSize-s.live)
 	}

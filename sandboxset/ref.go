@@ -55,7 +55,49 @@ const sweepTimeout = 5 * time.Second
 // sandbox in an unknown state, so the Sandbox bounds its own call.
 func (r *Ref) Put() error {
 	r.release("Put")
-	s, e := r.set, r.e
+	return r.set.put(r.e, false)
+}
+
+// PutAsync is Put off the caller's path: from the call on the sandbox
+// counts as on its way back, so a Get that finds nothing idle waits for it
+// rather than making another, and what Put does (the sweep of the
+// caller's processes, the release or the pause) goes on in the background.
+// done, if not nil, is called with Put's error. Close waits for it.
+func (r *Ref) PutAsync(done func(error)) {
+	r.release("Put")
+	s := r.set
+	s.mu.Lock()
+	if s.closed { // the put destroys it; Close is not waiting for more
+		s.mu.Unlock()
+		go func() {
+			err := s.put(r.e, false)
+			if done != nil {
+				done(err)
+			}
+		}()
+		return
+	}
+	s.returning++
+	s.wg.Add(1) // Close waits for the put
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		err := s.put(r.e, true)
+		if done != nil {
+			done(err)
+		}
+	}()
+}
+
+// put is Put for e; counted: e is counted in s.returning until it is
+// back (or being destroyed).
+func (s *Set) put(e *entry, counted bool) error {
+	uncount := func() {
+		if counted {
+			s.returning--
+			counted = false
+		}
+	}
 	// Nothing of the caller's runs may survive into the next holder's:
 	// swept before anything else can have the sandbox, and destroyed if
 	// that fails.
@@ -65,6 +107,10 @@ func (r *Ref) Put() error {
 		cancel()
 		if err != nil {
 			s.log.Warn("cannot clear a returned sandbox of its last run's processes; destroying it", "sandbox", e.id, "error", err)
+			s.mu.Lock()
+			uncount()
+			s.demandLocked() // a Get that waited for this one is covered no more
+			s.mu.Unlock()
 			if derr := s.destroyHeld(e, ReasonUnclean); derr != nil {
 				return errors.Join(err, derr)
 			}
@@ -75,6 +121,7 @@ func (r *Ref) Put() error {
 		}
 	}
 	s.mu.Lock()
+	uncount()
 	s.inUse--
 	e.lastUsed = time.Now()
 	if s.closed {

@@ -97,6 +97,7 @@ type Set struct {
 	idle      []*entry          // guarded by mu: ordered by lastUsed, most recent last
 	inUse     int               // guarded by mu
 	pausing   int               // guarded by mu
+	returning int               // guarded by mu: sandboxes given back (PutAsync) not yet swept and released
 	creating  int               // guarded by mu: creates in flight, refills included
 	refilling int               // guarded by mu: creates in flight that go to a waiter or to idle
 	live      int               // guarded by mu: sandboxes that exist or are being created or destroyed
@@ -277,7 +278,7 @@ func (s *Set) tryAcquire(ctx context.Context) (grant, *waiter) {
 		return grant{e: e}, nil
 	}
 	// No idle sandbox: wait, in arrival order, for the first that comes
-	// free. A sandbox being paused is idle in milliseconds; creates in
+	// free. A sandbox being paused or returned is idle in milliseconds; creates in
 	// flight (refills included) go to the waiters first; where those do
 	// not cover the waiters, refillLocked starts a create for each one more
 	// (within MaxSize; beyond it waiters queue for a sandbox returned, or
@@ -421,18 +422,18 @@ func (s *Set) releaseLocked(e *entry) bool {
 }
 
 // refillLocked starts creates until idle sandboxes plus sandboxes on their
-// way (creates and pauses in flight) cover the waiting Gets and then
+// way (creates, pauses and PutAsync's returns in flight) cover the waiting Gets and then
 // MinIdle, within MaxSize. A create that covers a waiting Get is started for
 // one (createFor); the rest are refills (IsBackground). s.mu must be held.
 func (s *Set) refillLocked() {
-	s.startCreatesLocked(s.minIdle + len(s.waiters) - len(s.idle) - s.refilling - s.pausing)
+	s.startCreatesLocked(s.minIdle + len(s.waiters) - len(s.idle) - s.refilling - s.pausing - s.returning)
 }
 
 // demandLocked starts creates for the waiting Gets that nothing on its way
 // covers (a refill that failed covered one), and no refills. s.mu must be
 // held.
 func (s *Set) demandLocked() {
-	s.startCreatesLocked(len(s.waiters) - s.refilling - s.pausing)
+	s.startCreatesLocked(len(s.waiters) - s.refilling - s.pausing - s.returning)
 }
 
 // startCreatesLocked starts up to need creates, within MaxSize: for the
@@ -442,7 +443,7 @@ func (s *Set) startCreatesLocked(need int) {
 		return
 	}
 	for ; need > 0 && (s.maxSize == 0 || s.live < s.maxSize); need-- {
-		demand := len(s.waiters) > s.refilling+s.pausing
+		demand := len(s.waiters) > s.refilling+s.pausing+s.returning
 		s.live++
 		s.creating++
 		s.refilling++

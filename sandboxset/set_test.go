@@ -853,6 +853,7 @@ type cleaningBackend struct {
 	marks     int
 	sweeps    int
 	failSweep bool
+	sweepGate chan struct{} // if set, a sweep waits until it is closed
 }
 
 type cleaningSandbox struct {
@@ -876,6 +877,12 @@ func (c *cleaningSandbox) Mark(context.Context) error {
 }
 
 func (c *cleaningSandbox) Sweep(context.Context) (int, error) {
+	c.b.mu.Lock()
+	gate := c.b.sweepGate
+	c.b.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	c.b.mu.Lock()
 	defer c.b.mu.Unlock()
 	c.b.sweeps++
@@ -914,5 +921,78 @@ func TestCleanerMarkedAndSwept(t *testing.T) {
 	if f.mock.Lookup(id) != nil {
 		t.Errorf("sandbox %s whose sweep failed still exists", id)
 	}
+	f.closeAndCheckLeaks()
+}
+
+// A sandbox given back with PutAsync is on its way to idle while it is
+// swept: a Get meanwhile waits for it and starts no create, and gets it.
+func TestPutAsyncCoversGet(t *testing.T) {
+	cb := &cleaningBackend{MockBackend: NewMockBackend()}
+	f := newFixture(t, func(c *Config) { c.Backend = cb; c.PauseGrace = time.Hour })
+	f.mock = cb.MockBackend
+	r := f.get()
+	id := r.Sandbox().ID()
+	gate := make(chan struct{})
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(gate) }) }
+	t.Cleanup(openGate) // a failed check must not leave Close waiting on the sweep
+	cb.mu.Lock()
+	cb.sweepGate = gate
+	cb.mu.Unlock()
+	putErr := make(chan error, 1)
+	r.PutAsync(func(err error) { putErr <- err })
+	got := make(chan *Ref, 1)
+	go func() { got <- f.get() }()
+	f.eventually("a waiting Get", func(st Stats) bool { return st.Waiting == 1 })
+	if st := f.set.Stats(); st.Creating != 0 || st.Creates != 1 {
+		t.Errorf("a Get while a returned sandbox is swept started a create: %+v", st)
+	}
+	openGate()
+	r2 := <-got
+	if r2.Sandbox().ID() != id {
+		t.Errorf("the waiting Get got %s, not the returned %s", r2.Sandbox().ID(), id)
+	}
+	if err := <-putErr; err != nil {
+		t.Errorf("PutAsync: %v", err)
+	}
+	f.put(r2)
+	f.closeAndCheckLeaks()
+}
+
+// A Get that waited for a PutAsync whose sweep fails gets a sandbox made
+// for it; the unclean one is destroyed and its error reported.
+func TestPutAsyncFailedSweepUncoversGet(t *testing.T) {
+	cb := &cleaningBackend{MockBackend: NewMockBackend()}
+	f := newFixture(t, func(c *Config) { c.Backend = cb; c.PauseGrace = time.Hour })
+	f.mock = cb.MockBackend
+	r := f.get()
+	id := r.Sandbox().ID()
+	gate := make(chan struct{})
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(gate) }) }
+	t.Cleanup(openGate)
+	cb.mu.Lock()
+	cb.sweepGate, cb.failSweep = gate, true
+	cb.mu.Unlock()
+	putErr := make(chan error, 1)
+	r.PutAsync(func(err error) { putErr <- err })
+	got := make(chan *Ref, 1)
+	go func() { got <- f.get() }()
+	f.eventually("a waiting Get", func(st Stats) bool { return st.Waiting == 1 })
+	openGate()
+	r2 := <-got
+	if r2.Sandbox().ID() == id {
+		t.Errorf("the waiting Get got the sandbox whose sweep failed")
+	}
+	if err := <-putErr; err == nil {
+		t.Error("PutAsync of a sandbox whose sweep failed: no error")
+	}
+	if st := f.set.Stats(); st.Destroys[ReasonUnclean] != 1 {
+		t.Errorf("after a failed sweep: %+v", st)
+	}
+	cb.mu.Lock()
+	cb.sweepGate, cb.failSweep = nil, false
+	cb.mu.Unlock()
+	f.put(r2)
 	f.closeAndCheckLeaks()
 }

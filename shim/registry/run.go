@@ -182,9 +182,10 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 			}
 			clean = true
 			if s.reuse || s.p.Config.Recycle {
-				// The sandbox goes back before the client hears of the
-				// exit, so a client's next run finds it hot. Closing the
-				// agent's connection kills what the command left behind.
+				// The sandbox is on its way back before the client hears
+				// of the exit, so a client's next run finds it hot (or
+				// waits for it). Closing the agent's connection kills what
+				// the command left behind.
 				s.agent.Close()
 				s.r.finish(s.p, s.ref, s.reuse)
 				finished = true
@@ -234,9 +235,13 @@ func relayClient(client, to *agent.Conn) error {
 func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 	id := ref.Sandbox().ID()
 	if reuse {
-		if err := ref.Put(); err != nil {
-			r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", id, "error", err)
-		}
+		// Off the caller's path: the run's client hears of its exit while
+		// the sandbox is swept, and a Get meanwhile waits for it.
+		ref.PutAsync(func(err error) {
+			if err != nil {
+				r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", id, "error", err)
+			}
+		})
 		return
 	}
 	if rc, ok := Innermost(ref.Sandbox()).(Recycler); ok && p.Config.Recycle {
