@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultSocket is the daemon's API socket.
@@ -53,6 +54,132 @@ type RunCall struct {
 	Timeout string `json:"timeout,omitempty"`
 }
 
+// AppendJSON appends c as json.Marshal writes it (the same bytes): the
+// run's client writes it by hand, as encoding/json's first call costs a
+// tenth of a millisecond of a run's start.
+func (c RunCall) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	sep := false
+	field := func(name string) {
+		if sep {
+			b = append(b, ',')
+		}
+		sep = true
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+	}
+	str := func(name, v string) {
+		if v != "" {
+			field(name)
+			b = appendJSONString(b, v)
+		}
+	}
+	list := func(v []string) {
+		if v == nil {
+			b = append(b, "null"...)
+			return
+		}
+		b = append(b, '[')
+		for i, x := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, x)
+		}
+		b = append(b, ']')
+	}
+	flag := func(name string, v bool) {
+		if v {
+			field(name)
+			b = append(b, "true"...)
+		}
+	}
+	num := func(name string, v uint16) {
+		if v != 0 {
+			field(name)
+			b = strconv.AppendUint(b, uint64(v), 10)
+		}
+	}
+	r := c.RunRequest
+	str("pool", r.Pool)
+	str("image", r.Image)
+	field("cmd")
+	list(r.Cmd)
+	if len(r.Env) > 0 {
+		field("env")
+		list(r.Env)
+	}
+	str("working_dir", r.WorkingDir)
+	str("user", r.User)
+	flag("tty", r.TTY)
+	num("rows", r.Rows)
+	num("cols", r.Cols)
+	if len(r.Stdin) > 0 {
+		field("stdin")
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, r.Stdin)
+		b = append(b, '"')
+	}
+	flag("reuse", r.Reuse)
+	str("timeout", c.Timeout)
+	return append(b, '}')
+}
+
+// appendJSONString appends s quoted as encoding/json quotes it: HTML's
+// <, > and & escaped, invalid UTF-8 as U+FFFD, U+2028 and U+2029 escaped.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
 // ErrorBody is the JSON body of every error answer.
 type ErrorBody struct {
 	Message string `json:"message"`
@@ -85,10 +212,7 @@ const (
 // the daemon switched protocols (it then carries the run protocol of
 // shim/agent). An error answer is a *StatusError.
 func DialRun(ctx context.Context, socket string, call RunCall, early []byte) (io.ReadWriteCloser, error) {
-	body, err := json.Marshal(call)
-	if err != nil {
-		return nil, err
-	}
+	body := call.AppendJSON(nil)
 	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
@@ -130,10 +254,7 @@ const RunCallHeader = "X-OL-Shim-Run"
 // daemon, maybe through a proxy): the call goes in RunCallHeader, with no
 // body.
 func DialRunWith(ctx context.Context, dial func(context.Context) (net.Conn, error), call RunCall, early []byte) (io.ReadWriteCloser, error) {
-	body, err := json.Marshal(call)
-	if err != nil {
-		return nil, err
-	}
+	body := call.AppendJSON(nil)
 	c, err := dial(ctx)
 	if err != nil {
 		return nil, err
