@@ -132,6 +132,8 @@ fuzz: ## run each fuzz target for FUZZTIME executions (default 100000x, about 10
 	$(GO) test -run '^$$' -fuzz '^FuzzAPIPoolBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/server
 	$(GO) test -run '^$$' -fuzz '^FuzzAPIAcquireAndLeases$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/server
 	$(GO) test -run '^$$' -fuzz '^FuzzReconcileLabels$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/docker
+	$(GO) test -run '^$$' -fuzz '^FuzzRunCallJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/api/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzParseExit$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) -timeout $(FUZZ_TIMEOUT) ./shim/agent
 
 ctrl-c: ## check that Ctrl-C in make run stops the command before the dockerd it started (root; no dockerd may be running)
 	$(GO) run ./hack/ctrlc
