@@ -67,22 +67,18 @@ func (r *Ref) PutAsync(done func(error)) {
 	r.release("Put")
 	s := r.set
 	s.mu.Lock()
-	if s.closed { // the put destroys it; Close is not waiting for more
-		s.mu.Unlock()
-		go func() {
-			err := s.put(r.e, false)
-			if done != nil {
-				done(err)
-			}
-		}()
-		return
+	// After Close the put destroys it, and Close waits for nothing more.
+	counted := !s.closed
+	if counted {
+		s.returning++
+		s.wg.Add(1)
 	}
-	s.returning++
-	s.wg.Add(1) // Close waits for the put
 	s.mu.Unlock()
 	go func() {
-		defer s.wg.Done()
-		err := s.put(r.e, true)
+		if counted {
+			defer s.wg.Done()
+		}
+		err := s.put(r.e, counted)
 		if done != nil {
 			done(err)
 		}

@@ -924,30 +924,39 @@ func TestCleanerMarkedAndSwept(t *testing.T) {
 	f.closeAndCheckLeaks()
 }
 
+// putAsyncGated takes a sandbox and gives it back with PutAsync, its sweep
+// held until the returned open is called (failing, with failSweep), and
+// starts a Get that must wait for it.
+func putAsyncGated(t *testing.T, failSweep bool) (f *fixture, cb *cleaningBackend, id string, open func(), putErr <-chan error, got <-chan *Ref) {
+	t.Helper()
+	cb = &cleaningBackend{MockBackend: NewMockBackend()}
+	f = newFixture(t, func(c *Config) { c.Backend = cb; c.PauseGrace = time.Hour })
+	f.mock = cb.MockBackend
+	r := f.get()
+	id = r.Sandbox().ID()
+	gate := make(chan struct{})
+	var once sync.Once
+	open = func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open) // a failed check must not leave Close waiting on the sweep
+	cb.mu.Lock()
+	cb.sweepGate, cb.failSweep = gate, failSweep
+	cb.mu.Unlock()
+	errs := make(chan error, 1)
+	r.PutAsync(func(err error) { errs <- err })
+	refs := make(chan *Ref, 1)
+	go func() { refs <- f.get() }()
+	f.eventually("a waiting Get", func(st Stats) bool { return st.Waiting == 1 })
+	return f, cb, id, open, errs, refs
+}
+
 // A sandbox given back with PutAsync is on its way to idle while it is
 // swept: a Get meanwhile waits for it and starts no create, and gets it.
 func TestPutAsyncCoversGet(t *testing.T) {
-	cb := &cleaningBackend{MockBackend: NewMockBackend()}
-	f := newFixture(t, func(c *Config) { c.Backend = cb; c.PauseGrace = time.Hour })
-	f.mock = cb.MockBackend
-	r := f.get()
-	id := r.Sandbox().ID()
-	gate := make(chan struct{})
-	var open sync.Once
-	openGate := func() { open.Do(func() { close(gate) }) }
-	t.Cleanup(openGate) // a failed check must not leave Close waiting on the sweep
-	cb.mu.Lock()
-	cb.sweepGate = gate
-	cb.mu.Unlock()
-	putErr := make(chan error, 1)
-	r.PutAsync(func(err error) { putErr <- err })
-	got := make(chan *Ref, 1)
-	go func() { got <- f.get() }()
-	f.eventually("a waiting Get", func(st Stats) bool { return st.Waiting == 1 })
+	f, _, id, open, putErr, got := putAsyncGated(t, false)
 	if st := f.set.Stats(); st.Creating != 0 || st.Creates != 1 {
 		t.Errorf("a Get while a returned sandbox is swept started a create: %+v", st)
 	}
-	openGate()
+	open()
 	r2 := <-got
 	if r2.Sandbox().ID() != id {
 		t.Errorf("the waiting Get got %s, not the returned %s", r2.Sandbox().ID(), id)
@@ -962,24 +971,8 @@ func TestPutAsyncCoversGet(t *testing.T) {
 // A Get that waited for a PutAsync whose sweep fails gets a sandbox made
 // for it; the unclean one is destroyed and its error reported.
 func TestPutAsyncFailedSweepUncoversGet(t *testing.T) {
-	cb := &cleaningBackend{MockBackend: NewMockBackend()}
-	f := newFixture(t, func(c *Config) { c.Backend = cb; c.PauseGrace = time.Hour })
-	f.mock = cb.MockBackend
-	r := f.get()
-	id := r.Sandbox().ID()
-	gate := make(chan struct{})
-	var open sync.Once
-	openGate := func() { open.Do(func() { close(gate) }) }
-	t.Cleanup(openGate)
-	cb.mu.Lock()
-	cb.sweepGate, cb.failSweep = gate, true
-	cb.mu.Unlock()
-	putErr := make(chan error, 1)
-	r.PutAsync(func(err error) { putErr <- err })
-	got := make(chan *Ref, 1)
-	go func() { got <- f.get() }()
-	f.eventually("a waiting Get", func(st Stats) bool { return st.Waiting == 1 })
-	openGate()
+	f, cb, id, open, putErr, got := putAsyncGated(t, true)
+	open()
 	r2 := <-got
 	if r2.Sandbox().ID() == id {
 		t.Errorf("the waiting Get got the sandbox whose sweep failed")
