@@ -237,7 +237,12 @@ func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 	if reuse {
 		// Off the caller's path: the run's client hears of its exit while
 		// the sandbox is swept, and a Get meanwhile waits for it.
+		// Counted in r.bg (the session's own count holds it above zero):
+		// a daemon that stops without closing its pools waits for the
+		// sweep and the pause, or the sandbox would be left half put back.
+		r.bg.Add(1)
 		ref.PutAsync(func(err error) {
+			defer r.bg.Done()
 			if err != nil {
 				r.log.Warn("return sandbox after run", "pool", p.Name, "sandbox", id, "error", err)
 			}

@@ -167,3 +167,91 @@ func TestRelayCutsOffHostileClient(t *testing.T) {
 		})
 	}
 }
+
+// sweepingBackend makes mock sandboxes that are Cleaners whose sweep takes
+// a while.
+type sweepingBackend struct {
+	*sandboxset.MockBackend
+	sweep time.Duration
+}
+
+type sweepingSandbox struct{ sandboxset.Sandbox }
+
+func (b sweepingBackend) Create(ctx context.Context, sp sandboxset.Spec) (sandboxset.Sandbox, error) {
+	sb, err := b.MockBackend.Create(ctx, sp)
+	if err != nil {
+		return nil, err
+	}
+	return sweepingSandbox{sb}, nil
+}
+
+func (sweepingSandbox) Mark(context.Context) error { return nil }
+
+func (sweepingSandbox) Sweep(context.Context) (int, error) {
+	time.Sleep(300 * time.Millisecond)
+	return 0, nil
+}
+
+// sweepingProvider is runProvider whose pools' sandboxes sweep slowly.
+type sweepingProvider struct{ runProvider }
+
+func (p sweepingProvider) Pool(string, spec.PoolConfig) (sandboxset.Backend, sandboxset.ScratchMaker, error) {
+	return sweepingBackend{MockBackend: p.b}, p.scratch, nil
+}
+
+// A --reuse run's client hears the exit before its sandbox is put back
+// (swept, then paused in a pool with no pause grace): a daemon that stops
+// then without closing its pools (Close without destroy) still waits for
+// that put, or the sandbox is left half put back for the next start.
+// Before the put was counted, Close returned during the sweep.
+func TestCloseWaitsForRunsPutBack(t *testing.T) {
+	mb := sandboxset.NewMockBackend()
+	p := sweepingProvider{runProvider{testProvider: testProvider{b: mb, scratch: sandboxset.DirScratch{Root: t.TempDir()}}}}
+	p.session = func() io.ReadWriteCloser {
+		mine, theirs, err := agent.Pair()
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		go func() { // an agent whose command exits at once
+			defer theirs.Close()
+			c := agent.NewConn(theirs)
+			if _, err := c.Read(); err != nil {
+				return
+			}
+			_ = c.WriteJSON(agent.KindExit, agent.Exit{})
+			_, _ = c.Read() // until the daemon closes its side
+		}()
+		return mine
+	}
+	r, err := New(Config{Provider: p, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := r.OpenRun(ctx, api.RunRequest{Pool: "fn", Cmd: []string{"true"}, Reuse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.Hello().Sandbox
+	mine, theirs, err := agent.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s.Relay(ctx, agent.NewConn(theirs))
+		theirs.Close()
+	}()
+	if x, err := agent.Run(ctx, agent.NewConn(mine), agent.Start{}, agent.Stdio{}); err != nil || x.Code != 0 {
+		t.Fatalf("run: %+v, %v", x, err)
+	}
+	if err := r.Close(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if sb := mb.Lookup(id); sb == nil || !sb.Paused() {
+		t.Fatalf("sandbox %s after Close: %v; want it there and paused, its put finished", id, sb)
+	}
+}
