@@ -169,10 +169,9 @@ func TestRelayCutsOffHostileClient(t *testing.T) {
 }
 
 // sweepingBackend makes mock sandboxes that are Cleaners whose sweep takes
-// a while.
+// 300 ms.
 type sweepingBackend struct {
 	*sandboxset.MockBackend
-	sweep time.Duration
 }
 
 type sweepingSandbox struct{ sandboxset.Sandbox }
