@@ -57,6 +57,10 @@ type waiter struct {
 	owned  int
 	ownErr error
 	ownWG  sync.WaitGroup
+	// returned: a sandbox given back with PutAsync, not yet released, was
+	// there for this Get as it came (it would have been idle had the put
+	// been done on its caller's path): the Get did not miss.
+	returned bool
 }
 
 // grantLocked hands g to w, taken off the waiters. s.mu must be held.
@@ -186,7 +190,7 @@ func (s *Set) GetOrCreateUnpaused(ctx context.Context) (*Ref, error) {
 			return nil, fmt.Errorf("pool %q: get sandbox: %w", s.cfg.Name, err)
 		}
 		g, w := s.tryAcquire(ctx)
-		missed = missed || w != nil
+		missed = missed || (w != nil && !w.returned)
 		if w != nil {
 			var err error
 			if g, err = s.wait(ctx, w); err != nil {
@@ -287,6 +291,7 @@ func (s *Set) tryAcquire(ctx context.Context) (grant, *waiter) {
 	// waits behind creates started after its own.
 	w := &waiter{ch: make(chan grant, 1), ctx: ctx}
 	s.waiters = append(s.waiters, w)
+	w.returned = s.returning >= len(s.waiters)
 	s.refillLocked()
 	return grant{}, w
 }

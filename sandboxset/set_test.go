@@ -961,6 +961,9 @@ func TestPutAsyncCoversGet(t *testing.T) {
 	if r2.Sandbox().ID() != id {
 		t.Errorf("the waiting Get got %s, not the returned %s", r2.Sandbox().ID(), id)
 	}
+	if r2.Missed() {
+		t.Error("a Get served by a sandbox on its way back counts as a miss (it grows the pool's target)")
+	}
 	if err := <-putErr; err != nil {
 		t.Errorf("PutAsync: %v", err)
 	}
