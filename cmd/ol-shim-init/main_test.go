@@ -12,12 +12,7 @@ import (
 // The built binary: the pool command's status is its own; a command that
 // does not start is 127 with a message naming it; a bad flag or command is 125.
 func TestInitBinary(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "ol-shim-init")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildInit(t)
 	for _, c := range []struct {
 		args []string
 		code int
@@ -43,4 +38,15 @@ func TestInitBinary(t *testing.T) {
 			t.Errorf("ol-shim-init %q: exit %d, %q; want %d, %q", c.args, code, out, c.code, c.says)
 		}
 	}
+}
+
+// buildInit builds ol-shim-init as the daemon ships it (static).
+func buildInit(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "ol-shim-init")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -408,7 +408,10 @@ min_idle = 1
 	})
 	time.Sleep(2 * time.Second) // the bomb keeps trying
 	if n, err := pidsCurrent(l.ContainerID); err != nil || n > spec.DefaultPidsLimit {
-		t.Errorf("%d processes in the sandbox (%v); its limit is %d", n, err, spec.DefaultPidsLimit)
+		// A container gone says why: its state and its init's last words.
+		st, _ := exec.Command("docker", "inspect", "-f", "{{.State.Status}} exit {{.State.ExitCode}} {{.State.Error}}", l.ContainerID).CombinedOutput()
+		logs, _ := exec.Command("docker", "logs", "--tail", "5", l.ContainerID).CombinedOutput()
+		t.Errorf("%d processes in the sandbox (%v); its limit is %d; container: %s%s", n, err, spec.DefaultPidsLimit, st, logs)
 	}
 	// The host can still start processes, and the daemon answers.
 	if err := exec.Command("true").Run(); err != nil {

@@ -62,7 +62,10 @@ func (s *Server) handle(nc net.Conn) {
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 	if f.Kind == agent.KindRecycle && s.Recycle != nil {
-		if err := s.Recycle(); err != nil {
+		done := takeStartSlot()
+		err := s.Recycle()
+		done()
+		if err != nil {
 			_ = c.WriteJSON(agent.KindError, agent.Fail(agent.CodeFailed, "recycle: %v", err))
 			return
 		}
@@ -78,7 +81,9 @@ func (s *Server) handle(nc net.Conn) {
 		_ = c.WriteJSON(agent.KindError, agent.Fail(agent.CodeFailed, "agent: %v", err))
 		return
 	}
+	done := takeStartSlot()
 	p, e := s.start(st)
+	done()
 	if e != nil {
 		_ = c.WriteJSON(agent.KindError, e)
 		return

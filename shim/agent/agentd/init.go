@@ -26,6 +26,8 @@ func Init(agentPath string, cmd []string, stderr *os.File) (int, error) {
 	// ptrace init or take its descriptors (pidfd_getfd), so none can
 	// listen on its socket, which the daemon checks is init's.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	// Every thread it will need, while the sandbox has tasks to spare.
+	ReserveThreads()
 	in := &initProc{reaper: NewReaper(), cmd: cmd, stderr: stderr, restarted: make(chan started)}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	sigs := make(chan os.Signal, 16)
