@@ -1,8 +1,10 @@
 package agentd
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,6 +31,9 @@ type Server struct {
 	// Recycle, if set, answers a recycle frame (see recycle.go): only init
 	// can.
 	Recycle func() error
+
+	passwd, group string // where users are looked up; "": /etc's (tests set them)
+	devNull       string // "": os.DevNull
 }
 
 // Serve accepts connections on l until it is closed.
@@ -117,7 +122,7 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 	}
 	attr := &os.ProcAttr{Env: env, Sys: &syscall.SysProcAttr{Setsid: true}}
 	if st.User != "" {
-		u, err := user.GetExecUserPath(st.User, nil, "/etc/passwd", "/etc/group")
+		u, err := lookupUser(st.User, cmp.Or(s.passwd, "/etc/passwd"), cmp.Or(s.group, "/etc/group"))
 		if err != nil {
 			return nil, agent.Fail(agent.CodeCannotRun, "user %q: %v", st.User, err)
 		}
@@ -171,9 +176,9 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 			p.stdin = ptmx
 		}
 	} else {
-		in, err := os.Open(os.DevNull)
+		in, err := openDevice(cmp.Or(s.devNull, os.DevNull))
 		if err != nil {
-			return fail("open %s: %v", os.DevNull, err)
+			return fail("%v", err)
 		}
 		if st.Stdin {
 			in.Close()
@@ -462,4 +467,54 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("agent socket %s: %w", path, err)
 	}
 	return l, nil
+}
+
+// maxUserFile bounds how much of /etc/passwd and /etc/group a lookup reads.
+const maxUserFile = 16 << 20
+
+// lookupUser resolves a user spec as GetExecUserPath does, but the sandbox
+// owns the files it reads: one that is not a regular file (a named pipe
+// would hang the run, and with it a start slot) is refused, naming it, and
+// at most maxUserFile of each is read. A missing file is no file, as there.
+func lookupUser(spec, passwdPath, groupPath string) (*user.ExecUser, error) {
+	var readers [2]io.Reader
+	for i, path := range []string{passwdPath, groupPath} {
+		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+		if err != nil {
+			continue
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s: not a regular file (%v)", path, fi.Mode().Type())
+		}
+		readers[i] = io.LimitReader(f, maxUserFile)
+	}
+	return user.GetExecUser(spec, nil, readers[0], readers[1])
+}
+
+// openDevice opens a device file of the sandbox's for reading without
+// waiting: one the sandbox replaced with a named pipe (whose open would wait
+// for a writer) or anything else that is not a device is refused, naming it.
+// The child gets it blocking, as os.Open would have opened it.
+func openDevice(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
+		err = fmt.Errorf("%s: not a device (%v)", path, fi.Mode().Type())
+	}
+	if err == nil {
+		err = syscall.SetNonblock(int(f.Fd()), false)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }

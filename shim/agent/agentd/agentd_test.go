@@ -279,3 +279,74 @@ func TestInitArgs(t *testing.T) {
 		}
 	}
 }
+
+// A sandbox that makes /etc/passwd a named pipe must not hang the runs that
+// look a user up in it, nor, through them, every other run: the lookup does
+// not wait for a writer, and says what is wrong.
+func TestUserLookupInFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "passwd")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, agent.SocketName)
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Reaper: reaper, Log: slog.New(slog.DiscardHandler), Env: os.Environ(), passwd: fifo}
+	go s.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	runCtx := func(ctx context.Context, st agent.Start) (agent.Exit, error) {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return agent.Run(ctx, agent.NewConn(c), st, agent.Stdio{})
+	}
+	for range 2 * startSlots {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := runCtx(ctx, agent.Start{Argv: []string{"true"}, User: "nobody"})
+		cancel()
+		var e *agent.Error
+		if !errors.As(err, &e) || !strings.Contains(e.Message, "not a regular file") {
+			t.Fatalf("a run as nobody with /etc/passwd a pipe: %v; want an error saying it is not a regular file", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if x, err := runCtx(ctx, agent.Start{Argv: []string{"true"}}); err != nil || x.Code != 0 {
+		t.Fatalf("a plain run after them: %v %v", x, err)
+	}
+}
+
+// Nor may a sandbox that makes /dev/null a named pipe hang its runs (a run
+// without stdin gets /dev/null): it is refused, naming the file.
+func TestDevNullFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "null")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, agent.SocketName)
+	l, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Reaper: reaper, Log: slog.New(slog.DiscardHandler), Env: os.Environ(), devNull: fifo}
+	go s.Serve(l)
+	t.Cleanup(func() { l.Close() })
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = agent.Run(ctx, agent.NewConn(c), agent.Start{Argv: []string{"true"}}, agent.Stdio{})
+	var e *agent.Error
+	if !errors.As(err, &e) || !strings.Contains(e.Message, fifo+": not a device") {
+		t.Fatalf("a run with /dev/null a pipe: %v; want an error naming it, not a device", err)
+	}
+}
