@@ -306,7 +306,12 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 			<-b.d.creates
 		}
 	}()
-	cctx, cancel := b.d.callCtx(ctx)
+	// dockerd finishes a create whose caller went away, so a create given
+	// up part way (its pool closed, its client gone) is waited for here,
+	// not cut: its container is then removed by its ID. Cut, removing it by
+	// name could come before dockerd made it, and it would outlive its pool.
+	// Only the call's own timeout cuts it (dockerd hung).
+	cctx, cancel := b.d.callCtx(context.WithoutCancel(ctx))
 	res, err := b.d.cli.ContainerCreate(cctx, client.ContainerCreateOptions{
 		Name:       ContainerName(spec.ID),
 		Config:     cfg,
@@ -314,10 +319,8 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 	})
 	cancel()
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-			// dockerd may finish the create after giving up on it (timed
-			// out, or stopped: the pool closed): remove it by name, or it
-			// outlives its pool.
+		if errors.Is(err, context.DeadlineExceeded) {
+			// dockerd may still finish it: removed by name, at best.
 			late := &Sandbox{d: b.d, id: spec.ID, container: ContainerName(spec.ID)}
 			if rerr := late.remove(context.WithoutCancel(ctx)); rerr != nil {
 				b.d.log.Error("remove a container whose create timed out", "sandbox", spec.ID, "error", rerr)
@@ -333,6 +336,9 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 			b.d.log.Error("remove container after failed create", "container", res.ID, "sandbox", spec.ID, "error", rerr)
 		}
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(fmt.Errorf("create container for sandbox %s: given up: %w", spec.ID, err))
 	}
 	cctx, cancel = b.d.callCtx(ctx)
 	_, err = b.d.cli.ContainerStart(cctx, res.ID, client.ContainerStartOptions{})
