@@ -28,7 +28,7 @@ const (
 // it, startSlots runs starting at once and the runtime's own can need, so
 // that none is made later. Each is held by a goroutine locked to it until
 // all are made, then given back to the runtime's idle list. They count
-// against the sandbox's pids limit (about a dozen).
+// against the sandbox's pids limit (14 threads in all in a 1-CPU sandbox).
 func ReserveThreads() {
 	runtime.GOMAXPROCS(min(runtime.GOMAXPROCS(0), maxProcs))
 	n := runtime.GOMAXPROCS(0) + startSlots + spareThreads
