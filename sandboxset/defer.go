@@ -20,7 +20,7 @@ import (
 const (
 	DefaultMaxDeferred = 16
 	DefaultMaxDelay    = 10 * time.Second
-	// reaperTick is how often a Reaper looks at its queue.
+	// reaperTick is how often a Reaper holding destroys looks at them.
 	reaperTick = 25 * time.Millisecond
 )
 
@@ -127,15 +127,22 @@ func (r *Reaper) take(due func(i int, d deferred) bool) []deferred {
 
 func (r *Reaper) loop() {
 	defer r.wg.Done()
-	t := time.NewTicker(reaperTick)
+	t := time.NewTimer(reaperTick)
 	defer t.Stop()
 	for {
+		// Holding nothing, it sleeps until a destroy is added (add kicks).
+		var tick <-chan time.Time
+		if r.Deferred() > 0 {
+			t.Reset(reaperTick)
+			tick = t.C
+		}
 		select {
 		case <-r.done:
 			return
 		case <-r.kick:
-		case <-t.C:
+		case <-tick:
 		}
+		t.Stop()
 		quiet := !r.busy()
 		now := time.Now()
 		r.mu.Lock()

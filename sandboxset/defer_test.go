@@ -152,3 +152,15 @@ func TestReaperStopFlushes(t *testing.T) {
 		t.Fatalf("%d sandboxes left after Stop", n)
 	}
 }
+
+// A Reaper holding nothing sleeps: it looks at nothing until a destroy is
+// deferred (an idle daemon wakes for nothing; it woke 40 times a second).
+func TestIdleReaperSleeps(t *testing.T) {
+	var looks atomic.Int64
+	rp := NewReaper(func() bool { looks.Add(1); return false }, 4, time.Hour)
+	defer rp.Stop()
+	time.Sleep(10 * reaperTick)
+	if n := looks.Load(); n != 0 {
+		t.Errorf("an empty Reaper looked at its queue %d times in %v", n, 10*reaperTick)
+	}
+}

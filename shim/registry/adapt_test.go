@@ -68,3 +68,26 @@ func TestTargetFollowsDemand(t *testing.T) {
 		t.Fatalf("target %d below the configured min_idle 1", got)
 	}
 }
+
+// An idle daemon's registry looks at its pools once a second, and often
+// enough for a short ad-hoc TTL.
+func TestSweepEvery(t *testing.T) {
+	r, err := New(Config{Provider: testProvider{b: sandboxset.NewMockBackend(), scratch: sandboxset.DirScratch{Root: t.TempDir()}}, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background(), true)
+	for _, c := range []struct{ ttl, want time.Duration }{
+		{10 * time.Minute, time.Second},
+		{0, time.Second},
+		{300 * time.Millisecond, 75 * time.Millisecond},
+		{time.Millisecond, 10 * time.Millisecond},
+	} {
+		r.mu.Lock()
+		r.adhoc.IdleTTL = spec.Duration(c.ttl)
+		r.mu.Unlock()
+		if got := r.sweepEvery(); got != c.want {
+			t.Errorf("ad-hoc ttl %v: sweeps every %v, want %v", c.ttl, got, c.want)
+		}
+	}
+}

@@ -235,16 +235,30 @@ func (r *Registry) Leases() []api.Lease {
 // timers.
 func (r *Registry) expire() {
 	defer close(r.done)
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
+	t := time.NewTimer(r.sweepEvery())
+	defer t.Stop()
 	for {
 		select {
 		case <-r.stop:
 			return
-		case now := <-tick.C:
+		case now := <-t.C:
 			r.sweep(now)
+			t.Reset(r.sweepEvery())
 		}
 	}
+}
+
+// sweepEvery is how often expire looks at the pools: a quarter of the
+// ad-hoc pools' TTL, within [10 ms, 1 s] (targets relax a step per
+// adaptStep, far longer), so that an idle daemon wakes once a second.
+func (r *Registry) sweepEvery() time.Duration {
+	r.mu.Lock()
+	ttl := time.Duration(r.adhoc.IdleTTL)
+	r.mu.Unlock()
+	if ttl <= 0 {
+		return time.Second
+	}
+	return min(max(ttl/4, 10*time.Millisecond), time.Second)
 }
 
 func (r *Registry) sweep(now time.Time) {
