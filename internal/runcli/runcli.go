@@ -144,13 +144,12 @@ func Check(o *Options, args []string, reuse, rmSet, rm bool, timeout time.Durati
 	o.Call.Reuse = reuse
 	if o.Call.Pool == "" {
 		if len(args) == 0 {
-			return errors.New("run: name an IMAGE (or --pool) and a command")
+			return errors.New("run: name an IMAGE (or --pool)")
 		}
 		o.Call.Image, args = args[0], args[1:]
 	}
-	if len(args) == 0 {
-		return errors.New("run: no command: sandboxes idle in ol-shim's init, so name what to run")
-	}
+	// No command: the image's CMD, as docker run has it (the daemon knows
+	// the image, and says if it has none).
 	o.Call.Cmd = args
 	if timeout < 0 || (timeout == 0 && timeoutSet) {
 		return fmt.Errorf("--timeout %v: want a positive duration like 30s", timeout)
@@ -280,6 +279,11 @@ func Parse(args []string) (o Options, version bool, err error) {
 		switch name {
 		case "pool":
 			o.Call.Pool, err = str()
+		case "entrypoint":
+			var v string
+			if v, err = str(); err == nil {
+				o.Call.Entrypoint = Entrypoint(v)
+			}
 		case "workdir", "w":
 			o.Call.WorkingDir, err = str()
 		case "user", "u":
@@ -401,4 +405,14 @@ func PluginMetadata(w io.Writer, version string) error {
 		ShortDescription string
 		URL              string
 	}{"0.1.0", "ol-shim", version, "Run commands in warm sandboxes from ol-shim's pools", "https://github.com/open-lambda/ol-shim"})
+}
+
+// Entrypoint is the run's entrypoint for docker run's --entrypoint v: the
+// program v (no arguments of its own), or none for "".
+func Entrypoint(v string) *[]string {
+	ep := []string{}
+	if v != "" {
+		ep = append(ep, v)
+	}
+	return &ep
 }

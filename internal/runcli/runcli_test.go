@@ -25,8 +25,10 @@ func TestParse(t *testing.T) {
 		{args: []string{"--socket=/s", "run", "-i=false", "--rm", "img", "--", "-x"}, want: Options{Socket: "/s", Interactive: &no, Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"--", "-x"}}}}},
 		{args: []string{"run", "--", "img", "cmd", "-i"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"cmd", "-i"}}}}},
 		{args: []string{"run", "--reuse", "--rm", "img", "true"}, err: "run: --rm and --reuse: choose one"},
-		{args: []string{"run", "img"}, err: "run: no command: sandboxes idle in ol-shim's init, so name what to run"},
-		{args: []string{"run"}, err: "run: name an IMAGE (or --pool) and a command"},
+		{args: []string{"run", "img"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{}}}}}, // the image's CMD
+		{args: []string{"run", "--entrypoint", "/bin/sh", "img", "-c", "x"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"-c", "x"}, Entrypoint: &[]string{"/bin/sh"}}}}},
+		{args: []string{"run", "--entrypoint=", "--pool", "p", "true"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Pool: "p", Cmd: []string{"true"}, Entrypoint: &[]string{}}}}},
+		{args: []string{"run"}, err: "run: name an IMAGE (or --pool)"},
 		{args: []string{"run", "--timeout", "0s", "img", "true"}, err: "--timeout 0s: want a positive duration like 30s"},
 		{args: []string{"run", "--timeout", "soon", "img", "true"}, err: "handover"},
 		{args: []string{"run", "--help"}, err: "handover"},

@@ -265,6 +265,37 @@ type Backend struct {
 	pool string
 	spec spec.PoolSpec
 	hash string
+	// The image's ENTRYPOINT and CMD as last inspected (each create
+	// inspects it): what a run starts, as docker run would.
+	image atomic.Pointer[imageCommand]
+}
+
+type imageCommand struct{ entrypoint, cmd []string }
+
+// ImageCommand returns the ENTRYPOINT and CMD of the pool's image, as a
+// create last found them, or inspecting it if none has yet (a pool adopted
+// at start).
+func (b *Backend) ImageCommand(ctx context.Context) (entrypoint, cmd []string, err error) {
+	if ic := b.image.Load(); ic != nil {
+		return ic.entrypoint, ic.cmd, nil
+	}
+	cctx, cancel := b.d.callCtx(ctx)
+	defer cancel()
+	res, err := b.d.cli.ImageInspect(cctx, b.spec.Image)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pool %q: inspect image %q: %w", b.pool, b.spec.Image, err)
+	}
+	ic := b.keepImageCommand(res)
+	return ic.entrypoint, ic.cmd, nil
+}
+
+func (b *Backend) keepImageCommand(res client.ImageInspectResult) *imageCommand {
+	ic := &imageCommand{}
+	if cfg := res.Config; cfg != nil {
+		ic.entrypoint, ic.cmd = slices.Clip(cfg.Entrypoint), slices.Clip(cfg.Cmd)
+	}
+	b.image.Store(ic)
+	return ic
 }
 
 var (
@@ -365,8 +396,9 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 func (b *Backend) ensureImage(ctx context.Context) error {
 	cctx, cancel := b.d.callCtx(ctx)
 	defer cancel()
-	_, err := b.d.cli.ImageInspect(cctx, b.spec.Image)
+	res, err := b.d.cli.ImageInspect(cctx, b.spec.Image)
 	if err == nil {
+		b.keepImageCommand(res)
 		return nil
 	}
 	if !cerrdefs.IsNotFound(err) {

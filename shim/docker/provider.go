@@ -37,9 +37,10 @@ type Provider struct {
 }
 
 var (
-	_ registry.Provider = (*Provider)(nil)
-	_ registry.Runner   = (*Provider)(nil)
-	_ registry.Janitor  = (*Provider)(nil)
+	_ registry.Provider       = (*Provider)(nil)
+	_ registry.Runner         = (*Provider)(nil)
+	_ registry.Janitor        = (*Provider)(nil)
+	_ registry.ImageCommander = (*Backend)(nil)
 )
 
 // NewProvider returns the provider of d's sandboxes. vols, if set, is the

@@ -69,10 +69,19 @@ func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandbo
 	if err != nil {
 		return nil, nil, err
 	}
+	ref, err := r.takeFrom(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, ref, nil
+}
+
+// takeFrom takes a sandbox from p, counting the take for its demand.
+func (r *Registry) takeFrom(ctx context.Context, p *Pool) (*sandboxset.Ref, error) {
 	start := time.Now()
 	ref, err := p.set.GetOrCreateUnpaused(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if r.cfg.Observe != nil {
 		r.cfg.Observe(p.Name, ref.Outcome().String(), time.Since(start))
@@ -82,7 +91,7 @@ func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandbo
 	if p.takes.Add(1) > 1 && ref.Missed() {
 		r.missed(p)
 	}
-	return p, ref, nil
+	return ref, nil
 }
 
 // Acquire takes a sandbox from a pool (or the pool of an image) under a

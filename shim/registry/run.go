@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,13 +50,18 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 	if !ok {
 		return nil, ErrNoExec
 	}
-	if len(req.Cmd) == 0 || req.Cmd[0] == "" {
-		return nil, fmt.Errorf("%w: run: no command", spec.ErrInvalidSpec)
-	}
 	if err := spec.ValidateEnv(req.Env); err != nil {
 		return nil, err
 	}
-	p, ref, err := r.take(ctx, req.Pool, req.Image)
+	p, err := r.poolFor(req.Pool, req.Image)
+	if err != nil {
+		return nil, err
+	}
+	argv, err := runArgv(ctx, p, req)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := r.takeFrom(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +87,7 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 	}
 	return &RunSession{
 		r: r, p: p, ref: ref, agent: agent.NewConn(conn), reuse: req.Reuse,
-		start: agent.Start{Argv: req.Cmd, Env: req.Env, Dir: req.WorkingDir, User: req.User, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols},
+		start: agent.Start{Argv: argv, Env: req.Env, Dir: req.WorkingDir, User: req.User, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols},
 		hello: agent.Hello{Pool: p.Name, Sandbox: ref.Sandbox().ID(), Outcome: ref.Outcome().String(), Via: via},
 	}, nil
 }
@@ -343,4 +349,36 @@ func (r *Registry) RunHeld(ctx context.Context, req api.RunRequest) (*RunOutput,
 		return nil, err
 	}
 	return o, nil
+}
+
+// ImageCommander is a Backend that knows its image's ENTRYPOINT and CMD
+// (the Docker backend); a run in its sandboxes starts as docker run would.
+type ImageCommander interface {
+	ImageCommand(ctx context.Context) (entrypoint, cmd []string, err error)
+}
+
+// runArgv is what a run of req in pool p starts, as docker run has it: the
+// entrypoint (the image's, or req's), then req's command or, with neither
+// a command nor an entrypoint of req's, the image's CMD. A pool's own cmd
+// does not count: it is the sandbox's long-running process, not a run's.
+func runArgv(ctx context.Context, p *Pool, req api.RunRequest) ([]string, error) {
+	var entrypoint, cmd []string
+	if ic, ok := p.backend.(ImageCommander); ok {
+		var err error
+		if entrypoint, cmd, err = ic.ImageCommand(ctx); err != nil {
+			return nil, fmt.Errorf("run in pool %q: %w", p.Name, err)
+		}
+	}
+	if req.Entrypoint != nil {
+		entrypoint, cmd = *req.Entrypoint, nil // docker run drops the image's CMD too
+	}
+	args := req.Cmd
+	if len(args) == 0 {
+		args = cmd
+	}
+	argv := append(slices.Clip(entrypoint), args...)
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, fmt.Errorf("%w: run: no command: name one (image %q of pool %q has no ENTRYPOINT or CMD)", spec.ErrInvalidSpec, p.Config.Image, p.Name)
+	}
+	return argv, nil
 }

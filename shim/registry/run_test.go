@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -252,5 +253,60 @@ func TestCloseWaitsForRunsPutBack(t *testing.T) {
 	}
 	if sb := mb.Lookup(id); sb == nil || !sb.Paused() {
 		t.Fatalf("sandbox %s after Close: %v; want it there and paused, its put finished", id, sb)
+	}
+}
+
+// imageBackend is a mock whose image has an ENTRYPOINT and a CMD.
+type imageBackend struct {
+	*sandboxset.MockBackend
+	entrypoint, cmd []string
+}
+
+func (b imageBackend) ImageCommand(context.Context) ([]string, []string, error) {
+	return b.entrypoint, b.cmd, nil
+}
+
+// A run starts what docker run would: the image's ENTRYPOINT, then the
+// run's command or else the image's CMD; --entrypoint replaces the
+// ENTRYPOINT and drops the CMD; nothing at all is refused, naming the image.
+func TestRunArgvAsDockerRun(t *testing.T) {
+	ep := func(v ...string) *[]string { return &v }
+	for _, c := range []struct {
+		entrypoint, cmd []string // the image's
+		req             api.RunRequest
+		want            []string
+		err             string
+	}{
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, want: []string{"/bin/echo", "ep", "dflt"}},
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, req: api.RunRequest{Cmd: []string{"x", "y"}}, want: []string{"/bin/echo", "ep", "x", "y"}},
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, req: api.RunRequest{Cmd: []string{"-c", "z"}, Entrypoint: ep("sh")}, want: []string{"sh", "-c", "z"}},
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, req: api.RunRequest{Entrypoint: ep("env")}, want: []string{"env"}},
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, req: api.RunRequest{Cmd: []string{"true"}, Entrypoint: ep()}, want: []string{"true"}},
+		{cmd: []string{"/runtime"}, want: []string{"/runtime"}},
+		{cmd: []string{"/runtime"}, req: api.RunRequest{Cmd: []string{"true"}}, want: []string{"true"}},
+		{req: api.RunRequest{}, err: `no command: name one (image "img" of pool "p" has no ENTRYPOINT or CMD)`},
+		{entrypoint: []string{"/bin/echo"}, req: api.RunRequest{Entrypoint: ep()}, err: "no command"},
+		{req: api.RunRequest{Cmd: []string{""}}, err: "no command"},
+	} {
+		p := &Pool{Name: "p", Config: spec.PoolConfig{Image: "img"}, backend: imageBackend{entrypoint: c.entrypoint, cmd: c.cmd}}
+		got, err := runArgv(context.Background(), p, c.req)
+		switch {
+		case c.err != "":
+			if err == nil || !strings.Contains(err.Error(), c.err) || !errors.Is(err, spec.ErrInvalidSpec) {
+				t.Errorf("image %q %q, run %+v: %q, %v; want an invalid-spec error containing %q", c.entrypoint, c.cmd, c.req, got, err, c.err)
+			}
+		case err != nil || !slices.Equal(got, c.want):
+			t.Errorf("image %q %q, run %+v: %q, %v; want %q", c.entrypoint, c.cmd, c.req, got, err, c.want)
+		}
+	}
+	// The image's lists are its own: a run's arguments never land in them.
+	ib := imageBackend{entrypoint: make([]string, 1, 8), cmd: []string{"c"}}
+	ib.entrypoint[0] = "e"
+	p := &Pool{Name: "p", backend: ib}
+	if _, err := runArgv(context.Background(), p, api.RunRequest{Cmd: []string{"x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ib.entrypoint[:2]; got[1] != "" {
+		t.Errorf("a run wrote into the image's ENTRYPOINT's array: %q", got)
 	}
 }

@@ -12,18 +12,27 @@ func TestRunCallJSONIsMarshal(t *testing.T) {
 		{RunRequest: RunRequest{Image: "busybox", Cmd: []string{"true"}, Reuse: true}},
 		{RunRequest: RunRequest{Pool: "p", Cmd: []string{}, Env: []string{"A=<b>&c", "Z=\u2028\u2029"}, WorkingDir: "/w\"d", User: "1:2", TTY: true, Rows: 24, Cols: 80, Stdin: []byte{0, 1, 2, 0xff}}, Timeout: "3s"},
 		{RunRequest: RunRequest{Cmd: []string{"sh", "-c", "printf '\\b\\f\\n\\r\\t\x01\x1f\x7f' \xff\xfe é 😀"}}},
+		{RunRequest: RunRequest{Image: "i", Entrypoint: &[]string{}}},
+		{RunRequest: RunRequest{Image: "i", Cmd: []string{"x"}, Entrypoint: &[]string{"/bin/sh", "-c"}}},
+		{RunRequest: RunRequest{Image: "i", Entrypoint: new([]string)}},
 	} {
 		checkRunCallJSON(t, c)
 	}
 }
 
 func FuzzRunCallJSON(f *testing.F) {
-	f.Add("pool", "image", "cmd", "env=1", "/dir", "user", "1s", []byte("in"), true, true, uint16(3), uint16(4))
-	f.Add("", "", "\xff<\u2028>&\"\\\x00", "", "", "", "", []byte(nil), false, false, uint16(0), uint16(0))
-	f.Fuzz(func(t *testing.T, pool, image, cmd, env, dir, user, timeout string, stdin []byte, tty, reuse bool, rows, cols uint16) {
+	f.Add("pool", "image", "cmd", "env=1", "/dir", "user", "1s", []byte("in"), true, true, uint16(3), uint16(4), "")
+	f.Add("", "", "\xff<\u2028>&\"\\\x00", "", "", "", "", []byte(nil), false, false, uint16(0), uint16(0), "/bin/<ep>")
+	f.Fuzz(func(t *testing.T, pool, image, cmd, env, dir, user, timeout string, stdin []byte, tty, reuse bool, rows, cols uint16, entrypoint string) {
 		c := RunCall{RunRequest: RunRequest{Pool: pool, Image: image, Cmd: []string{cmd, cmd + env}, WorkingDir: dir, User: user, TTY: tty, Rows: rows, Cols: cols, Stdin: stdin, Reuse: reuse}, Timeout: timeout}
 		if env != "" {
 			c.Env = []string{env}
+		}
+		switch {
+		case entrypoint == "-":
+			c.Entrypoint = &[]string{}
+		case entrypoint != "":
+			c.Entrypoint = &[]string{entrypoint}
 		}
 		checkRunCallJSON(t, c)
 	})

@@ -46,6 +46,11 @@ type RunRequest struct {
 	// Stdin is the whole stdin of a run that is not streamed.
 	Stdin []byte `json:"stdin,omitempty"`
 	Reuse bool   `json:"reuse,omitempty"`
+	// Entrypoint replaces the image's ENTRYPOINT, as docker run's
+	// --entrypoint: nil (or null) keeps it, an empty list drops it. Either way the
+	// run's argv is the entrypoint followed by Cmd, or by the image's CMD
+	// when Cmd is empty and the entrypoint is the image's.
+	Entrypoint *[]string `json:"entrypoint,omitempty"`
 }
 
 // RunCall is the body of POST /v1/run: a run and how long it may take.
@@ -122,6 +127,10 @@ func (c RunCall) AppendJSON(b []byte) []byte {
 		b = append(b, '"')
 	}
 	flag("reuse", r.Reuse)
+	if r.Entrypoint != nil {
+		field("entrypoint")
+		list(*r.Entrypoint)
+	}
 	str("timeout", c.Timeout)
 	return append(b, '}')
 }
