@@ -419,7 +419,7 @@ func installedService(t *testing.T, h *host) {
 	}
 	// Man pages and completion, from the package.
 	if out, err := h.try("command -v man >/dev/null && MANWIDTH=80 man ol-shim-run 2>&1 | col -b | head -8 || zcat /usr/share/man/man1/ol-shim-run.1.gz | head -3"); err != nil ||
-		!(strings.Contains(out, "ol-shim run [OPTIONS] IMAGE") || strings.HasPrefix(out, ".TH \"OL-SHIM-RUN\" 1")) {
+		!(strings.Contains(strings.Join(strings.Fields(out), " "), "ol-shim run [OPTIONS] IMAGE") || strings.HasPrefix(out, ".TH \"OL-SHIM-RUN\" 1")) { // man justifies lines: any run of blanks
 		t.Errorf("man ol-shim-run: %v: %s", err, out)
 	} else {
 		t.Logf("man ol-shim-run:\n%s", out)
