@@ -30,14 +30,16 @@ func buildImage(t *testing.T, tag string, lines ...string) {
 // ENTRYPOINT with the run's arguments, or with the image's CMD when there
 // are none; --entrypoint replaces it (and drops CMD), --entrypoint ""
 // drops it. Each case is checked against docker run itself, on the same
-// image, through an ad-hoc pool and through a configured one.
+// image, through an ad-hoc pool and through a configured one. A pool with
+// its own cmd runs what docker exec would.
 func TestRunImageEntrypointAsDockerRun(t *testing.T) {
 	const img = "ol-shim-test/entrypoint:it"
 	buildImage(t, img, `ENTRYPOINT ["/bin/echo", "ep"]`, `CMD ["dflt"]`)
 	const plain = "ol-shim-test/nocmd:it" // busybox: neither
 	buildImage(t, plain, `LABEL x=y`)
-	d := newDaemon(t, fmt.Sprintf("[pools.ep]\nimage = %q\nmin_idle = 1\n", img))
+	d := newDaemon(t, fmt.Sprintf("[pools.ep]\nimage = %q\nmin_idle = 1\n\n[pools.epcmd]\nimage = %q\ncmd = [\"sleep\", \"3600\"]\nmin_idle = 1\n", img, img))
 	d.waitIdle("ep", 1)
+	d.waitIdle("epcmd", 1)
 	for _, args := range [][]string{
 		{img},
 		{img, "x", "y"},
@@ -65,6 +67,14 @@ func TestRunImageEntrypointAsDockerRun(t *testing.T) {
 		if stdout, stderr, code := d.cli("", pargs...); code != 0 || stdout != string(out) {
 			t.Errorf("ol-shim %q: exit %d, %q (stderr %q); docker run printed %q", pargs, code, stdout, stderr, out)
 		}
+	}
+	// A pool with its own cmd (which replaced the image's ENTRYPOINT and
+	// CMD): a run starts what docker exec would; no command is refused.
+	if stdout, stderr, code := d.cli("", "run", "--pool", "epcmd", "echo", "as", "exec"); code != 0 || stdout != "as exec\n" {
+		t.Errorf("ol-shim run --pool epcmd echo as exec: exit %d, %q (stderr %q)", code, stdout, stderr)
+	}
+	if _, stderr, code := d.cli("", "run", "--pool", "epcmd"); code != 125 || !strings.Contains(stderr, "runs its own cmd") {
+		t.Errorf("ol-shim run --pool epcmd (no command): exit %d, stderr %q; want 125 saying the pool runs its own cmd", code, stderr)
 	}
 	// An image with neither, and no command: refused, naming the image.
 	_, stderr, code := d.cli("", "run", plain)

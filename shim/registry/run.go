@@ -359,11 +359,13 @@ type ImageCommander interface {
 
 // runArgv is what a run of req in pool p starts, as docker run has it: the
 // entrypoint (the image's, or req's), then req's command or, with neither
-// a command nor an entrypoint of req's, the image's CMD. A pool's own cmd
-// does not count: it is the sandbox's long-running process, not a run's.
+// a command nor an entrypoint of req's, the image's CMD. In a pool with its
+// own cmd (the sandbox's long-running process, which replaced the image's
+// ENTRYPOINT and CMD) a run is what docker exec would start: req's
+// entrypoint, if any, and command.
 func runArgv(ctx context.Context, p *Pool, req api.RunRequest) ([]string, error) {
 	var entrypoint, cmd []string
-	if ic, ok := p.backend.(ImageCommander); ok {
+	if ic, ok := p.backend.(ImageCommander); ok && len(p.Config.Cmd) == 0 {
 		var err error
 		if entrypoint, cmd, err = ic.ImageCommand(ctx); err != nil {
 			return nil, fmt.Errorf("run in pool %q: %w", p.Name, err)
@@ -378,6 +380,9 @@ func runArgv(ctx context.Context, p *Pool, req api.RunRequest) ([]string, error)
 	}
 	argv := append(slices.Clip(entrypoint), args...)
 	if len(argv) == 0 || argv[0] == "" {
+		if len(p.Config.Cmd) > 0 {
+			return nil, fmt.Errorf("%w: run: no command: name one (pool %q runs its own cmd; a run starts another)", spec.ErrInvalidSpec, p.Name)
+		}
 		return nil, fmt.Errorf("%w: run: no command: name one (image %q of pool %q has no ENTRYPOINT or CMD)", spec.ErrInvalidSpec, p.Config.Image, p.Name)
 	}
 	return argv, nil

@@ -269,14 +269,20 @@ func (b imageBackend) ImageCommand(context.Context) ([]string, []string, error) 
 // A run starts what docker run would: the image's ENTRYPOINT, then the
 // run's command or else the image's CMD; --entrypoint replaces the
 // ENTRYPOINT and drops the CMD; nothing at all is refused, naming the image.
+// In a pool with its own cmd, what docker exec would.
 func TestRunArgvAsDockerRun(t *testing.T) {
 	ep := func(v ...string) *[]string { return &v }
 	for _, c := range []struct {
 		entrypoint, cmd []string // the image's
+		poolCmd         []string
 		req             api.RunRequest
 		want            []string
 		err             string
 	}{
+		// A pool with its own cmd: runs as docker exec would.
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, poolCmd: []string{"/srv"}, req: api.RunRequest{Cmd: []string{"x"}}, want: []string{"x"}},
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, poolCmd: []string{"/srv"}, req: api.RunRequest{Cmd: []string{"-c", "y"}, Entrypoint: ep("sh")}, want: []string{"sh", "-c", "y"}},
+		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, poolCmd: []string{"/srv"}, err: `pool "p" runs its own cmd`},
 		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, want: []string{"/bin/echo", "ep", "dflt"}},
 		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, req: api.RunRequest{Cmd: []string{"x", "y"}}, want: []string{"/bin/echo", "ep", "x", "y"}},
 		{entrypoint: []string{"/bin/echo", "ep"}, cmd: []string{"dflt"}, req: api.RunRequest{Cmd: []string{"-c", "z"}, Entrypoint: ep("sh")}, want: []string{"sh", "-c", "z"}},
@@ -289,6 +295,7 @@ func TestRunArgvAsDockerRun(t *testing.T) {
 		{req: api.RunRequest{Cmd: []string{""}}, err: "no command"},
 	} {
 		p := &Pool{Name: "p", Config: spec.PoolConfig{Image: "img"}, backend: imageBackend{entrypoint: c.entrypoint, cmd: c.cmd}}
+		p.Config.Cmd = c.poolCmd
 		got, err := runArgv(context.Background(), p, c.req)
 		switch {
 		case c.err != "":
