@@ -273,29 +273,26 @@ type Backend struct {
 type imageCommand struct{ entrypoint, cmd []string }
 
 // ImageCommand returns the ENTRYPOINT and CMD of the pool's image, as a
-// create last found them, or inspecting it if none has yet (a pool adopted
-// at start).
+// create last found them; before any create (a new ad-hoc pool, a pool
+// adopted at start) it makes sure of the image as a create would, pulling
+// it if the pool may.
 func (b *Backend) ImageCommand(ctx context.Context) (entrypoint, cmd []string, err error) {
-	if ic := b.image.Load(); ic != nil {
-		return ic.entrypoint, ic.cmd, nil
+	ic := b.image.Load()
+	if ic == nil {
+		if err := b.ensureImage(ctx); err != nil {
+			return nil, nil, err
+		}
+		ic = b.image.Load()
 	}
-	cctx, cancel := b.d.callCtx(ctx)
-	defer cancel()
-	res, err := b.d.cli.ImageInspect(cctx, b.spec.Image)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pool %q: inspect image %q: %w", b.pool, b.spec.Image, err)
-	}
-	ic := b.keepImageCommand(res)
 	return ic.entrypoint, ic.cmd, nil
 }
 
-func (b *Backend) keepImageCommand(res client.ImageInspectResult) *imageCommand {
+func (b *Backend) keepImageCommand(res client.ImageInspectResult) {
 	ic := &imageCommand{}
 	if cfg := res.Config; cfg != nil {
 		ic.entrypoint, ic.cmd = slices.Clip(cfg.Entrypoint), slices.Clip(cfg.Cmd)
 	}
 	b.image.Store(ic)
-	return ic
 }
 
 var (
@@ -392,17 +389,10 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 }
 
 // ensureImage checks that the image is present, pulling it if the pool
-// allows.
+// allows, and keeps its ENTRYPOINT and CMD.
 func (b *Backend) ensureImage(ctx context.Context) error {
-	cctx, cancel := b.d.callCtx(ctx)
-	defer cancel()
-	res, err := b.d.cli.ImageInspect(cctx, b.spec.Image)
-	if err == nil {
-		b.keepImageCommand(res)
-		return nil
-	}
-	if !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("pool %q: inspect image %q: %w", b.pool, b.spec.Image, err)
+	if err := b.inspectImage(ctx); err == nil || !cerrdefs.IsNotFound(err) {
+		return err
 	}
 	if b.spec.Pull != spec.PullMissing {
 		return fmt.Errorf("pool %q: image %q: %w (pull policy %q; load or build it first)", b.pool, b.spec.Image, ErrImageNotFound, spec.PullNever)
@@ -415,6 +405,18 @@ func (b *Backend) ensureImage(ctx context.Context) error {
 	if err := resp.Wait(ctx); err != nil {
 		return fmt.Errorf("pool %q: pull image %q: %w", b.pool, b.spec.Image, err)
 	}
+	return b.inspectImage(ctx)
+}
+
+// inspectImage inspects the pool's image and keeps its ENTRYPOINT and CMD.
+func (b *Backend) inspectImage(ctx context.Context) error {
+	cctx, cancel := b.d.callCtx(ctx)
+	defer cancel()
+	res, err := b.d.cli.ImageInspect(cctx, b.spec.Image)
+	if err != nil {
+		return fmt.Errorf("pool %q: inspect image %q: %w", b.pool, b.spec.Image, err)
+	}
+	b.keepImageCommand(res)
 	return nil
 }
 

@@ -479,35 +479,37 @@ const maxUserFile = 16 << 20
 func lookupUser(spec, passwdPath, groupPath string) (*user.ExecUser, error) {
 	var readers [2]io.Reader
 	for i, path := range []string{passwdPath, groupPath} {
-		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-		if err != nil {
+		f, err := openNoWait(path, os.FileMode.IsRegular, "a regular file")
+		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		defer f.Close()
-		fi, err := f.Stat()
 		if err != nil {
 			return nil, err
 		}
-		if !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("%s: not a regular file (%v)", path, fi.Mode().Type())
-		}
+		defer f.Close()
 		readers[i] = io.LimitReader(f, maxUserFile)
 	}
 	return user.GetExecUser(spec, nil, readers[0], readers[1])
 }
 
-// openDevice opens a device file of the sandbox's for reading without
-// waiting: one the sandbox replaced with a named pipe (whose open would wait
-// for a writer) or anything else that is not a device is refused, naming it.
-// The child gets it blocking, as os.Open would have opened it.
+// openDevice opens a device file of the sandbox's, such as /dev/null, for
+// a child to read: see openNoWait.
 func openDevice(path string) (*os.File, error) {
+	return openNoWait(path, func(m os.FileMode) bool { return m&os.ModeCharDevice != 0 }, "a device")
+}
+
+// openNoWait opens a file of the sandbox's for reading without waiting: one
+// the sandbox replaced with a named pipe (whose open would wait for a
+// writer), or anything else whose mode is not ok, is refused, naming it and
+// what it should be. The file is then blocking, as os.Open would open it.
+func openNoWait(path string, ok func(os.FileMode) bool, what string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	fi, err := f.Stat()
-	if err == nil && fi.Mode()&os.ModeCharDevice == 0 {
-		err = fmt.Errorf("%s: not a device (%v)", path, fi.Mode().Type())
+	if err == nil && !ok(fi.Mode()) {
+		err = fmt.Errorf("%s: not %s (%v)", path, what, fi.Mode().Type())
 	}
 	if err == nil {
 		err = syscall.SetNonblock(int(f.Fd()), false)
