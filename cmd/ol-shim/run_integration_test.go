@@ -705,6 +705,45 @@ memory = "64M"
 	}
 }
 
+// TestRunNoZombieSurvivors: a process of a run whose main thread exits
+// while another of its threads runs on looks like a zombie (state Z) in
+// /proc, yet it runs, and reads /proc of every later run in the sandbox.
+// The sweep after the run kills it all the same: the next run, with a
+// secret in its environment, finds its counter stopped and its secret
+// unread.
+func TestRunNoZombieSurvivors(t *testing.T) {
+	evil := buildEvil(t)
+	d := newDaemon(t, `
+[pools.bb]
+image = "ol-shim-test/busybox:latest"
+min_idle = 1
+max_size = 1
+memory = "64M"
+`)
+	d.waitIdle("bb", 1)
+	payload, err := os.ReadFile(evil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := d.cli(string(payload), "run", "-i", "--reuse", "--pool", "bb", "sh", "-c",
+		"cat > /tmp/evil && chmod +x /tmp/evil || exit 1; setsid /tmp/evil hide /tmp/hidden </dev/null >/dev/null 2>&1 & sleep 0.3; echo $$ > /tmp/ran; cat /tmp/hidden"); code != 0 || out == "" {
+		t.Fatalf("the run that leaves a zombie-leader behind: exit %d %q %s", code, out, stderr)
+	}
+	out, stderr, code := d.cli("", "run", "--reuse", "--pool", "bb", "-e", "SECRET=hunter2", "sh", "-c",
+		"cat /tmp/ran; cat /tmp/hidden; sleep 0.5; cat /tmp/hidden; ps -o stat,args")
+	t.Logf("the next run: exit %d\n%s%s", code, out, stderr)
+	lines := strings.Split(out, "\n")
+	if code != 0 || len(lines) < 3 || strings.TrimSpace(lines[0]) == "" {
+		t.Fatalf("the next run did not find the first run's marks: the runs were not in the same sandbox, the test proves nothing")
+	}
+	if lines[1] != lines[2] {
+		t.Errorf("a process of the first run still runs in the sandbox (its counter went on: %q, then %q)", lines[1], lines[2])
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Error("a process of the first run read the next run's environment")
+	}
+}
+
 // TestRunControlDirectoryBounded: the sandbox's control directory (where
 // its agent's socket is, a directory of the host's) takes at most 1 MiB,
 // and nothing in it can be run, read-only root file system or not.

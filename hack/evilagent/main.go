@@ -10,6 +10,11 @@
 //	capture   reads the start frame (argv, env: a run's secrets) and sends
 //	          it back as the run's stdout, then a clean exit
 //
+// "evilagent hide FILE" outlives its run hidden as a zombie: its main
+// thread exits (the process shows as state Z) while another thread runs
+// on, writing a counter into FILE every 20 ms, and reading every other
+// process's environment, as a survivor would a later run's secrets.
+//
 // "evilagent ipc" instead leaves System V IPC objects (a shared memory
 // segment, a semaphore set, a message queue) in the sandbox's IPC
 // namespace, where a later run would find them, and exits.
@@ -21,11 +26,20 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "hide" {
+		hide(os.Args[2])
+		return
+	}
 	if len(os.Args) == 2 && os.Args[1] == "ipc" {
 		leaveIPC()
 		return
@@ -111,4 +125,25 @@ func leaveIPC() {
 		fmt.Fprintln(os.Stderr, "msgget:", e)
 		os.Exit(1)
 	}
+}
+
+// hide ends the process's main thread and goes on in another.
+func hide(file string) {
+	runtime.LockOSThread() // the main goroutine is on the main thread until main starts
+	go func() {
+		for i := 0; ; i++ {
+			seen := ""
+			envs, _ := filepath.Glob("/proc/[0-9]*/environ")
+			for _, e := range envs {
+				if b, err := os.ReadFile(e); err == nil && strings.Contains(string(b), "SECRET=") {
+					seen = " " + strings.ReplaceAll(string(b), "\x00", " ")
+				}
+			}
+			os.WriteFile(file, []byte(strconv.Itoa(i)+seen+"\n"), 0o644)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	// Only this thread exits: the thread group lives on in the goroutine's.
+	unix.Syscall(unix.SYS_EXIT, 0, 0, 0)
 }
