@@ -105,7 +105,9 @@ func hasController(list, c string) bool {
 }
 
 // procsNow lists the processes of the cgroup, zombies left out (they run
-// nothing and go when their parent reaps them).
+// nothing and go when their parent reaps them). A process whose main
+// thread exited while others run on shows as a zombie too, yet it runs: it
+// is listed.
 func procsNow(file string) ([]proc, error) {
 	b, err := readProc(file, make([]byte, 0, 512))
 	if err != nil {
@@ -118,7 +120,7 @@ func procsNow(file string) ([]proc, error) {
 			continue
 		}
 		start, state, ppid, ok := procStatParent(pid)
-		if !ok || state == 'Z' {
+		if !ok || state == 'Z' && procThreads(pid) <= 1 {
 			continue
 		}
 		out = append(out, proc{pid: pid, start: start, ppid: ppid})
@@ -205,6 +207,27 @@ func procStatParent(pid int) (start uint64, state byte, ppid int, ok bool) {
 		return 0, 0, 0, false
 	}
 	return start, fields[0][0], ppid, true
+}
+
+// procThreads returns how many threads the process of pid has, counting a
+// main thread that exited while others run on (/proc/PID/stat field 20), or
+// 0 if it is gone.
+func procThreads(pid int) int {
+	var buf [512]byte
+	b, err := readProc("/proc/"+strconv.Itoa(pid)+"/stat", buf[:0])
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 18 {
+		return 0
+	}
+	n, _ := strconv.Atoi(fields[17])
+	return n
 }
 
 // Mark records the processes running in the sandbox now: what Sweep

@@ -45,4 +45,13 @@ func TestProcStatOfSelf(t *testing.T) {
 	if _, _, _, ok := procStatParent(1 << 30); ok {
 		t.Error("procStatParent of a pid that cannot exist: ok")
 	}
+	// A Go test binary runs several threads: what procThreads reads is the
+	// kernel's count, which /proc/PID/task lists one by one.
+	tasks, _ := os.ReadDir("/proc/self/task")
+	if n := procThreads(os.Getpid()); n < 2 || n > len(tasks)+8 {
+		t.Errorf("procThreads(self) = %d; /proc/self/task lists %d", n, len(tasks))
+	}
+	if n := procThreads(1 << 30); n != 0 {
+		t.Errorf("procThreads of a pid that cannot exist = %d", n)
+	}
 }
