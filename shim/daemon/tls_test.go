@@ -340,3 +340,69 @@ func TestTLSProxyNamesClient(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSSilentPeersCannotLockOut: peers that open TCP connections and
+// never finish a handshake (many more than the API's connection bound,
+// held open, and more arriving all the time) do not keep a client with a
+// certificate from being served.
+func TestTLSSilentPeersCannotLockOut(t *testing.T) {
+	td := startTLSDaemon(t)
+	alice := td.client(t, td.alice)
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	silent := 2*serve.DefaultLimits.MaxConns + 100
+	for range silent {
+		c, err := net.Dial("tcp", td.addr)
+		if err != nil {
+			t.Fatalf("silent connection %d: %v", len(held), err)
+		}
+		held = append(held, c)
+	}
+	// And more, without pause, while alice asks.
+	stop := make(chan struct{})
+	flooded := make(chan int)
+	go func() {
+		n := 0
+		var mine []net.Conn
+		defer func() {
+			for _, c := range mine {
+				c.Close()
+			}
+			flooded <- n
+		}()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.DialTimeout("tcp", td.addr, time.Second)
+			if err != nil {
+				continue
+			}
+			n++
+			mine = append(mine, c)
+			if len(mine) > 4*silent {
+				mine[0].Close()
+				mine = mine[1:]
+			}
+		}
+	}()
+	served := 0
+	for i := range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h, err := alice.Health(ctx)
+		cancel()
+		if err != nil || !h.Ready {
+			t.Errorf("alice's health check %d under %d silent connections: %+v, %v", i, silent, h, err)
+			continue
+		}
+		served++
+	}
+	close(stop)
+	t.Logf("alice served %d of 10 times; %d silent connections held, %d more opened meanwhile", served, silent, <-flooded)
+}
