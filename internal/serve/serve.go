@@ -41,6 +41,11 @@ type Limits struct {
 	// MaxRootConns those of root peers. Past the bound a new connection is
 	// closed at once.
 	MaxConns, MaxRootConns int
+	// HandshakeTimeout bounds a TLS handshake, and MaxHandshakes those in
+	// progress at once (TLSListener); zero means DefaultHandshakeTimeout
+	// and DefaultMaxHandshakes.
+	HandshakeTimeout time.Duration
+	MaxHandshakes    int
 }
 
 // DefaultLimits are the limits of both of ol-shim's sockets.
@@ -52,6 +57,9 @@ var DefaultLimits = Limits{
 	MaxHeaderBytes: 64 << 10,
 	MaxConns:       256,
 	MaxRootConns:   256,
+
+	HandshakeTimeout: DefaultHandshakeTimeout,
+	MaxHandshakes:    DefaultMaxHandshakes,
 }
 
 // Server returns an http.Server for h with the limits: timeouts, a body
@@ -192,6 +200,9 @@ func (l *listener) drop(root bool) {
 
 // Open returns the connections open now: of root peers, and of others.
 func Open(l net.Listener) (root, other int, err error) {
+	if tl, ok := l.(*tlsListener); ok {
+		l = tl.bound
+	}
 	sl, ok := l.(*listener)
 	if !ok {
 		return 0, 0, errors.New("serve: not a listener of this package")
@@ -233,6 +244,8 @@ type conn struct {
 
 func (c *conn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.drop(c.isRoot) })
+	if c.l != nil {
+		c.once.Do(func() { c.l.drop(c.isRoot) })
+	}
 	return err
 }

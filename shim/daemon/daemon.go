@@ -383,7 +383,7 @@ func (d *Daemon) ServeAPITLS(l net.Listener, cfg *tls.Config) error {
 		mux.Handle("/", h)
 		h = mux
 	}
-	return d.serveOn(l, serve.TLSIdentity(h, d.cfg.TLSProxies...), func(wl net.Listener) net.Listener { return tls.NewListener(wl, cfg) })
+	return d.serveOn(serve.TLSListener(l, cfg, d.cfg.Limits), serve.TLSIdentity(h, d.cfg.TLSProxies...))
 }
 
 // ServeMetrics serves Prometheus metrics at /metrics on l until Stop
@@ -398,12 +398,12 @@ func (d *Daemon) ServeMetrics(l net.Listener) error {
 }
 
 func (d *Daemon) serve(l net.Listener, h http.Handler) error {
-	return d.serveOn(l, h, nil)
+	return d.serveOn(serve.Listener(l, d.cfg.Limits), h)
 }
 
-// serveOn serves h on l with the daemon's limits and connection bounds,
-// until Stop; wrap, if set, wraps the bounded listener (TLS).
-func (d *Daemon) serveOn(l net.Listener, h http.Handler, wrap func(net.Listener) net.Listener) error {
+// serveOn serves h on wl, a listener of package serve (which bounds its
+// connections), with the daemon's limits, until Stop.
+func (d *Daemon) serveOn(wl net.Listener, h http.Handler) error {
 	srv := serve.Server(h, d.cfg.Limits)
 	d.mu.Lock()
 	if d.stopped {
@@ -411,12 +411,8 @@ func (d *Daemon) serveOn(l net.Listener, h http.Handler, wrap func(net.Listener)
 		return http.ErrServerClosed
 	}
 	d.servers = append(d.servers, srv)
-	wl := serve.Listener(l, d.cfg.Limits)
 	d.wrapped = append(d.wrapped, wl)
 	d.mu.Unlock()
-	if wrap != nil {
-		return srv.Serve(wrap(wl))
-	}
 	return srv.Serve(wl)
 }
 

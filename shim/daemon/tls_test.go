@@ -405,4 +405,8 @@ func TestTLSSilentPeersCannotLockOut(t *testing.T) {
 	}
 	close(stop)
 	t.Logf("alice served %d of 10 times; %d silent connections held, %d more opened meanwhile", served, silent, <-flooded)
+	// The silent peers never took a served connection's place.
+	if c := td.d.Conns()[td.addr]; c[1] > 10 {
+		t.Errorf("the TLS socket counts %d connections served; only alice's (at most 10) got past a handshake", c[1])
+	}
 }
