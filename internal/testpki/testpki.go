@@ -63,14 +63,24 @@ func (ca *CA) Client(t testing.TB, cn string) Pair {
 	return ca.issue(t, cn, x509.ExtKeyUsageClientAuth)
 }
 
+// ClientNamed issues a client certificate whose subject is subject, saved
+// under file's name.
+func (ca *CA) ClientNamed(t testing.TB, file string, subject pkix.Name) Pair {
+	return ca.issueSubject(t, file, subject, x509.ExtKeyUsageClientAuth)
+}
+
 func (ca *CA) issue(t testing.TB, cn string, usage x509.ExtKeyUsage) Pair {
+	return ca.issueSubject(t, cn, pkix.Name{CommonName: cn}, usage)
+}
+
+func (ca *CA) issueSubject(t testing.TB, cn string, subject pkix.Name, usage x509.ExtKeyUsage) Pair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(t), Subject: pkix.Name{CommonName: cn},
+		SerialNumber: serial(t), Subject: subject,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
 	}

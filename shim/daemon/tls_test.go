@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -409,4 +411,33 @@ func TestTLSSilentPeersCannotLockOut(t *testing.T) {
 	if c := td.d.Conns()[td.addr]; c[1] > 10 {
 		t.Errorf("the TLS socket counts %d connections served; only alice's (at most 10) got past a handshake", c[1])
 	}
+}
+
+// TestTLSProxyNotImpersonated: a client whose certificate's subject holds
+// two common names, its own and then the proxy's, is not the proxy: it
+// cannot name another client in the proxy's header.
+func TestTLSProxyNotImpersonated(t *testing.T) {
+	td := startTLSDaemon(t)
+	cn := asn1.ObjectIdentifier{2, 5, 4, 3}
+	twoNames := td.ca.ClientNamed(t, "bob-proxy", pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: cn, Value: "bob"}, {Type: cn, Value: "proxy"}}})
+	cfg, err := api.Remote{Host: "tcp://" + td.addr, CACert: td.ca.File, Cert: twoNames.Cert, Key: twoNames.Key}.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: cfg}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("POST", "https://"+td.addr+"/v1/acquire", strings.NewReader(`{"pool":"fn","timeout":"10s"}`))
+	req.Header.Set(serve.ClientHeader, "CN=alice")
+	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l api.Lease
+	b, _ := io.ReadAll(resp.Body)
+	json.Unmarshal(b, &l)
+	if l.Client == "CN=alice" || l.Client == "CN=proxy" {
+		t.Errorf("a certificate of subject CN=bob, CN=proxy: lease for %q (%d %s); want its own subject, never the proxy's or the client it names", l.Client, resp.StatusCode, b)
+	}
+	t.Logf("lease client %q", l.Client)
 }
