@@ -3,6 +3,8 @@ package serve
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/http"
@@ -79,7 +81,7 @@ func TLSIdentity(h http.Handler, proxies ...string) http.Handler {
 			http.Error(w, "a client certificate signed by the cluster's CA is required", http.StatusForbidden)
 			return
 		}
-		subject := r.TLS.VerifiedChains[0][0].Subject.String()
+		subject := Subject(r.TLS.VerifiedChains[0][0])
 		if subject == "" {
 			http.Error(w, "the client certificate has an empty subject", http.StatusForbidden)
 			return
@@ -94,6 +96,18 @@ func TLSIdentity(h http.Handler, proxies ...string) http.Handler {
 		r.Header.Del(ClientHeader)
 		h.ServeHTTP(w, r.WithContext(WithPeer(r.Context(), Cred{Client: subject})))
 	})
+}
+
+// Subject is a certificate's subject as a string (RFC 2253), every
+// attribute of it in order, read from its raw bytes: x509's Subject keeps
+// only the last of several common names, so "CN=bob, CN=proxy" would read
+// as "CN=proxy". It is "" if the subject does not parse.
+func Subject(c *x509.Certificate) string {
+	var rdn pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(c.RawSubject, &rdn); err != nil || len(rest) != 0 {
+		return ""
+	}
+	return rdn.String()
 }
 
 // TLSFiles serves the TLS configuration of its files and reads them again
