@@ -23,7 +23,7 @@ func TestTargetFollowsDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close(context.Background(), true)
-	if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20, MinIdle: 1, MaxSize: 6}); err != nil {
+	if _, err := r.PutPool(context.Background(), "fn", spec.PoolConfig{Image: "img", Memory: 32 << 20, MinIdle: 1, MaxSize: 6}); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := r.Pool("fn")

@@ -43,6 +43,18 @@ type Owner struct {
 	// shows them.
 	UID    *uint32
 	Client string
+	// Admin: local root, who may act on every pool and lease.
+	Admin bool
+}
+
+// caller returns the key of who calls with ctx, and false for the
+// administrator: local root, or an in-process caller that named no one.
+func caller(ctx context.Context) (string, bool) {
+	o, ok := ctx.Value(ownerKey{}).(Owner)
+	if !ok || o.Admin {
+		return "", false
+	}
+	return o.Key, true
 }
 
 // WithOwner returns ctx saying that the acquisitions made with it belong
@@ -65,7 +77,7 @@ func (r *Registry) LeaseOwner(id string) string {
 // take gets a sandbox from the named pool (or the pool of image), timing it
 // and marking the pool used.
 func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandboxset.Ref, error) {
-	p, err := r.poolFor(pool, image)
+	p, err := r.poolFor(ctx, pool, image)
 	if err != nil {
 		return nil, nil, err
 	}

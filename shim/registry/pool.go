@@ -152,8 +152,90 @@ func (r *Registry) warm(p *Pool) {
 // PutPool creates pool name or, if its config changed, replaces it, for a
 // client of the API: the pool is stored (see PoolStore) and kept across
 // restarts and config reloads. It reports whether anything changed.
-func (r *Registry) PutPool(name string, pc spec.PoolConfig) (bool, error) {
+//
+// The pool is its caller's (ctx's Owner): a client other than root may
+// replace only a pool made through the API that it owns, may not name
+// another owner, and may not share a pool (ErrPermissionDenied).
+func (r *Registry) PutPool(ctx context.Context, name string, pc spec.PoolConfig) (bool, error) {
+	if key, limited := caller(ctx); limited {
+		if pc.Owner != "" && pc.Owner != key {
+			return false, fmt.Errorf("pool %q: %w: owner %.80q: a client may make pools of its own only", name, errdefs.ErrPermissionDenied, pc.Owner)
+		}
+		if pc.Shared {
+			return false, fmt.Errorf("pool %q: %w: shared: only root on this host shares a pool", name, errdefs.ErrPermissionDenied)
+		}
+		pc.Owner = key
+		if old, err := r.Pool(name); err == nil && !mayChange(old, key, true) {
+			return false, fmt.Errorf("pool %q: %w: the name is taken by a pool of %s", name, errdefs.ErrPermissionDenied, whose(old))
+		}
+	}
 	return r.putPool(name, pc, true)
+}
+
+// whose names a pool's owner for an error another client sees.
+func whose(p *Pool) string {
+	if p.Config.Owner == "" {
+		return "the administrator"
+	}
+	return "another owner"
+}
+
+// mayUse reports whether a caller (key; limited false for the
+// administrator) may take sandboxes from p: its own pools, and the
+// administrator's, by name; by image, only its own and the shared ones.
+func mayUse(p *Pool, key string, limited, byImage bool) bool {
+	switch {
+	case !limited || p.Config.Owner == key:
+		return true
+	case p.Config.Owner != "":
+		return false
+	default:
+		return !p.AdHoc && (!byImage || p.Config.Shared)
+	}
+}
+
+// mayChange reports whether a caller may change, warm, shrink or remove
+// p: the administrator any; another caller only the API-made pools it owns.
+func mayChange(p *Pool, key string, limited bool) bool {
+	return !limited || p.API && p.Config.Owner == key
+}
+
+// PoolOf returns pool name as its caller (ctx's Owner) may see it: one
+// it may not use is not found, as if it did not exist.
+func (r *Registry) PoolOf(ctx context.Context, name string) (*Pool, error) {
+	p, err := r.Pool(name)
+	if err != nil {
+		return nil, err
+	}
+	if key, limited := caller(ctx); !mayUse(p, key, limited, false) {
+		return nil, fmt.Errorf("pool %q: %w", name, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// PoolsOf returns the pools ctx's caller may see, sorted by name.
+func (r *Registry) PoolsOf(ctx context.Context) []*Pool {
+	key, limited := caller(ctx)
+	var out []*Pool
+	for _, p := range r.Pools() {
+		if mayUse(p, key, limited, false) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// changeable returns pool name if ctx's caller may change it: one it may
+// not see is not found, one it may see but not change is refused.
+func (r *Registry) changeable(ctx context.Context, name string) (*Pool, error) {
+	p, err := r.PoolOf(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if key, limited := caller(ctx); !mayChange(p, key, limited) {
+		return nil, fmt.Errorf("pool %q: %w: it is a pool of %s", name, errdefs.ErrPermissionDenied, whose(p))
+	}
+	return p, nil
 }
 
 // putPool is PutPool for the API (api) or the config file.
@@ -197,15 +279,24 @@ func (r *Registry) putPool(name string, pc spec.PoolConfig, fromAPI bool) (bool,
 	return true, nil
 }
 
-// DeletePool removes a pool; its idle sandboxes go at once, leased ones
-// when released.
-func (r *Registry) DeletePool(name string) error {
+// DeletePool removes a pool, if ctx's caller may change it; its idle
+// sandboxes go at once, leased ones when released.
+func (r *Registry) DeletePool(ctx context.Context, name string) error {
+	want, err := r.changeable(ctx, name)
+	if err != nil {
+		return err
+	}
 	r.mu.Lock()
 	p, ok := r.pools[name]
-	delete(r.pools, name)
+	if ok && p == want {
+		delete(r.pools, name)
+	}
 	r.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("pool %q: %w", name, errdefs.ErrNotFound)
+	}
+	if p != want {
+		return fmt.Errorf("pool %q: %w: replaced meanwhile", name, errdefs.ErrConflict)
 	}
 	if p.API {
 		r.forget(name)
@@ -257,9 +348,10 @@ func (r *Registry) Pools() []*Pool {
 	return out
 }
 
-// Warm sets a pool's MinIdle and creates sandboxes until it holds that many.
+// Warm sets a pool's MinIdle and creates sandboxes until it holds that many,
+// if ctx's caller may change the pool.
 func (r *Registry) Warm(ctx context.Context, name string, n int) error {
-	p, err := r.Pool(name)
+	p, err := r.changeable(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -269,9 +361,10 @@ func (r *Registry) Warm(ctx context.Context, name string, n int) error {
 	return p.set.Warm(ctx, n)
 }
 
-// Shrink destroys a pool's idle sandboxes down to n.
-func (r *Registry) Shrink(name string, n int) error {
-	p, err := r.Pool(name)
+// Shrink destroys a pool's idle sandboxes down to n, if ctx's caller may
+// change the pool.
+func (r *Registry) Shrink(ctx context.Context, name string, n int) error {
+	p, err := r.changeable(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -280,9 +373,15 @@ func (r *Registry) Shrink(name string, n int) error {
 
 var adhocRE = regexp.MustCompile(`[^a-z0-9_.-]+`)
 
-// adhocName is the pool an image with no configured pool is served from.
-func adhocName(image string) string {
-	sum := sha256.Sum256([]byte(image))
+// adhocName is the pool an image with no configured pool is served from,
+// for owner (a caller's key; "" for the administrator): each caller has
+// its own.
+func adhocName(image, owner string) string {
+	in := image
+	if owner != "" {
+		in = owner + "\x00" + image
+	}
+	sum := sha256.Sum256([]byte(in))
 	base := strings.Trim(adhocRE.ReplaceAllString(strings.ToLower(image), "-"), "-._")
 	if len(base) > 40 {
 		base = base[:40]
@@ -294,26 +393,28 @@ func adhocName(image string) string {
 const adhocPrefix = "adhoc-"
 
 // poolFor returns the named pool or, with no name, the one for image: a
-// configured pool of that image with no command, else an ad-hoc pool made
-// now with the [adhoc] defaults.
-func (r *Registry) poolFor(name, image string) (*Pool, error) {
+// pool of that image with no command that ctx's caller may use by image
+// (its own, or a shared one; any, for the administrator), else the
+// caller's ad-hoc pool of it, made now with the [adhoc] defaults.
+func (r *Registry) poolFor(ctx context.Context, name, image string) (*Pool, error) {
 	if name != "" {
-		return r.Pool(name)
+		return r.PoolOf(ctx, name)
 	}
 	if image == "" {
 		return nil, fmt.Errorf("%w: name a pool or an image", spec.ErrInvalidSpec)
 	}
+	key, limited := caller(ctx)
 	r.mu.Lock()
 	for _, n := range slices.Sorted(maps.Keys(r.pools)) { // the first by name, if several
-		if p := r.pools[n]; !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 {
+		if p := r.pools[n]; !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 && mayUse(p, key, limited, true) {
 			r.mu.Unlock()
 			return p, nil
 		}
 	}
-	name = adhocName(image)
+	name = adhocName(image, key)
 	if p, ok := r.pools[name]; ok {
 		r.mu.Unlock()
-		if p.Config.Image != image { // a hash collision: never serve another image
+		if p.Config.Image != image || p.Config.Owner != key { // a hash collision: never serve another image or owner
 			return nil, fmt.Errorf("image %q: %w: its ad-hoc pool name %q is taken by image %q", image, errdefs.ErrConflict, name, p.Config.Image)
 		}
 		return p, nil
@@ -326,7 +427,9 @@ func (r *Registry) poolFor(name, image string) (*Pool, error) {
 	if err := r.makeRoomForAdHoc(a); err != nil {
 		return nil, err
 	}
-	p, err := r.newPool(name, a.Pool(image), true)
+	pc := a.Pool(image)
+	pc.Owner = key
+	p, err := r.newPool(name, pc, true)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ func TestCloseWaitsForCreates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20, MinIdle: 3}); err != nil {
+	if _, err := r.PutPool(context.Background(), "fn", spec.PoolConfig{Image: "img", Memory: 32 << 20, MinIdle: 3}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := r.Pool("fn")

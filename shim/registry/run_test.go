@@ -68,7 +68,7 @@ func TestRelayAgentDiesWhileClientSends(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close(context.Background(), true)
-	if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
+	if _, err := r.PutPool(context.Background(), "fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -117,7 +117,7 @@ func TestRelayCutsOffHostileClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer r.Close(context.Background(), true)
-			if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
+			if _, err := r.PutPool(context.Background(), "fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
@@ -228,7 +228,7 @@ func TestCloseWaitsForRunsPutBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.PutPool("fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
+	if _, err := r.PutPool(context.Background(), "fn", spec.PoolConfig{Image: "img", Memory: 32 << 20}); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()

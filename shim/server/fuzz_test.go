@@ -44,7 +44,7 @@ func FuzzAPIPoolBody(f *testing.F) {
 			if err := p.Config.Validate(); err != nil {
 				t.Fatalf("accepted a pool that does not validate: %v", err)
 			}
-			_ = reg.DeletePool("fz")
+			_ = reg.DeletePool(context.Background(), "fz")
 		}
 	})
 }
@@ -63,7 +63,7 @@ func FuzzAPIAcquireAndLeases(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { reg.Close(context.Background(), true) })
-	if _, err := reg.PutPool("p", spec.PoolConfig{Image: "img", Memory: 32 << 20, MaxSize: 2}); err != nil {
+	if _, err := reg.PutPool(context.Background(), "p", spec.PoolConfig{Image: "img", Memory: 32 << 20, MaxSize: 2}); err != nil {
 		f.Fatal(err)
 	}
 	h := (&Server{Registry: reg, Backend: "mock"}).Handler()

@@ -85,7 +85,14 @@ func (a *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%s %s: %w: no such endpoint (the API is under /v1)", r.Method, clip(r.URL.Path), errdefs.ErrNotFound))
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every request acts for its peer: the registry decides what
+		// pools and leases it may touch.
+		if c, ok := serve.Peer(r.Context()); ok {
+			r = r.WithContext(registry.WithOwner(r.Context(), owner(c)))
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // peer returns the key of the API client's leases (serve.Cred.Owner), and
@@ -106,7 +113,7 @@ func owner(c serve.Cred) registry.Owner {
 		return registry.Owner{Key: c.Owner(), Client: c.Client}
 	}
 	uid := c.UID
-	return registry.Owner{Key: c.Owner(), UID: &uid}
+	return registry.Owner{Key: c.Owner(), UID: &uid, Admin: c.Privileged()}
 }
 
 // ownLease checks that the client may touch lease id: root may touch any;
@@ -309,14 +316,14 @@ func (a *Server) status(w http.ResponseWriter, r *http.Request) {
 
 func (a *Server) listPools(w http.ResponseWriter, r *http.Request) {
 	out := []api.PoolStatus{}
-	for _, p := range a.Registry.Pools() {
+	for _, p := range a.Registry.PoolsOf(r.Context()) {
 		out = append(out, p.Status())
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *Server) getPool(w http.ResponseWriter, r *http.Request) {
-	p, err := a.Registry.Pool(r.PathValue("name"))
+	p, err := a.Registry.PoolOf(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -335,7 +342,7 @@ func (a *Server) putPool(w http.ResponseWriter, r *http.Request) {
 		pc.Memory = spec.DefaultPoolMemory
 	}
 	_, lookupErr := a.Registry.Pool(name)
-	if _, err := a.Registry.PutPool(name, pc); err != nil {
+	if _, err := a.Registry.PutPool(r.Context(), name, pc); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -343,7 +350,7 @@ func (a *Server) putPool(w http.ResponseWriter, r *http.Request) {
 	if lookupErr != nil {
 		code = http.StatusCreated
 	}
-	p, err := a.Registry.Pool(name)
+	p, err := a.Registry.PoolOf(r.Context(), name)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -352,7 +359,7 @@ func (a *Server) putPool(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Server) deletePool(w http.ResponseWriter, r *http.Request) {
-	if err := a.Registry.DeletePool(r.PathValue("name")); err != nil {
+	if err := a.Registry.DeletePool(r.Context(), r.PathValue("name")); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -395,7 +402,7 @@ func (a *Server) shrink(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := a.Registry.Shrink(r.PathValue("name"), *req.N); err != nil {
+	if err := a.Registry.Shrink(r.Context(), r.PathValue("name"), *req.N); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -454,9 +461,6 @@ func (a *Server) acquire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer cancel()
-	if c, ok := serve.Peer(r.Context()); ok {
-		ctx = registry.WithOwner(ctx, owner(c))
-	}
 	l, err := a.Registry.Acquire(ctx, req.Pool, req.Image)
 	if err != nil {
 		writeError(w, err)

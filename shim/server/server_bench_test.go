@@ -32,7 +32,7 @@ func BenchmarkAPIHotRoundTrip(b *testing.B) {
 	defer srv.Close()
 	c := api.NewClient(sock)
 	ctx := context.Background()
-	if _, err := reg.PutPool("hot", spec.PoolConfig{Image: "img", Memory: 32 << 20, PauseGrace: spec.Duration(time.Hour)}); err != nil {
+	if _, err := reg.PutPool(context.Background(), "hot", spec.PoolConfig{Image: "img", Memory: 32 << 20, PauseGrace: spec.Duration(time.Hour)}); err != nil {
 		b.Fatal(err)
 	}
 	b.RunParallel(func(pb *testing.PB) {

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-lambda/ol-shim/internal/units"
@@ -106,6 +108,17 @@ type PoolConfig struct {
 	// Adapt: the pool's target of idle sandboxes follows demand, above
 	// min_idle (the default); false keeps it at min_idle.
 	Adapt *bool `toml:"adapt" json:"adapt,omitempty"`
+	// Owner is who may change, warm, shrink and remove the pool, and use
+	// it: "" for the host's administrator (the config file's pools, and
+	// those root makes), else "uid:N" (a local client) or "tls:SUBJECT" (a
+	// remote one). The API sets it to its caller's; only root may name
+	// another.
+	Owner string `toml:"owner" json:"owner,omitempty"`
+	// Shared: an administrator's pool that a run or acquire by image of
+	// any client may land in. Pools that are not shared serve, by image,
+	// only their owner (and root); by name, the administrator's serve
+	// every client.
+	Shared bool `toml:"shared" json:"shared,omitempty"`
 }
 
 // Adapts reports whether the pool's target follows demand.
@@ -143,11 +156,19 @@ func (p PoolConfig) Validate() error {
 		return fmt.Errorf("%w: min_idle %d is more than max_size %d", ErrInvalidSpec, p.MinIdle, p.MaxSize)
 	case p.ScratchInodes < 0:
 		return fmt.Errorf("%w: scratch_inodes %d: must not be negative", ErrInvalidSpec, p.ScratchInodes)
+	case p.Owner != "" && (len(p.Owner) > 1100 || !ownerRE().MatchString(p.Owner)):
+		return fmt.Errorf("%w: owner %q: want uid:N or tls:SUBJECT", ErrInvalidSpec, truncate(p.Owner, 80))
+	case p.Shared && p.Owner != "":
+		return fmt.Errorf("%w: shared: only the administrator's pools (no owner) are shared", ErrInvalidSpec)
 	case p.Recycle && !p.ReadOnlyRootfs:
 		return fmt.Errorf("%w: recycle needs read_only_rootfs = true: a recycled sandbox keeps its root file system, so a run must not be able to write it", ErrInvalidSpec)
 	}
 	return nil
 }
+
+// ownerRE matches a pool's owner: a uid, or a TLS subject of printable
+// characters.
+var ownerRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(uid:[0-9]{1,10}|tls:[[:print:]]+)$`) })
 
 // ValidatePoolName reports whether name can name a pool (see
 // sandboxset.ValidateName). Errors are ErrInvalidSpec.
