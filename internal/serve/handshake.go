@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,10 +23,13 @@ const (
 // Handshakes run before a connection counts against lim.MaxConns, apart
 // from the connections served: at most lim.MaxHandshakes at once, each
 // given lim.HandshakeTimeout. A new peer past that bound takes the place of
-// the oldest handshake in progress, which is closed: a silent peer holds
-// its place only until as many newer peers have come, so a flood must open
-// connections faster than a client completes its handshake (a few
-// milliseconds) to keep that client out. Accept returns only connections
+// the oldest handshake in progress whose peer has sent nothing yet, or, if
+// every one has, of the oldest: a silent peer holds its place only until
+// newer peers come, and never against a client that has sent its hello
+// (which a client does as it connects), so silent connections cannot keep
+// a client out however many there are; peers that send a hello and stall
+// must open connections faster than a client completes its handshake (a
+// few milliseconds) to. Accept returns only connections
 // whose handshake succeeded (*tls.Conn, so that net/http sees their TLS
 // state); a failed handshake is closed and never seen by the server.
 //
@@ -119,12 +123,13 @@ func (l *tlsListener) acceptLoop() {
 			continue
 		}
 		wait = 0
-		e, ok := l.admit(c)
+		tc := &talker{Conn: c}
+		e, ok := l.admit(tc)
 		if !ok {
 			c.Close()
 			continue
 		}
-		go l.handshake(c, e)
+		go l.handshake(tc, e)
 	}
 }
 
@@ -137,11 +142,32 @@ func (l *tlsListener) admit(c net.Conn) (*list.Element, bool) {
 		return nil, false
 	}
 	for l.pending.Len() >= l.bound.lim.MaxHandshakes {
-		oldest := l.pending.Front()
-		oldest.Value.(net.Conn).Close()
-		l.pending.Remove(oldest)
+		victim := l.pending.Front()
+		for e := victim; e != nil; e = e.Next() {
+			if !e.Value.(*talker).spoke.Load() {
+				victim = e
+				break
+			}
+		}
+		victim.Value.(*talker).Close()
+		l.pending.Remove(victim)
 	}
 	return l.pending.PushBack(c), true
+}
+
+// talker is a connection in handshake that records whether its peer has
+// sent anything.
+type talker struct {
+	net.Conn
+	spoke atomic.Bool
+}
+
+func (t *talker) Read(p []byte) (int, error) {
+	n, err := t.Conn.Read(p)
+	if n > 0 && !t.spoke.Load() {
+		t.spoke.Store(true)
+	}
+	return n, err
 }
 
 // finish takes e off the handshakes in progress; false if it was closed
