@@ -116,3 +116,40 @@ func TestPoolsHaveOwners(t *testing.T) {
 func apiAcquire(pool, image string) api.AcquireRequest {
 	return api.AcquireRequest{Pool: pool, Image: image, Timeout: "10s"}
 }
+
+// TestSandboxNotPassedBetweenOwners: a sandbox one client held (and so may
+// have left files, processes' marks or a poisoned binary in) goes back to
+// its pool for that client's later takes only: another client, or root,
+// never gets it; the same client does, warm.
+func TestSandboxNotPassedBetweenOwners(t *testing.T) {
+	td := startTLSDaemon(t)
+	ctx := context.Background()
+	alice, bob := td.client(t, td.alice), td.client(t, td.bob)
+	take := func(c *api.Client, who string) string {
+		t.Helper()
+		l, err := c.Acquire(ctx, apiAcquire("fn", ""))
+		if err != nil {
+			t.Fatalf("%s acquires from fn: %v", who, err)
+		}
+		if err := c.Release(ctx, l.ID); err != nil {
+			t.Fatalf("%s releases: %v", who, err)
+		}
+		return l.SandboxID
+	}
+	a1 := take(alice, "alice")
+	if a2 := take(alice, "alice"); a2 != a1 {
+		t.Errorf("alice's second take got sandbox %s, not hers (%s): a warm sandbox was not reused for its owner", a2, a1)
+	}
+	b1 := take(bob, "bob")
+	if b1 == a1 {
+		t.Fatalf("bob got sandbox %s, which alice held", b1)
+	}
+	if r1 := take(td.c, "root"); r1 == a1 || r1 == b1 {
+		t.Errorf("root got sandbox %s, which a client held", r1)
+	}
+	p, err := td.c.Pool(ctx, "fn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fn: %+v", p.Stats.Destroys)
+}
