@@ -89,11 +89,34 @@ func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandbo
 }
 
 // takeFrom takes a sandbox from p, counting the take for its demand.
+//
+// A sandbox is handed only to who held it last (ctx's caller), or to anyone
+// if no one has: one another caller held may hold what they left in it (its
+// root file system, /host, /tmp, /dev/shm), so it is recycled where its pool
+// recycles, else destroyed, and the take goes on with another.
 func (r *Registry) takeFrom(ctx context.Context, p *Pool) (*sandboxset.Ref, error) {
 	start := time.Now()
-	ref, err := p.set.GetOrCreateUnpaused(ctx)
-	if err != nil {
-		return nil, err
+	key, _ := caller(ctx)
+	var ref *sandboxset.Ref
+	for tries := 0; ; tries++ {
+		var err error
+		if ref, err = p.set.GetOrCreateUnpaused(ctx); err != nil {
+			return nil, err
+		}
+		id := ref.Sandbox().ID()
+		if !p.hold(id, key) {
+			break
+		}
+		if r.recycleFor(ctx, p, ref, key) {
+			break
+		}
+		if err := ref.DestroyDeferred(ReasonOtherOwner); err != nil {
+			r.log.Warn("destroy a sandbox another owner held", "pool", p.Name, "sandbox", id, "error", err)
+		}
+		p.unhold(id)
+		if tries == maxOwnerRetries {
+			return nil, fmt.Errorf("pool %q: %w: %d sandboxes in a row were other owners'", p.Name, errdefs.ErrUnavailable, tries+1)
+		}
 	}
 	if r.cfg.Observe != nil {
 		r.cfg.Observe(p.Name, ref.Outcome().String(), time.Since(start))
@@ -104,6 +127,28 @@ func (r *Registry) takeFrom(ctx context.Context, p *Pool) (*sandboxset.Ref, erro
 		r.missed(p)
 	}
 	return ref, nil
+}
+
+// maxOwnerRetries bounds how many sandboxes of other owners a take
+// destroys before it gives up: each is gone once destroyed, so only others
+// putting theirs back meanwhile could make a take meet more.
+const maxOwnerRetries = 16
+
+// recycleFor makes ref's sandbox as made for key, where p recycles, and
+// reports whether it did.
+func (r *Registry) recycleFor(ctx context.Context, p *Pool, ref *sandboxset.Ref, key string) bool {
+	rc, ok := Innermost(ref.Sandbox()).(Recycler)
+	if !ok || !p.Config.Recycle {
+		return false
+	}
+	if err := rc.Recycle(ctx); err != nil {
+		r.log.Warn("recycle a sandbox another owner held; destroying it", "pool", p.Name, "sandbox", ref.Sandbox().ID(), "error", err)
+		return false
+	}
+	p.recycled.Add(1)
+	p.unhold(ref.Sandbox().ID())
+	p.hold(ref.Sandbox().ID(), key)
+	return true
 }
 
 // Acquire takes a sandbox from a pool (or the pool of an image) under a
@@ -294,6 +339,9 @@ func (r *Registry) sweep(now time.Time) {
 		}
 	}
 	r.mu.Unlock()
+	for _, p := range all {
+		p.pruneHeld()
+	}
 	r.relax(now, all)
 	for _, p := range idle {
 		r.log.Info("ad-hoc pool idle past its ttl; removing", "pool", p.Name)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,43 @@ type Pool struct {
 	lastRelax atomic.Int64 // unix nanoseconds the target last shrank
 	takes     atomic.Int64 // sandboxes taken from it
 	recycled  atomic.Int64 // sandboxes recycled after runs (Config.Recycle)
+
+	heldMu sync.Mutex
+	heldBy map[string]string // guarded by heldMu: sandbox ID -> key of who took it last ("" the administrator)
+}
+
+// hold records that key takes sandbox id, and reports whether someone
+// else held it before (it may hold what they left).
+func (p *Pool) hold(id, key string) (other bool) {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	prev, ok := p.heldBy[id]
+	if ok && prev != key {
+		return true
+	}
+	if p.heldBy == nil {
+		p.heldBy = map[string]string{}
+	}
+	p.heldBy[id] = key
+	return false
+}
+
+// unhold forgets who held sandbox id: it is as made (recycled), or gone.
+func (p *Pool) unhold(id string) {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	delete(p.heldBy, id)
+}
+
+// pruneHeld forgets the holders of sandboxes the pool no longer has.
+func (p *Pool) pruneHeld() {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	for id := range p.heldBy {
+		if !p.set.Knows(id) {
+			delete(p.heldBy, id)
+		}
+	}
 }
 
 // Stats returns the pool's counters.

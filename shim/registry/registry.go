@@ -45,6 +45,9 @@ const (
 	// ReasonRecycleFailed: a recycle pool's sandbox could not be made as
 	// it was made (see Recycler); it is destroyed instead.
 	ReasonRecycleFailed = "recycle failed"
+	// ReasonOtherOwner: a sandbox another caller held last was to go to
+	// a new one.
+	ReasonOtherOwner = "another owner's"
 )
 
 // DefaultLease is how long an acquired sandbox lives unless renewed, if

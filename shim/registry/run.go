@@ -259,6 +259,7 @@ func (r *Registry) finish(p *Pool, ref *sandboxset.Ref, reuse bool) {
 		err := rc.Recycle(r.stopCtx)
 		if err == nil {
 			p.recycled.Add(1)
+			p.unhold(id)
 			if err := ref.Put(); err != nil {
 				r.log.Warn("return sandbox after recycle", "pool", p.Name, "sandbox", id, "error", err)
 			}
