@@ -1,0 +1,90 @@
+//go:build integration
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestImageLabelsDoNotMakeAContainerOurs: a user's container whose image
+// copies every label of one of ol-shim's sandboxes (the state root's ID,
+// pool, sandbox, instance, spec) is not ol-shim's: neither the reconcile
+// of a restart nor the orphan sweep after it removes it, and no pool
+// adopts it. A pool cannot be made of an image that carries those labels.
+func TestImageLabelsDoNotMakeAContainerOurs(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	d.waitIdle("bb", 1)
+	ours := d.containers(false)
+	if len(ours) == 0 {
+		t.Fatal("no container of the daemon to copy labels from")
+	}
+	out, err := exec.Command("docker", "inspect", "-f", "{{json .Config.Labels}}", ours[0]).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels map[string]string
+	if err := json.Unmarshal(out, &labels); err != nil {
+		t.Fatal(err)
+	}
+	var df strings.Builder
+	df.WriteString("FROM ol-shim-test/busybox:latest\n")
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.HasPrefix(k, "io.ol-shim.") && k != "io.ol-shim.test.inputs" {
+			fmt.Fprintf(&df, "LABEL %s=%q\n", k, labels[k])
+		}
+	}
+	image := fmt.Sprintf("ol-shim-test/copycat:%d", os.Getpid())
+	build := exec.Command("docker", "build", "-q", "-t", image, "-")
+	build.Stdin = strings.NewReader(df.String())
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("docker build of the copycat image: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", image).Run() })
+	name := fmt.Sprintf("copycat-%d", os.Getpid())
+	for i, args := range [][]string{
+		{"run", "-d", "--name", name, "--network", "none", image, "sleep", "1000"},
+		{"run", "-d", "--name", name + "-paused", "--network", "none", image, "sleep", "1000"},
+		{"pause", name + "-paused"},
+	} {
+		if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil {
+			t.Fatalf("docker %v: %v\n%s", args, err, out)
+		}
+		if i < 2 {
+			t.Cleanup(func() { exec.Command("docker", "rm", "-f", args[3]).Run() })
+		}
+	}
+	// A restart reconciles, and sweeps orphans 5 s after.
+	d.stop(syscall.SIGTERM)
+	d.start()
+	time.Sleep(7 * time.Second)
+	for _, c := range []string{name, name + "-paused"} {
+		if err := exec.Command("docker", "inspect", c).Run(); err != nil {
+			t.Errorf("the user's container %s, whose image copies ol-shim's labels, was removed", c)
+		}
+	}
+	if p, err := d.c.Pool(t.Context(), "bb"); err == nil && p.Stats.Idle+p.Stats.InUse > 2 {
+		t.Errorf("pool bb holds %d sandboxes: a user's container was adopted", p.Stats.Idle+p.Stats.InUse)
+	}
+	if _, stderr, code := d.cli("", "pool", "create", "copycat", image); code != 0 {
+		t.Fatalf("pool create: exit %d: %s", code, stderr)
+	}
+	defer d.cli("", "pool", "rm", "copycat")
+	_, stderr, code := d.cli("", "run", "--timeout", "30s", "--pool", "copycat", "true")
+	if code == 0 || !strings.Contains(stderr, "io.ol-shim.") {
+		t.Errorf("a run in a pool of an image that carries ol-shim's labels: exit %d, %q; want a refusal naming the label", code, stderr)
+	}
+	t.Logf("run in the copycat pool: exit %d: %s", code, strings.TrimSpace(stderr))
+}
