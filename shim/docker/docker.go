@@ -40,6 +40,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -136,6 +137,9 @@ type Docker struct {
 
 	impostors atomic.Int64 // sandboxes destroyed because a process posed as their agent
 	swept     atomic.Int64 // processes of runs killed by sweeps
+
+	imgMu       sync.Mutex
+	imgLabelled map[string]bool // guarded by imgMu: image ID -> its own labels include ol-shim's (see ours)
 }
 
 // Impostors returns how many sandboxes were destroyed because a process in
@@ -409,6 +413,9 @@ func (b *Backend) ensureImage(ctx context.Context) error {
 }
 
 // inspectImage inspects the pool's image and keeps its ENTRYPOINT and CMD.
+// An image whose own labels include ol-shim's is refused: a container
+// inherits its image's labels, and ol-shim knows its containers by labels
+// no image may carry (see ours).
 func (b *Backend) inspectImage(ctx context.Context) error {
 	cctx, cancel := b.d.callCtx(ctx)
 	defer cancel()
@@ -416,8 +423,64 @@ func (b *Backend) inspectImage(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pool %q: inspect image %q: %w", b.pool, b.spec.Image, err)
 	}
+	if res.Config != nil {
+		if k, ok := ourLabel(res.Config.Labels); ok {
+			return fmt.Errorf("pool %q: image %q: %w: it carries the label %s, which only ol-shim sets on the containers it makes", b.pool, b.spec.Image, cerrdefs.ErrInvalidArgument, k)
+		}
+	}
 	b.keepImageCommand(res)
 	return nil
+}
+
+// ourLabel returns the first of ol-shim's container labels that labels
+// holds.
+func ourLabel(labels map[string]string) (string, bool) {
+	for _, k := range []string{api.LabelManaged, api.LabelRoot, api.LabelPool, api.LabelSandbox, api.LabelSpec, api.LabelInstance} {
+		if _, ok := labels[k]; ok {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// ours reports whether a container of image imageID that carries this
+// root's label is ol-shim's: a container inherits its image's labels, so
+// one whose image carries ol-shim's labels got them from the image, not
+// from ol-shim (which makes no container of such an image: inspectImage).
+// An image that cannot be inspected proves nothing: not ours, this time.
+// Image IDs name content, so what an ID's labels are never changes: the
+// answer is kept (at most 1024 images; then all are asked again).
+func (d *Docker) ours(ctx context.Context, imageID string) bool {
+	d.imgMu.Lock()
+	labelled, known := d.imgLabelled[imageID]
+	d.imgMu.Unlock()
+	if known {
+		return !labelled
+	}
+	if imageID == "" {
+		return false
+	}
+	cctx, cancel := d.callCtx(ctx)
+	res, err := d.cli.ImageInspect(cctx, imageID)
+	cancel()
+	if err != nil {
+		d.log.Debug("an image of a container with this root's label cannot be inspected; leaving the container alone", "image", imageID, "error", err)
+		return false
+	}
+	labelled = false
+	if res.Config != nil {
+		_, labelled = ourLabel(res.Config.Labels)
+	}
+	d.imgMu.Lock()
+	if d.imgLabelled == nil || len(d.imgLabelled) >= 1024 {
+		d.imgLabelled = map[string]bool{}
+	}
+	d.imgLabelled[imageID] = labelled
+	d.imgMu.Unlock()
+	if labelled {
+		d.log.Warn("a container carries ol-shim's labels from its image; it is not ol-shim's, and is left alone", "image", imageID)
+	}
+	return !labelled
 }
 
 func (b *Backend) containerConfig(spec sandboxset.Spec) (*container.Config, *container.HostConfig) {

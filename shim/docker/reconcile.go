@@ -89,6 +89,9 @@ func Reconcile(ctx context.Context, d *Docker, scratch ScratchLister, pools map[
 	var victims []victim
 	keep := map[string]bool{} // sandbox IDs whose scratch stays
 	for _, c := range list.Items {
+		if !d.ours(ctx, c.ImageID) {
+			continue
+		}
 		sbID, poolName := c.Labels[api.LabelSandbox], c.Labels[api.LabelPool]
 		p := pools[poolName]
 		reason := removalReason(c.Labels, string(c.State), c.ImageID, pools, imageIDs)

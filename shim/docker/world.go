@@ -89,6 +89,9 @@ func (d *Docker) ContainerStates(ctx context.Context) (map[string]ContainerState
 	}
 	out := make(map[string]ContainerState, len(res.Items))
 	for _, c := range res.Items {
+		if !d.ours(ctx, c.ImageID) {
+			continue
+		}
 		out[c.ID] = ContainerState{State: string(c.State), Sandbox: c.Labels[api.LabelSandbox], Instance: c.Labels[api.LabelInstance]}
 	}
 	return out, nil
