@@ -124,12 +124,12 @@ func localDocker(host string) bool {
 // first candidate socket that exists. A rootless dockerd (not root's) has
 // its containerd in its own namespaces: none is used.
 func findContainerd() (string, string) {
-	pid, uid := dockerdProcess()
+	pid, uid := dockerdProcess(procRoot)
 	if pid > 0 && uid != 0 {
 		return "", "dockerd is rootless"
 	}
 	if pid > 0 {
-		if sock := containerdFlag(pid); sock != "" {
+		if sock := containerdFlag(procRoot, pid); sock != "" {
 			return sock, ""
 		}
 	}
@@ -149,10 +149,13 @@ func findContainerd() (string, string) {
 	return "", "no containerd socket found"
 }
 
+// procRoot is where /proc is (tests give another).
+var procRoot = "/proc"
+
 // dockerdProcess finds a process named dockerd in this pid namespace and
 // its owner's uid; 0, 0 if there is none.
-func dockerdProcess() (pid, uid int) {
-	ents, err := os.ReadDir("/proc")
+func dockerdProcess(proc string) (pid, uid int) {
+	ents, err := os.ReadDir(proc)
 	if err != nil {
 		return 0, 0
 	}
@@ -161,11 +164,11 @@ func dockerdProcess() (pid, uid int) {
 		if err != nil {
 			continue
 		}
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+		comm, err := os.ReadFile(fmt.Sprintf("%s/%d/comm", proc, p))
 		if err != nil || strings.TrimSpace(string(comm)) != "dockerd" {
 			continue
 		}
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		st, err := os.ReadFile(fmt.Sprintf("%s/%d/status", proc, p))
 		if err != nil {
 			continue
 		}
@@ -181,8 +184,8 @@ func dockerdProcess() (pid, uid int) {
 
 // containerdFlag returns the --containerd value of process pid's command
 // line, if any.
-func containerdFlag(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+func containerdFlag(proc string, pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("%s/%d/cmdline", proc, pid))
 	if err != nil {
 		return ""
 	}
