@@ -153,8 +153,15 @@ func findContainerd() (string, string) {
 var procRoot = "/proc"
 
 // dockerdProcess finds a process named dockerd in this pid namespace and
-// its owner's uid; 0, 0 if there is none.
+// its owner's uid; 0, 0 if there is none. Only a process of ol-shim's own
+// pid namespace counts: every sandbox has a pid namespace of its own, so
+// no process a sandbox starts, whatever its name and command line, is
+// taken for dockerd.
 func dockerdProcess(proc string) (pid, uid int) {
+	self, err := os.Readlink(proc + "/self/ns/pid")
+	if err != nil {
+		return 0, 0
+	}
 	ents, err := os.ReadDir(proc)
 	if err != nil {
 		return 0, 0
@@ -166,6 +173,9 @@ func dockerdProcess(proc string) (pid, uid int) {
 		}
 		comm, err := os.ReadFile(fmt.Sprintf("%s/%d/comm", proc, p))
 		if err != nil || strings.TrimSpace(string(comm)) != "dockerd" {
+			continue
+		}
+		if ns, err := os.Readlink(fmt.Sprintf("%s/%d/ns/pid", proc, p)); err != nil || ns != self {
 			continue
 		}
 		st, err := os.ReadFile(fmt.Sprintf("%s/%d/status", proc, p))
