@@ -88,3 +88,33 @@ func TestImageLabelsDoNotMakeAContainerOurs(t *testing.T) {
 	}
 	t.Logf("run in the copycat pool: exit %d: %s", code, strings.TrimSpace(stderr))
 }
+
+// TestAdHocWritesBounded: a run in an ad hoc pool (an image with no pool)
+// cannot write more than its bounds to the host's disks: not into /host
+// past the ad hoc scratch quota, not into its root file system, and not
+// into /tmp past its tmpfs.
+func TestAdHocWritesBounded(t *testing.T) {
+	d := newDaemon(t, "")
+	out, stderr, code := d.cli("", "run", "--timeout", "60s", "ol-shim-test/busybox:latest", "sh", "-c", `
+dd if=/dev/zero of=/host/big bs=1M count=200 2>/dev/null; echo host $(($(wc -c < /host/big) >> 20))
+dd if=/dev/zero of=/big bs=1M count=200 2>/dev/null; echo root $(($(wc -c < /big 2>/dev/null || echo 0) >> 20))
+dd if=/dev/zero of=/tmp/big bs=1M count=200 2>/dev/null; echo tmp $(($(wc -c < /tmp/big) >> 20))
+`)
+	t.Logf("exit %d:\n%s%s", code, out, stderr)
+	got := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var k string
+		var n int
+		if _, err := fmt.Sscan(line, &k, &n); err == nil {
+			got[k] = n
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("the run did not report its three writes")
+	}
+	for k, n := range got {
+		if n >= 200 {
+			t.Errorf("an ad hoc run wrote %d MiB into %s: no bound held it", n, k)
+		}
+	}
+}
