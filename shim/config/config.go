@@ -75,6 +75,10 @@ type DaemonConfig struct {
 	// MaxCreates bounds the sandbox creates in flight at once, over all
 	// pools; 0 takes registry.DefaultMaxCreates.
 	MaxCreates int `toml:"max_creates"`
+	// MaxScratchSize and MaxPids bound every pool's scratch_size and
+	// pids (0: registry.DefaultMaxScratchSize, DefaultMaxPids).
+	MaxScratchSize spec.Size `toml:"max_scratch_size"`
+	MaxPids        int64     `toml:"max_pids"`
 	// TLSListen is the address (HOST:PORT) of the API over the network,
 	// mutual TLS only; off when empty. TLSCert and TLSKey are the
 	// server's certificate and key, TLSCA the CA clients' certificates
@@ -102,11 +106,38 @@ type AdHocConfig struct {
 	// MaxPools bounds the ad-hoc pools; past it the least recently used
 	// idle one goes. 0: the registry's default.
 	MaxPools int `toml:"max_pools"`
+	// ScratchSize bounds each ad hoc sandbox's /host (0:
+	// DefaultAdHocScratchSize): no ad hoc run writes more than it there.
+	ScratchSize spec.Size `toml:"scratch_size"`
+	// ReadOnlyRootfs mounts ad hoc sandboxes' images read-only (unset:
+	// true), with Tmpfs for what a program must write: Docker's overlay2
+	// does not bound what a container writes to its root file system.
+	ReadOnlyRootfs *bool `toml:"read_only_rootfs"`
+	// Tmpfs are the ad hoc sandboxes' tmpfs mounts (unset:
+	// DefaultAdHocTmpfs).
+	Tmpfs map[string]spec.Size `toml:"tmpfs"`
+}
+
+// Where an ad hoc sandbox may write, and how much, where [adhoc] is silent.
+const DefaultAdHocScratchSize = 64 << 20
+
+// DefaultAdHocTmpfs returns the tmpfs mounts of ad hoc sandboxes where
+// [adhoc] names none: /tmp and /run.
+func DefaultAdHocTmpfs() map[string]spec.Size {
+	return map[string]spec.Size{"/tmp": 64 << 20, "/run": 16 << 20}
 }
 
 // Pool returns the config of an ad-hoc pool for image.
 func (a AdHocConfig) Pool(image string) spec.PoolConfig {
-	return spec.PoolConfig{Image: image, Memory: a.Memory, CPUs: a.CPUs, Pids: a.Pids, MinIdle: a.MinIdle, MaxSize: a.MaxSize, PauseGrace: a.PauseGrace}
+	pc := spec.PoolConfig{Image: image, Memory: a.Memory, CPUs: a.CPUs, Pids: a.Pids, MinIdle: a.MinIdle, MaxSize: a.MaxSize, PauseGrace: a.PauseGrace,
+		ScratchSize: a.ScratchSize, ReadOnlyRootfs: a.ReadOnlyRootfs == nil || *a.ReadOnlyRootfs, Tmpfs: a.Tmpfs}
+	if pc.ScratchSize == 0 {
+		pc.ScratchSize = DefaultAdHocScratchSize
+	}
+	if pc.Tmpfs == nil && pc.ReadOnlyRootfs {
+		pc.Tmpfs = DefaultAdHocTmpfs()
+	}
+	return pc
 }
 
 // Defaults applied where the configuration is silent.
@@ -188,6 +219,12 @@ func ParseConfig(text string) (Config, error) {
 	}
 	if c.AdHoc.MinIdle < 0 || c.AdHoc.MaxSize < 0 || (c.AdHoc.MaxSize > 0 && c.AdHoc.MinIdle > c.AdHoc.MaxSize) {
 		return c, fmt.Errorf("%w: [adhoc]: min_idle %d, max_size %d: want 0 <= min_idle <= max_size (0: no limit)", ErrInvalidConfig, c.AdHoc.MinIdle, c.AdHoc.MaxSize)
+	}
+	if err := c.AdHoc.Pool("ol-shim/adhoc").Validate(); err != nil {
+		return c, fmt.Errorf("%w: [adhoc]: %w", ErrInvalidConfig, err)
+	}
+	if c.Daemon.MaxScratchSize < 0 || c.Daemon.MaxPids < 0 {
+		return c, fmt.Errorf("%w: [daemon] max_scratch_size %d, max_pids %d: must not be negative", ErrInvalidConfig, c.Daemon.MaxScratchSize, c.Daemon.MaxPids)
 	}
 	if c.AdHoc.MaxPools < 0 {
 		return c, fmt.Errorf("%w: [adhoc] max_pools %d: must not be negative", ErrInvalidConfig, c.AdHoc.MaxPools)

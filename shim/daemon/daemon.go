@@ -250,7 +250,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 	f := d.cfg.File.Daemon
 	rc := registry.Config{Root: d.cfg.Root, Budget: d.cfg.Budget, Lease: d.cfg.Lease, AdHoc: d.cfg.File.AdHoc, Logger: d.log,
-		MaxPoolSize: f.MaxPoolSize, MaxCreates: f.MaxCreates, AllowPull: f.AllowPull, AllowNetworks: f.AllowNetworks}
+		MaxPoolSize: f.MaxPoolSize, MaxCreates: f.MaxCreates, AllowPull: f.AllowPull, AllowNetworks: f.AllowNetworks,
+		MaxScratchSize: int64(f.MaxScratchSize), MaxPids: f.MaxPids}
 	if d.pools != nil {
 		rc.Store = d.pools
 	}

@@ -545,6 +545,12 @@ func (b *Backend) containerConfig(spec sandboxset.Spec) (*container.Config, *con
 		ReadonlyRootfs: s.ReadOnlyRootfs,
 		Mounts:         mounts,
 	}
+	if len(s.Tmpfs) > 0 {
+		hc.Tmpfs = make(map[string]string, len(s.Tmpfs))
+		for dir, size := range s.Tmpfs {
+			hc.Tmpfs[dir] = fmt.Sprintf("rw,nosuid,nodev,size=%d,mode=1777", size)
+		}
+	}
 	if s.MemoryBytes > 0 {
 		hc.Memory = s.MemoryBytes
 		hc.MemorySwap = s.MemoryBytes // swap off

@@ -149,6 +149,12 @@ func (r *Registry) allowed(name string, pc spec.PoolConfig) error {
 			return err
 		}
 	}
+	if int64(pc.ScratchSize) > r.cfg.MaxScratchSize {
+		return fmt.Errorf("pool %q: %w: scratch_size %d bytes: more than this host's bound of %d (max_scratch_size in [daemon])", name, spec.ErrInvalidSpec, int64(pc.ScratchSize), r.cfg.MaxScratchSize)
+	}
+	if pc.Pids > r.cfg.MaxPids {
+		return fmt.Errorf("pool %q: %w: pids %d: more than this host's bound of %d (max_pids in [daemon])", name, spec.ErrInvalidSpec, pc.Pids, r.cfg.MaxPids)
+	}
 	if pc.Pull == spec.PullMissing && !r.cfg.AllowPull {
 		return fmt.Errorf("pool %q: %w: pull %q: this daemon does not pull images (allow_pull in [daemon])", name, spec.ErrInvalidSpec, pc.Pull)
 	}

@@ -86,10 +86,20 @@ type Config struct {
 	AllowPull bool
 	// AllowNetworks lets pools join a network other than none.
 	AllowNetworks bool
+	// MaxScratchSize bounds every pool's scratch_size, and MaxPids its
+	// pids; DefaultMaxScratchSize and DefaultMaxPids if 0.
+	MaxScratchSize int64
+	MaxPids        int64
 }
 
 // DefaultMaxPoolSize is Config.MaxPoolSize if unset.
 const DefaultMaxPoolSize = 256
+
+// Bounds of every pool where Config sets none.
+const (
+	DefaultMaxScratchSize = 16 << 30
+	DefaultMaxPids        = 32768
+)
 
 // DefaultMaxCreates is Config.MaxCreates if unset.
 const DefaultMaxCreates = 4
@@ -136,6 +146,12 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.MaxCreates <= 0 {
 		cfg.MaxCreates = DefaultMaxCreates
+	}
+	if cfg.MaxScratchSize <= 0 {
+		cfg.MaxScratchSize = DefaultMaxScratchSize
+	}
+	if cfg.MaxPids <= 0 {
+		cfg.MaxPids = DefaultMaxPids
 	}
 	if cfg.Provider == nil {
 		return nil, errors.New("registry: no provider")

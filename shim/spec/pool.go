@@ -91,6 +91,10 @@ type PoolConfig struct {
 	CPUs           float64  `toml:"cpus" json:"cpus,omitempty"`
 	Pids           int64    `toml:"pids" json:"pids,omitempty"`
 	ReadOnlyRootfs bool     `toml:"read_only_rootfs" json:"read_only_rootfs,omitempty"`
+	// Tmpfs: a tmpfs of at most the given size at each path, e.g.
+	// {"/tmp" = "64M"}: where a read-only root file system's sandbox may
+	// still write, bounded, in memory.
+	Tmpfs map[string]Size `toml:"tmpfs" json:"tmpfs,omitempty"`
 	// Recycle: after a run that does not keep its sandbox, the sandbox is
 	// made as it was made (every process killed, everything a run can
 	// write emptied, the pool's command started again) and goes back to
@@ -131,6 +135,12 @@ func (p PoolConfig) Spec() PoolSpec {
 		MemoryBytes: int64(p.Memory), CPUs: p.CPUs, PidsLimit: p.Pids,
 		ReadOnlyRootfs: p.ReadOnlyRootfs, Network: p.Network, Pull: p.Pull,
 	}
+	if len(p.Tmpfs) > 0 {
+		s.Tmpfs = make(map[string]int64, len(p.Tmpfs))
+		for dir, size := range p.Tmpfs {
+			s.Tmpfs[dir] = int64(size)
+		}
+	}
 	if r := p.Ready; r != nil {
 		s.Ready = &Readiness{File: r.File, Socket: r.Socket, Timeout: time.Duration(r.Timeout)}
 	}
@@ -160,6 +170,8 @@ func (p PoolConfig) Validate() error {
 		return fmt.Errorf("%w: owner %q: want uid:N or tls:SUBJECT", ErrInvalidSpec, truncate(p.Owner, 80))
 	case p.Shared && p.Owner != "":
 		return fmt.Errorf("%w: shared: only the administrator's pools (no owner) are shared", ErrInvalidSpec)
+	case p.Recycle && len(p.Tmpfs) > 0:
+		return fmt.Errorf("%w: recycle does not empty tmpfs mounts: a pool that recycles has none", ErrInvalidSpec)
 	case p.Recycle && !p.ReadOnlyRootfs:
 		return fmt.Errorf("%w: recycle needs read_only_rootfs = true: a recycled sandbox keeps its root file system, so a run must not be able to write it", ErrInvalidSpec)
 	}

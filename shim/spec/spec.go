@@ -61,6 +61,10 @@ type PoolSpec struct {
 	PidsLimit int64 `json:"pids_limit,omitempty"`
 	// ReadOnlyRootfs mounts the image read-only; /host stays writable.
 	ReadOnlyRootfs bool `json:"read_only_rootfs,omitempty"`
+	// Tmpfs mounts a tmpfs of at most the given bytes at each path
+	// (nosuid, nodev, mode 1777); its pages count against the memory
+	// limit.
+	Tmpfs map[string]int64 `json:"tmpfs,omitempty"`
 	// Network is "none" (default) or the name of a user-defined or bridge
 	// network. "host" and "container:..." are refused.
 	Network string `json:"network,omitempty"`
@@ -133,6 +137,13 @@ func (p PoolSpec) Validate() error {
 		return bad("cpus %g: more than the %d CPUs of this host", p.CPUs, runtime.NumCPU())
 	case p.PidsLimit < 0:
 		return bad("pids_limit %d: must not be negative", p.PidsLimit)
+	case len(p.Tmpfs) > MaxTmpfs:
+		return bad("tmpfs: %d mounts, more than %d", len(p.Tmpfs), MaxTmpfs)
+	}
+	for dir, size := range p.Tmpfs {
+		if err := checkTmpfs(dir, size); err != nil {
+			return bad("%v", err)
+		}
 	}
 	switch n := p.Network; {
 	case n == "" || n == "none":
@@ -218,6 +229,33 @@ func (p PoolSpec) Hash() string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// MaxTmpfs bounds a pool's tmpfs mounts.
+const MaxTmpfs = 8
+
+// checkTmpfs checks one tmpfs mount: an absolute, clean path that is not
+// one ol-shim or the kernel mounts, and a size within [4 KiB, 16 GiB].
+func checkTmpfs(dir string, size int64) error {
+	if !path.IsAbs(dir) || path.Clean(dir) != dir || dir == "/" || strings.ContainsAny(dir, ",:\x00") || len(dir) > 256 {
+		return fmt.Errorf("tmpfs %q: want a clean absolute path other than /, without ',' or ':'", truncateSpec(dir, 80))
+	}
+	for _, r := range []string{"/host", "/.ol-shim", "/proc", "/sys", "/dev", "/etc/hosts"} {
+		if dir == r || strings.HasPrefix(dir, r+"/") {
+			return fmt.Errorf("tmpfs %q: %s is ol-shim's or the kernel's", dir, r)
+		}
+	}
+	if size < 4<<10 || size > 16<<30 {
+		return fmt.Errorf("tmpfs %q: size %d bytes: want 4K to 16G", dir, size)
+	}
+	return nil
+}
+
+func truncateSpec(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // NetworkMode is the Docker network mode of the spec: "none" unless it
