@@ -3,7 +3,10 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/open-lambda/ol-shim/internal/testpki"
+	"github.com/open-lambda/ol-shim/shim/api"
 )
 
 // TestServeTLSReload: the clients' CA of the TLS listener changes at
@@ -83,5 +87,69 @@ func TestServeTLSReload(t *testing.T) {
 	}
 	if stderr, code := status(bob); code != 0 {
 		t.Errorf("bob after a refused reload: exit %d: %s", code, stderr)
+	}
+}
+
+// TestServeTLSProxiesReload: a front end taken off [daemon] tls_proxies
+// stops speaking for clients at SIGHUP, without a restart: its
+// X-OL-Shim-Client header is then ignored and its requests are its own.
+func TestServeTLSProxiesReload(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, dir, "cluster")
+	server, proxy := ca.Server(t, "host-1"), ca.Client(t, "proxy")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	conf := func(proxies string) string {
+		return "[daemon]\ntls_proxies = [" + proxies + "]\n" + bbConfig
+	}
+	d := newDaemonWith(t, conf(`"CN=proxy"`), func(d *testDaemon) {
+		d.extra = []string{"--tls-listen", addr, "--tls-cert", server.Cert, "--tls-key", server.Key, "--tls-ca", ca.File}
+	})
+	d.waitIdle("bb", 1)
+	acquireFor := func(client string) string {
+		t.Helper()
+		cfg, err := api.Remote{Host: "tcp://" + addr, CACert: ca.File, Cert: proxy.Cert, Key: proxy.Key}.TLSConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{TLSClientConfig: cfg}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest("POST", "https://"+addr+"/v1/acquire", strings.NewReader(`{"pool":"bb","timeout":"30s"}`))
+		req.Header.Set("X-OL-Shim-Client", client)
+		resp, err := (&http.Client{Transport: tr, Timeout: 40 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var lease api.Lease
+		if err := json.NewDecoder(resp.Body).Decode(&lease); err != nil || lease.ID == "" {
+			t.Fatalf("acquire through the proxy: %d, %v", resp.StatusCode, err)
+		}
+		if err := d.c.Release(context.Background(), lease.ID); err != nil {
+			t.Fatal(err)
+		}
+		return lease.Client
+	}
+	if who := acquireFor("CN=alice"); who != "CN=alice" {
+		t.Fatalf("the trusted proxy for alice: lease of %q", who)
+	}
+	if err := os.WriteFile(d.config, []byte(conf("")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark := len(d.log.String())
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.log.String()[mark:], "reloaded") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line of the reload:\n%s", d.log.String()[mark:])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if who := acquireFor("CN=alice"); who != "CN=proxy" {
+		t.Errorf("a proxy taken off tls_proxies, after SIGHUP, still speaks for %q", who)
 	}
 }
