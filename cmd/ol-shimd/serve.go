@@ -260,6 +260,9 @@ func serve(c *cli.Context) error {
 			} else {
 				log.Info("reloaded", "pools", len(next.Pools))
 			}
+			if err == nil && !c.IsSet("tls-proxy") {
+				d.SetTLSProxies(next.Daemon.TLSProxies)
+			}
 			if tlsFiles != nil {
 				// A renewed certificate or a changed client CA: new
 				// handshakes get it; connections made before keep theirs.

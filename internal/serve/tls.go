@@ -72,10 +72,32 @@ const maxClientHeader = 1024
 // that client's. Any other peer's ClientHeader is ignored: no client can
 // speak for another.
 func TLSIdentity(h http.Handler, proxies ...string) http.Handler {
-	trusted := map[string]bool{}
-	for _, p := range proxies {
-		trusted[p] = true
+	var p Proxies
+	p.Set(proxies)
+	return TLSIdentityOf(h, &p)
+}
+
+// Proxies is the set of trusted front ends' subjects, which Set replaces
+// for the requests that come after (a reload).
+type Proxies struct{ cur atomic.Pointer[map[string]bool] }
+
+// Set makes subjects the trusted proxies.
+func (p *Proxies) Set(subjects []string) {
+	m := make(map[string]bool, len(subjects))
+	for _, s := range subjects {
+		m[s] = true
 	}
+	p.cur.Store(&m)
+}
+
+func (p *Proxies) trusted(subject string) bool {
+	m := p.cur.Load()
+	return m != nil && (*m)[subject]
+}
+
+// TLSIdentityOf is TLSIdentity with the proxies read from p at each
+// request.
+func TLSIdentityOf(h http.Handler, proxies *Proxies) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			http.Error(w, "a client certificate signed by the cluster's CA is required", http.StatusForbidden)
@@ -86,7 +108,7 @@ func TLSIdentity(h http.Handler, proxies ...string) http.Handler {
 			http.Error(w, "the client certificate has an empty subject", http.StatusForbidden)
 			return
 		}
-		if fwd := r.Header.Values(ClientHeader); trusted[subject] && len(fwd) > 0 {
+		if fwd := r.Header.Values(ClientHeader); proxies.trusted(subject) && len(fwd) > 0 {
 			if len(fwd) > 1 || fwd[0] == "" || len(fwd[0]) > maxClientHeader || strings.ContainsFunc(fwd[0], unicode.IsControl) {
 				http.Error(w, fmt.Sprintf("%s from proxy %s: want one client subject of at most %d characters", ClientHeader, subject, maxClientHeader), http.StatusBadRequest)
 				return

@@ -125,6 +125,8 @@ type Daemon struct {
 	pools  *poolStore         // set by Start with the Docker backend: pools made through the API
 	reg    *registry.Registry // set by Start
 
+	proxies serve.Proxies // the TLS front ends trusted now (Config.TLSProxies, SetTLSProxies)
+
 	mu      sync.Mutex
 	servers []*http.Server // guarded by mu: API and metrics servers
 	plugin  []net.Listener // guarded by mu
@@ -156,6 +158,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		cfg.Limits.MaxBody = api.MaxBody
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger}
+	d.proxies.Set(cfg.TLSProxies)
 	if d.log == nil {
 		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -384,7 +387,7 @@ func (d *Daemon) ServeAPITLS(l net.Listener, cfg *tls.Config) error {
 		mux.Handle("/", h)
 		h = mux
 	}
-	return d.serveOn(serve.TLSListener(l, cfg, d.cfg.Limits), serve.TLSIdentity(h, d.cfg.TLSProxies...))
+	return d.serveOn(serve.TLSListener(l, cfg, d.cfg.Limits), serve.TLSIdentityOf(h, &d.proxies))
 }
 
 // ServeMetrics serves Prometheus metrics at /metrics on l until Stop
@@ -445,6 +448,10 @@ func (d *Daemon) Reload(file config.Config) error {
 	d.cfg.File = file
 	return nil
 }
+
+// SetTLSProxies replaces the front ends trusted to name a request's client
+// (Config.TLSProxies), for the requests that come after: a reload.
+func (d *Daemon) SetTLSProxies(subjects []string) { d.proxies.Set(subjects) }
 
 // Pools returns how many pools the config file configures.
 func (d *Daemon) Pools() int { return len(d.cfg.File.Pools) }
