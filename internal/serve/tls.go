@@ -79,7 +79,9 @@ func TLSIdentity(h http.Handler, proxies ...string) http.Handler {
 
 // Proxies is the set of trusted front ends' subjects, which Set replaces
 // for the requests that come after (a reload).
-type Proxies struct{ cur atomic.Pointer[map[string]bool] }
+type Proxies struct {
+	cur atomic.Pointer[map[string]bool]
+}
 
 // Set makes subjects the trusted proxies.
 func (p *Proxies) Set(subjects []string) {
