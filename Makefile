@@ -4,6 +4,7 @@ GO      ?= go
 BIN     := bin/ol-shim
 DBIN    := bin/ol-shimd
 IBIN    := bin/ol-shim-init
+RBIN    := bin/ol-shim-runtime
 PREFIX  ?= /usr/local
 # Docker CLI plugins: docker-ol there makes "docker ol run ..." work.
 CLI_PLUGINS ?= /usr/local/lib/docker/cli-plugins
@@ -19,12 +20,12 @@ help: ## list the targets
 setup: ## install what is missing on a Debian host (docker.io, fuse3, busybox-static, debootstrap); needs root
 	hack/setup.sh
 
-build: $(BIN) $(DBIN) $(IBIN) ## static binaries (CGO_ENABLED=0): bin/ol-shim, the client users type; bin/ol-shimd, the daemon; bin/ol-shim-init, each sandbox's PID 1 and agent (runs in images FROM scratch)
+build: $(BIN) $(DBIN) $(IBIN) $(RBIN) ## static binaries (CGO_ENABLED=0): bin/ol-shim, the client users type; bin/ol-shimd, the daemon; bin/ol-shim-init, each sandbox's PID 1 and agent (runs in images FROM scratch); bin/ol-shim-runtime, the OCI runtime dockerd calls (runc-compatible)
 
 # Rebuilt when a source changed: `make install` on a host without Go works
 # with binaries built elsewhere.
-$(BIN) $(DBIN) $(IBIN) &: $(GOFILES) go.mod go.sum
-	CGO_ENABLED=0 $(GO) build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$(VERSION) -X main.Version=$(VERSION)" -o bin/ ./cmd/ol-shim ./cmd/ol-shimd ./cmd/ol-shim-init
+$(BIN) $(DBIN) $(IBIN) $(RBIN) &: $(GOFILES) go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$(VERSION) -X main.Version=$(VERSION)" -o bin/ ./cmd/ol-shim ./cmd/ol-shimd ./cmd/ol-shim-init ./cmd/ol-shim-runtime
 
 deb: ## build/ol-shim_VERSION_ARCH.deb with nfpm (packaging/), checked by lintian: binaries, systemd units, plugin spec, docker ol, config (conffile), man pages, bash completion; DEB_VERSION overrides the version
 	GO=$(GO) hack/deb.sh build
@@ -87,12 +88,14 @@ lint: ## gofmt -s, go vet, staticcheck (all build tags), go mod tidy -diff, and 
 	$(GO) run $(STATICCHECK) -tags integration ./...
 	$(GO) mod tidy -diff
 	@if $(GO) list -deps ./shim/api | grep -E 'moby/moby|go-fuse|bbolt|prometheus'; then echo "shim/api must stay a leaf: it imports the above"; exit 1; fi
+	@if $(GO) list -deps ./cmd/ol-shim-runtime | grep -E 'moby/moby|go-fuse|bbolt|prometheus|grpc|urfave|ol-shim/(shim/(daemon|registry|docker|server|api)|scratch)$$'; then echo "cmd/ol-shim-runtime must stay small, so that a pause starts fast: it imports the above"; exit 1; fi
 	@if $(GO) list -deps ./cmd/ol-shim | grep -E 'moby/moby|go-fuse|bbolt|prometheus|distribution/reference|ol-shim/(shim/(daemon|registry|docker|server|imageref)|scratch)$$'; then echo "cmd/ol-shim (the client) must stay light, so a run starts fast: it imports the above"; exit 1; fi
 
-install: $(BIN) $(DBIN) $(IBIN) ## install the binaries, the systemd unit, the plugin spec for dockerd, and a config if none exists
+install: $(BIN) $(DBIN) $(IBIN) $(RBIN) ## install the binaries, the systemd unit, the plugin spec for dockerd, and a config if none exists
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ol-shim
 	install -D -m 0755 $(DBIN) $(DESTDIR)$(PREFIX)/bin/ol-shimd
 	install -D -m 0755 $(IBIN) $(DESTDIR)$(PREFIX)/bin/ol-shim-init
+	install -D -m 0755 $(RBIN) $(DESTDIR)$(PREFIX)/bin/ol-shim-runtime
 	install -D -m 0644 systemd/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.service
 	install -D -m 0644 systemd/ol-shim.socket $(DESTDIR)/etc/systemd/system/ol-shim.socket
 	install -D -m 0644 plugin.json $(DESTDIR)/etc/docker/plugins/ol-shim.json
@@ -106,7 +109,7 @@ uninstall: ## stop the service, remove its sandboxes (ol-shim serve --purge) and
 		$(PREFIX)/bin/ol-shimd serve --purge || { echo "uninstall: stopped before removing anything: start ol-shim again (systemctl start ol-shim), remove the volumes named above, then run make uninstall again" >&2; exit 1; }; fi
 	rm -f $(DESTDIR)$(CLI_PLUGINS)/docker-ol
 	rmdir $(DESTDIR)$(CLI_PLUGINS) $(DESTDIR)$(dir $(CLI_PLUGINS)) 2>/dev/null || true
-	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)$(PREFIX)/bin/ol-shimd $(DESTDIR)$(PREFIX)/bin/ol-shim-init $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
+	rm -f $(DESTDIR)$(PREFIX)/bin/ol-shim $(DESTDIR)$(PREFIX)/bin/ol-shimd $(DESTDIR)$(PREFIX)/bin/ol-shim-init $(DESTDIR)$(PREFIX)/bin/ol-shim-runtime $(DESTDIR)/etc/systemd/system/ol-shim.service $(DESTDIR)/etc/systemd/system/ol-shim.socket $(DESTDIR)/etc/docker/plugins/ol-shim.json
 	@if cmp -s examples/config.toml $(DESTDIR)/etc/ol-shim/config.toml; then rm -f $(DESTDIR)/etc/ol-shim/config.toml; rmdir $(DESTDIR)/etc/ol-shim 2>/dev/null || true; \
 	elif [ -e $(DESTDIR)/etc/ol-shim/config.toml ]; then echo "uninstall: leaving $(DESTDIR)/etc/ol-shim/config.toml: it is not the one install put there"; fi
 	@if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/var/lib/ol-shim; fi
