@@ -37,7 +37,7 @@ mkdir -p "$DEB_BUILD/bin" "$DEB_BUILD/man"
 
 CGO_ENABLED=0 GOARCH="$DEB_ARCH" "$GO" build -trimpath -tags urfave_cli_no_docs \
 	-ldflags "-s -w -X github.com/open-lambda/ol-shim/internal/clicmd.Version=$DEB_VERSION -X main.Version=$DEB_VERSION" \
-	-o "$DEB_BUILD/bin/" ./cmd/ol-shim ./cmd/ol-shimd ./cmd/ol-shim-init
+	-o "$DEB_BUILD/bin/" ./cmd/ol-shim ./cmd/ol-shimd ./cmd/ol-shim-init ./cmd/ol-shim-runtime
 
 sed 's|/usr/local/bin/|/usr/bin/|g' systemd/ol-shim.service >"$DEB_BUILD/ol-shim.service"
 grep -q '^ExecStart=/usr/bin/ol-shimd ' "$DEB_BUILD/ol-shim.service" || { echo "deb: ol-shim.service: no ExecStart of /usr/bin/ol-shimd" >&2; exit 1; }

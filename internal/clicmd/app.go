@@ -22,7 +22,7 @@ var Version = "dev"
 // NewApp is the command line with the client commands and the given
 // daemon commands.
 func NewApp(daemon ...*cli.Command) *cli.App {
-	cmds := []*cli.Command{statusCommand, runCommand, poolCommand, volumeCommand}
+	cmds := []*cli.Command{statusCommand, runCommand, poolCommand, volumeCommand, runtimeCommand}
 	cmds = append(cmds, daemon...)
 	cmds = append(cmds, completionCommand, manCommand, versionCommand)
 	return &cli.App{
