@@ -63,6 +63,9 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 		}
 		fmt.Fprintln(out)
 	}
+	if st.Docker != nil && st.Docker.Runtime != "" {
+		fmt.Fprintf(out, "OCI runtime: %s\n", st.Docker.Runtime)
+	}
 	if st.Docker != nil && st.Docker.PauseVia != "" {
 		fmt.Fprintf(out, "pause and resume: %s\n", st.Docker.PauseVia)
 	}

@@ -170,6 +170,9 @@ type DockerHealth struct {
 	// PauseVia is how sandboxes are paused and resumed: containerd's task
 	// API (its socket) or dockerd (and why not containerd).
 	PauseVia string `json:"pause_via,omitempty"`
+	// Runtime is the OCI runtime sandboxes get where their pool names
+	// none: ol-shim's (its binary) where dockerd knows it.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // DiskHealth is the state root's filesystem, where sandboxes' scratch data

@@ -140,6 +140,63 @@ type Docker struct {
 
 	imgMu       sync.Mutex
 	imgLabelled map[string]bool // guarded by imgMu: image ID -> its own labels include ol-shim's (see ours)
+
+	rtMu      sync.Mutex
+	runtimes  map[string]string // guarded by rtMu: the OCI runtimes dockerd knows, by name: their binary
+	rtChecked time.Time         // guarded by rtMu
+}
+
+// OwnRuntime is the name ol-shim's OCI runtime (ol-shim-runtime) is
+// registered under in dockerd.
+const OwnRuntime = "ol-shim"
+
+// refreshRuntimes asks dockerd which OCI runtimes it knows, at most every
+// 10 s (and always if force).
+func (d *Docker) refreshRuntimes(ctx context.Context, force bool) {
+	d.rtMu.Lock()
+	due := force || time.Since(d.rtChecked) > 10*time.Second
+	if due {
+		d.rtChecked = time.Now()
+	}
+	d.rtMu.Unlock()
+	if !due {
+		return
+	}
+	cctx, cancel := d.callCtx(ctx)
+	defer cancel()
+	res, err := d.cli.Info(cctx, client.InfoOptions{})
+	if err != nil {
+		return
+	}
+	rts := map[string]string{}
+	for name, r := range res.Info.Runtimes {
+		rts[name] = r.Path
+	}
+	d.rtMu.Lock()
+	d.runtimes = rts
+	d.rtMu.Unlock()
+}
+
+// DefaultRuntime is the OCI runtime of sandboxes whose pool names none:
+// ol-shim's where dockerd knows it (pause and resume then run no runc
+// process), else dockerd's default ("").
+func (d *Docker) DefaultRuntime() string {
+	d.rtMu.Lock()
+	defer d.rtMu.Unlock()
+	if _, ok := d.runtimes[OwnRuntime]; ok {
+		return OwnRuntime
+	}
+	return ""
+}
+
+// Runtime says which OCI runtime sandboxes get by default, for the status.
+func (d *Docker) Runtime() string {
+	d.rtMu.Lock()
+	defer d.rtMu.Unlock()
+	if p, ok := d.runtimes[OwnRuntime]; ok {
+		return OwnRuntime + " (" + p + ")"
+	}
+	return "dockerd's default (ol-shim-runtime not registered: ol-shim runtime install)"
 }
 
 // Impostors returns how many sandboxes were destroyed because a process in
@@ -205,6 +262,7 @@ func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
 		cli.Close()
 		return nil, fmt.Errorf("docker: no answer from dockerd at %s: %w", cli.DaemonHost(), err)
 	}
+	d.refreshRuntimes(ctx, true)
 	d.tasks, d.noTasks = newTaskAPI(cfg.Containerd, cli.DaemonHost())
 	if d.tasks != nil {
 		d.log.Info("pausing and resuming sandboxes through containerd's task API", "socket", d.tasks.socket, "namespace", containerdNamespace)
@@ -544,6 +602,10 @@ func (b *Backend) containerConfig(spec sandboxset.Spec) (*container.Config, *con
 		SecurityOpt:    []string{"no-new-privileges"},
 		ReadonlyRootfs: s.ReadOnlyRootfs,
 		Mounts:         mounts,
+		Runtime:        s.Runtime,
+	}
+	if hc.Runtime == "" {
+		hc.Runtime = b.d.DefaultRuntime()
 	}
 	if len(s.Tmpfs) > 0 {
 		hc.Tmpfs = make(map[string]string, len(s.Tmpfs))
@@ -617,7 +679,8 @@ func (d *Docker) Health(ctx context.Context) *api.DockerHealth {
 	if err != nil {
 		return &api.DockerHealth{Error: err.Error(), PauseVia: d.PauseVia()}
 	}
-	return &api.DockerHealth{OK: true, Version: v.Version, APIVersion: d.APIVersion(), PauseVia: d.PauseVia()}
+	d.refreshRuntimes(ctx, false)
+	return &api.DockerHealth{OK: true, Version: v.Version, APIVersion: d.APIVersion(), PauseVia: d.PauseVia(), Runtime: d.Runtime()}
 }
 
 // inScratch reports whether rel exists inside the scratch directory dir

@@ -130,9 +130,8 @@ func Register(path, name, binary string) (bool, error) {
 	return true, writeConf(path, conf, fi)
 }
 
-// Unregister removes the runtime name from the daemon.json at path (and
-// runtimes, if it is left empty), keeping every other key, and reports
-// whether the file changed.
+// Unregister removes the runtime name from the daemon.json at path,
+// keeping every other key, and reports whether the file changed.
 func Unregister(path, name string) (bool, error) {
 	conf, fi, err := readConf(path)
 	if err != nil || fi == nil {
@@ -150,9 +149,9 @@ func Unregister(path, name string) (bool, error) {
 		return false, nil
 	}
 	delete(runtimes, name)
-	if len(runtimes) == 0 {
-		delete(conf, "runtimes")
-	} else if conf["runtimes"], err = json.Marshal(runtimes); err != nil {
+	// An empty runtimes stays: dockerd keeps the runtimes it has at a
+	// reload whose file has no runtimes key.
+	if conf["runtimes"], err = json.Marshal(runtimes); err != nil {
 		return false, err
 	}
 	return true, writeConf(path, conf, fi)

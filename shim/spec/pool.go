@@ -95,6 +95,11 @@ type PoolConfig struct {
 	// {"/tmp" = "64M"}: where a read-only root file system's sandbox may
 	// still write, bounded, in memory.
 	Tmpfs map[string]Size `toml:"tmpfs" json:"tmpfs,omitempty"`
+	// Runtime is the OCI runtime of the pool's sandboxes: a name dockerd
+	// knows (daemon.json's runtimes, e.g. "runsc" or "crun"); empty:
+	// "ol-shim" where it is registered (ol-shim runtime install), else
+	// dockerd's default.
+	Runtime string `toml:"runtime" json:"runtime,omitempty"`
 	// Recycle: after a run that does not keep its sandbox, the sandbox is
 	// made as it was made (every process killed, everything a run can
 	// write emptied, the pool's command started again) and goes back to
@@ -133,7 +138,7 @@ func (p PoolConfig) Spec() PoolSpec {
 	s := PoolSpec{
 		Image: p.Image, Cmd: p.Cmd, Env: p.Env, WorkingDir: p.WorkingDir, User: p.User,
 		MemoryBytes: int64(p.Memory), CPUs: p.CPUs, PidsLimit: p.Pids,
-		ReadOnlyRootfs: p.ReadOnlyRootfs, Network: p.Network, Pull: p.Pull,
+		ReadOnlyRootfs: p.ReadOnlyRootfs, Network: p.Network, Pull: p.Pull, Runtime: p.Runtime,
 	}
 	if len(p.Tmpfs) > 0 {
 		s.Tmpfs = make(map[string]int64, len(p.Tmpfs))

@@ -65,6 +65,10 @@ type PoolSpec struct {
 	// (nosuid, nodev, mode 1777); its pages count against the memory
 	// limit.
 	Tmpfs map[string]int64 `json:"tmpfs,omitempty"`
+	// Runtime is the OCI runtime dockerd runs the sandboxes with (a name
+	// of daemon.json's runtimes: "runsc", "crun", ...); empty: ol-shim's
+	// where dockerd knows it, else dockerd's default.
+	Runtime string `json:"runtime,omitempty"`
 	// Network is "none" (default) or the name of a user-defined or bridge
 	// network. "host" and "container:..." are refused.
 	Network string `json:"network,omitempty"`
@@ -137,6 +141,8 @@ func (p PoolSpec) Validate() error {
 		return bad("cpus %g: more than the %d CPUs of this host", p.CPUs, runtime.NumCPU())
 	case p.PidsLimit < 0:
 		return bad("pids_limit %d: must not be negative", p.PidsLimit)
+	case p.Runtime != "" && (len(p.Runtime) > 64 || !runtimeRE().MatchString(p.Runtime)):
+		return bad("runtime %q: want the name of one of dockerd's runtimes", truncateSpec(p.Runtime, 80))
 	case len(p.Tmpfs) > MaxTmpfs:
 		return bad("tmpfs: %d mounts, more than %d", len(p.Tmpfs), MaxTmpfs)
 	}
@@ -230,6 +236,9 @@ func (p PoolSpec) Hash() string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
+
+// runtimeRE matches an OCI runtime's name in dockerd.
+var runtimeRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`) })
 
 // MaxTmpfs bounds a pool's tmpfs mounts.
 const MaxTmpfs = 8
