@@ -1,6 +1,7 @@
 // Command ol-shim-runtime is ol-shim's OCI runtime, runc-compatible: see
-// package ociruntime. It answers pause and resume by writing the freezer
-// itself and hands every other command to runc.
+// package ociruntime. It serves from ol-shim's pools the containers that
+// need nothing a warm sandbox lacks, answers pause and resume by writing
+// the freezer itself, and hands every other command to runc.
 package main
 
 import (
@@ -16,18 +17,41 @@ var Version = "dev"
 
 func main() {
 	argv := os.Args[1:]
+	if ociruntime.IsRelay(argv) {
+		os.Exit(ociruntime.Relay(argv))
+	}
 	a, err := ociruntime.Parse(argv)
+	runc := argv
 	if err == nil {
+		runc = a.Runc
+		fail := func(err error) {
+			ociruntime.LogError(a, fmt.Sprintf("%s: %v", a.Command, err))
+			os.Exit(1)
+		}
 		switch a.Command {
+		case "create":
+			served, why, err := ociruntime.TryCreate(a)
+			if err != nil {
+				fail(err)
+			}
+			if served {
+				return
+			}
+			ociruntime.LogInfo(a, "not served from a pool, handed to runc: "+why)
 		case "pause", "resume":
+			if handled, err := ociruntime.Served(a); handled {
+				if err != nil {
+					fail(err)
+				}
+				return
+			}
 			if len(a.Rest) == 1 {
 				err := ociruntime.Freeze(a.Root, a.Rest[0], a.Command == "pause")
 				if err == nil {
 					return
 				}
 				if !ociruntime.IsNoState(err) {
-					ociruntime.LogError(a, fmt.Sprintf("%s %s: %v", a.Command, a.Rest[0], err))
-					os.Exit(1)
+					fail(fmt.Errorf("%s: %w", a.Rest[0], err))
 				}
 			}
 		case "--version", "-v":
@@ -37,9 +61,16 @@ func main() {
 				os.Stdout.Write(out)
 			}
 			return
+		default:
+			if handled, err := ociruntime.Served(a); handled {
+				if err != nil {
+					fail(err)
+				}
+				return
+			}
 		}
 	}
-	if err := ociruntime.HandOver(argv); err != nil {
+	if err := ociruntime.HandOver(runc); err != nil {
 		ociruntime.LogError(a, "ol-shim-runtime: "+err.Error())
 		os.Exit(1)
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // registerRuntime registers the built ol-shim-runtime with this host's
 // dockerd through `ol-shim runtime install`, and puts daemon.json back as
 // it was (and reloads dockerd) when the test ends.
-func registerRuntime(t *testing.T) {
+func registerRuntime(t *testing.T, flags ...string) {
 	t.Helper()
 	orig, err := os.ReadFile(ociruntime.DaemonJSON)
 	existed := err == nil
@@ -46,7 +47,7 @@ func registerRuntime(t *testing.T) {
 			waitRuntime(t, true)
 		}
 	})
-	out, err := exec.Command(bin, "runtime", "install", "--path", filepath.Join(filepath.Dir(bin), "ol-shim-runtime")).CombinedOutput()
+	out, err := exec.Command(bin, append(flags, "runtime", "install", "--path", filepath.Join(filepath.Dir(bin), "ol-shim-runtime"))...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ol-shim runtime install: %v\n%s", err, out)
 	}
@@ -148,4 +149,94 @@ func TestRuntimeRegistered(t *testing.T) {
 	if out, code := docker(t, "run", "--rm", "--network", "none", img, "echo", "plain"); code != 0 || out != "plain\n" {
 		t.Errorf("a plain docker run: %d %q", code, out)
 	}
+}
+
+// TestRuntimeServesDockerRun: `docker run --runtime=ol-shim --network none
+// IMAGE CMD` runs CMD in a warm sandbox of the image's pool (its PID 1 is
+// the sandbox's init), and gets what docker run gives: exit code, env,
+// working directory, user, stdin, a terminal with -t, logs of a detached
+// container, docker stop's signal. A container with a volume, and every
+// container while ol-shimd is away, go to runc unchanged.
+func TestRuntimeServesDockerRun(t *testing.T) {
+	d := newDaemon(t, bbConfig)
+	registerRuntime(t, "--socket", d.socket)
+	d.waitIdle("bb", 1)
+	img := "ol-shim-test/busybox:latest"
+	run := func(stdin string, args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command("docker", append([]string{"run", "--rm", "--network", "none", "--runtime", "ol-shim"}, args...)...)
+		if stdin != "" {
+			cmd.Stdin = strings.NewReader(stdin)
+		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return out.String(), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), 0
+	}
+	before, _ := d.c.Pool(t.Context(), "bb")
+	out, code := run("", img, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; exit 7")
+	t.Logf("served: exit %d: %s", code, out)
+	if code != 7 || !strings.Contains(out, "ol-shim") {
+		t.Errorf("docker run --runtime ol-shim: exit %d, PID 1 %q; want 7 and the sandbox's init", code, out)
+	}
+	if p, _ := d.c.Pool(t.Context(), "bb"); p.Stats.HotHits+p.Stats.WarmHits+p.Stats.ColdMisses <= before.Stats.HotHits+before.Stats.WarmHits+before.Stats.ColdMisses {
+		t.Errorf("pool bb served no take: %+v then %+v", before.Stats, p.Stats)
+	}
+	if out, code := run("", "-e", "FOO=bar", "-w", "/tmp", "-u", "65534:65534", img, "sh", "-c", "echo $FOO $(pwd) $(id -u):$(id -g)"); code != 0 || strings.TrimSpace(out) != "bar /tmp 65534:65534" {
+		t.Errorf("env, working directory, user: exit %d, %q", code, out)
+	}
+	if out, code := run("hello stdin\n", "-i", img, "cat"); code != 0 || out != "hello stdin\n" {
+		t.Errorf("stdin with -i: exit %d, %q", code, out)
+	}
+	if out, code := run("", "-t", img, "sh", "-c", "tty; echo TERM=$TERM"); code != 0 || !strings.Contains(out, "/dev/pts/") {
+		t.Errorf("-t: exit %d, %q; want a terminal", code, out)
+	}
+
+	name := "ol-shim-served-" + filepath.Base(t.TempDir())
+	if out, code := docker(t, "run", "-d", "--name", name, "--network", "none", "--runtime", "ol-shim", img, "sh", "-c",
+		"echo started; trap 'echo got-term; exit 0' TERM; while :; do sleep 0.1; done"); code != 0 {
+		t.Fatalf("docker run -d: %d %s", code, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := docker(t, "logs", name)
+		if strings.Contains(out, "started") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docker logs of a served container: %q", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, _ := docker(t, "inspect", "-f", "{{.State.Running}}", name); strings.TrimSpace(out) != "true" {
+		t.Errorf("docker inspect of a served container: running %s", out)
+	}
+	if out, code := docker(t, "stop", "-t", "10", name); code != 0 {
+		t.Errorf("docker stop: %d %s", code, out)
+	}
+	out, _ = docker(t, "logs", name)
+	code2, _ := docker(t, "inspect", "-f", "{{.State.ExitCode}}", name)
+	if !strings.Contains(out, "got-term") || strings.TrimSpace(code2) != "0" {
+		t.Errorf("docker stop of a served container: logs %q, exit code %s; want the command's TERM trap to run, exit 0", out, code2)
+	}
+
+	vol := t.TempDir()
+	if out, code := run("", "-v", vol+":/data", img, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo kept > /data/f"); code != 0 || strings.Contains(out, "ol-shim") {
+		t.Errorf("a -v container: exit %d, PID 1 %q; want runc's (sh)", code, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(vol, "f")); string(b) != "kept\n" {
+		t.Errorf("the -v container's volume holds %q", b)
+	}
+	d.stop(syscall.SIGTERM)
+	if out, code := run("", img, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; exit 4"); code != 4 || strings.Contains(out, "ol-shim") {
+		t.Errorf("with ol-shimd stopped: exit %d, PID 1 %q; want runc's, exit 4", code, out)
+	}
+	d.start()
 }

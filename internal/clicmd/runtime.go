@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/ociruntime"
 )
 
@@ -43,7 +44,13 @@ var runtimeInstallCommand = &cli.Command{
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("runtime binary %q: %v", bin, err), 125)
 		}
-		changed, err := ociruntime.Register(c.String("daemon-json"), c.String("name"), abs)
+		var args []string
+		if sock := c.String("socket"); sock != api.DefaultSocket {
+			// The runtime asks the daemon at create whether to serve a
+			// container from a pool: where this one listens.
+			args = append(args, "--ol-shim-socket="+sock)
+		}
+		changed, err := ociruntime.Register(c.String("daemon-json"), c.String("name"), abs, args...)
 		if err != nil {
 			return cli.Exit(err.Error(), 125)
 		}

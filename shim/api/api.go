@@ -255,6 +255,23 @@ type AcquireRequest struct {
 	Timeout string `json:"timeout,omitempty"`
 }
 
+// RuntimeCheckRequest is the body of POST /v1/runtime/check: ol-shim's OCI
+// runtime asks whether the container dockerd is starting with it can be
+// served from a pool (local root only).
+type RuntimeCheckRequest struct {
+	ID string `json:"id"`
+}
+
+// RuntimeCheck answers a RuntimeCheckRequest: Serve, with the image and
+// the pool it would be served from, or why not (the runtime then hands the
+// container to runc).
+type RuntimeCheck struct {
+	Serve bool   `json:"serve"`
+	Image string `json:"image,omitempty"`
+	Pool  string `json:"pool,omitempty"`
+	Why   string `json:"why,omitempty"`
+}
+
 // DestroyRequest is the body of POST /v1/leases/{id}/destroy.
 type DestroyRequest struct {
 	Reason string `json:"reason,omitempty"`

@@ -347,6 +347,7 @@ func (d *Daemon) Handler() http.Handler {
 	}
 	if d.docker != nil {
 		s.Docker = d.docker.Health
+		s.ServeCheck = d.docker.ServeCheck
 	}
 	return s.Handler()
 }

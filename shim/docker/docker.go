@@ -144,6 +144,14 @@ type Docker struct {
 	rtMu      sync.Mutex
 	runtimes  map[string]string // guarded by rtMu: the OCI runtimes dockerd knows, by name: their binary
 	rtChecked time.Time         // guarded by rtMu
+	root      string            // guarded by rtMu: dockerd's root directory (DockerRootDir)
+}
+
+// rootDir returns dockerd's root directory, "" if not known.
+func (d *Docker) rootDir() string {
+	d.rtMu.Lock()
+	defer d.rtMu.Unlock()
+	return d.root
 }
 
 // OwnRuntime is the name ol-shim's OCI runtime (ol-shim-runtime) is
@@ -174,6 +182,9 @@ func (d *Docker) refreshRuntimes(ctx context.Context, force bool) {
 	}
 	d.rtMu.Lock()
 	d.runtimes = rts
+	if filepath.IsAbs(res.Info.DockerRootDir) {
+		d.root = res.Info.DockerRootDir
+	}
 	d.rtMu.Unlock()
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -100,8 +101,9 @@ type runtimeEntry struct {
 
 // Register adds (or points anew) the runtime name at binary in the
 // daemon.json at path, keeping every other key, and reports whether the
-// file changed.
-func Register(path, name, binary string) (bool, error) {
+// file changed. args are the runtime's own global flags dockerd passes it
+// (runtimeArgs), e.g. --ol-shim-socket=PATH.
+func Register(path, name, binary string, args ...string) (bool, error) {
 	if !filepath.IsAbs(binary) {
 		return false, fmt.Errorf("runtime binary %q: not an absolute path", binary)
 	}
@@ -118,9 +120,9 @@ func Register(path, name, binary string) (bool, error) {
 			return false, fmt.Errorf("%s: runtimes: not an object, left as it is: %v", path, err)
 		}
 	}
-	entry, _ := json.Marshal(runtimeEntry{Path: binary})
+	entry, _ := json.Marshal(runtimeEntry{Path: binary, RuntimeArgs: args})
 	var cur runtimeEntry
-	if json.Unmarshal(runtimes[name], &cur) == nil && cur.Path == binary && len(cur.RuntimeArgs) == 0 {
+	if json.Unmarshal(runtimes[name], &cur) == nil && cur.Path == binary && slices.Equal(cur.RuntimeArgs, args) {
 		return false, nil
 	}
 	runtimes[name] = entry

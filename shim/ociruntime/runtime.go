@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/open-lambda/ol-shim/shim/api/wire"
 )
 
 // Args is a runc command line: the global flags, the command, and what
@@ -25,6 +27,12 @@ type Args struct {
 	SystemdCgroup bool   // --systemd-cgroup
 	Command       string // "create", "pause", ... ("" if none)
 	Rest          []string
+	// Socket is ol-shimd's API socket (--ol-shim-socket, which
+	// daemon.json's runtimeArgs can pass; not runc's).
+	Socket string
+	// Runc is the command line to hand runc: the runtime's own, without
+	// its own flags.
+	Runc []string
 }
 
 // DefaultRoot is runc's --root where the engine names none.
@@ -33,19 +41,21 @@ const DefaultRoot = "/run/runc"
 // boolFlags and valueFlags are runc's global flags.
 var (
 	boolFlags  = map[string]bool{"debug": true, "systemd-cgroup": true, "help": true, "h": true, "version": true, "v": true}
-	valueFlags = map[string]bool{"log": true, "log-format": true, "root": true, "criu": true, "rootless": true}
+	valueFlags = map[string]bool{"log": true, "log-format": true, "root": true, "criu": true, "rootless": true, "ol-shim-socket": true}
 )
 
 // Parse reads a runc command line (without the program's name). Flags it
 // does not know make it stop: the caller hands such a line to runc.
 func Parse(argv []string) (Args, error) {
-	a := Args{Root: DefaultRoot, LogFormat: "text"}
+	a := Args{Root: DefaultRoot, LogFormat: "text", Socket: wire.DefaultSocket}
 	for i := 0; i < len(argv); i++ {
 		arg := argv[i]
 		if !strings.HasPrefix(arg, "-") || arg == "-" {
 			a.Command, a.Rest = arg, argv[i+1:]
+			a.Runc = append(a.Runc, argv[i:]...)
 			return a, nil
 		}
+		start := i
 		name, value, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
 		switch {
 		case boolFlags[name]:
@@ -64,6 +74,9 @@ func Parse(argv []string) (Args, error) {
 				value = argv[i]
 			}
 			switch name {
+			case "ol-shim-socket":
+				a.Socket = value
+				continue
 			case "root":
 				a.Root = value
 			case "log":
@@ -74,6 +87,7 @@ func Parse(argv []string) (Args, error) {
 		default:
 			return a, fmt.Errorf("flag provided but not defined: %s", arg)
 		}
+		a.Runc = append(a.Runc, argv[start:i+1]...)
 	}
 	return a, nil
 }
@@ -233,6 +247,13 @@ func HandOver(argv []string) error {
 // format.
 func LogError(a Args, msg string) {
 	fmt.Fprintln(os.Stderr, msg)
+	logTo(a, "error", msg)
+}
+
+// LogInfo writes msg to a's --log file only.
+func LogInfo(a Args, msg string) { logTo(a, "info", msg) }
+
+func logTo(a Args, level, msg string) {
 	if a.Log == "" {
 		return
 	}
@@ -247,11 +268,11 @@ func LogError(a Args, msg string) {
 			Level string `json:"level"`
 			Msg   string `json:"msg"`
 			Time  string `json:"time"`
-		}{"error", msg, now})
+		}{level, msg, now})
 		f.Write(append(b, '\n'))
 		return
 	}
-	fmt.Fprintf(f, "time=%q level=error msg=%q\n", now, msg)
+	fmt.Fprintf(f, "time=%q level=%s msg=%q\n", now, level, msg)
 }
 
 // IsNoState reports whether err means nothing was written: the command

@@ -12,18 +12,22 @@ import (
 )
 
 func TestParse(t *testing.T) {
+	sock := "/run/ol-shim/ol-shim.sock"
 	for _, c := range []struct {
 		argv []string
 		want Args
 		bad  bool
 	}{
 		{[]string{"--root", "/r", "--log", "/l.json", "--log-format", "json", "pause", "abc"},
-			Args{Root: "/r", Log: "/l.json", LogFormat: "json", Command: "pause", Rest: []string{"abc"}}, false},
+			Args{Root: "/r", Log: "/l.json", LogFormat: "json", Command: "pause", Rest: []string{"abc"}, Socket: sock,
+				Runc: []string{"--root", "/r", "--log", "/l.json", "--log-format", "json", "pause", "abc"}}, false},
 		{[]string{"--root=/r", "--systemd-cgroup", "resume", "x"},
-			Args{Root: "/r", LogFormat: "text", SystemdCgroup: true, Command: "resume", Rest: []string{"x"}}, false},
-		{[]string{"--debug", "create", "--bundle", "/b", "id"},
-			Args{Root: DefaultRoot, LogFormat: "text", Command: "create", Rest: []string{"--bundle", "/b", "id"}}, false},
-		{[]string{"--version"}, Args{Root: DefaultRoot, LogFormat: "text", Command: "--version"}, false},
+			Args{Root: "/r", LogFormat: "text", SystemdCgroup: true, Command: "resume", Rest: []string{"x"}, Socket: sock,
+				Runc: []string{"--root=/r", "--systemd-cgroup", "resume", "x"}}, false},
+		{[]string{"--ol-shim-socket", "/s.sock", "--debug", "create", "--bundle", "/b", "id"},
+			Args{Root: DefaultRoot, LogFormat: "text", Command: "create", Rest: []string{"--bundle", "/b", "id"}, Socket: "/s.sock",
+				Runc: []string{"--debug", "create", "--bundle", "/b", "id"}}, false},
+		{[]string{"--version"}, Args{Root: DefaultRoot, LogFormat: "text", Command: "--version", Socket: sock, Runc: []string{"--version"}}, false},
 		{[]string{"--no-such-flag", "pause", "x"}, Args{}, true},
 		{[]string{"--root"}, Args{}, true},
 	} {

@@ -490,6 +490,12 @@ func (r *Registry) poolFor(ctx context.Context, name, image string) (*Pool, erro
 	return p, nil
 }
 
+// PoolForImage returns the pool a run by image of ctx's caller lands in
+// (see poolFor), making it if it is an ad hoc pool not made yet.
+func (r *Registry) PoolForImage(ctx context.Context, image string) (*Pool, error) {
+	return r.poolFor(ctx, "", image)
+}
+
 // makeRoomForAdHoc makes sure one more ad-hoc pool fits [adhoc]
 // max_pools: if not, the least recently used ad-hoc pool that holds no
 // lease and no sandbox in use is removed; if none can be, the request is

@@ -45,6 +45,10 @@ type Server struct {
 	Scratch *api.ScratchBackend
 	// Grow, if set, raises a volume's limits (0: keep that one).
 	Grow func(ctx context.Context, name string, size, inodes int64) (api.VolumeStatus, error)
+	// ServeCheck, if set, says whether a container being started with
+	// ol-shim's OCI runtime can be served from a pool: its image, or why
+	// not.
+	ServeCheck func(ctx context.Context, id string) (image, why string, err error)
 }
 
 // Handler returns the API's routes. A path called with a method it does
@@ -69,6 +73,7 @@ func (a *Server) Handler() http.Handler {
 		{"POST", "/v1/leases/{id}/renew", a.renew},
 		{"POST", "/v1/run", a.run},
 		{"POST", "/v1/volumes/{name}/grow", a.grow},
+		{"POST", "/v1/runtime/check", a.runtimeCheck},
 	}
 	allowed := map[string][]string{}
 	for _, rt := range routes {
@@ -407,6 +412,45 @@ func (a *Server) shrink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.getPool(w, r)
+}
+
+// runtimeCheck answers ol-shim-runtime's create: serve the container from
+// a pool, or hand it to runc. Only local root may ask (the runtime runs as
+// root); the pool is one root may use by image, made on demand as for
+// `ol-shim run IMAGE`, so it starts warming as dockerd goes on.
+func (a *Server) runtimeCheck(w http.ResponseWriter, r *http.Request) {
+	if _, limited := peer(r); limited {
+		writeError(w, fmt.Errorf("runtime check: %w: only root on this host may ask", errdefs.ErrPermissionDenied))
+		return
+	}
+	var req api.RuntimeCheckRequest
+	if err := decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if a.ServeCheck == nil {
+		writeJSON(w, http.StatusOK, api.RuntimeCheck{Why: "this daemon does not serve containers (not the Docker backend)"})
+		return
+	}
+	image, why, err := a.ServeCheck(r.Context(), req.ID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if why != "" {
+		writeJSON(w, http.StatusOK, api.RuntimeCheck{Why: why})
+		return
+	}
+	p, err := a.Registry.PoolForImage(r.Context(), image)
+	if err != nil {
+		writeJSON(w, http.StatusOK, api.RuntimeCheck{Image: image, Why: err.Error()})
+		return
+	}
+	if n := p.Config.Spec().NetworkMode(); n != "none" {
+		writeJSON(w, http.StatusOK, api.RuntimeCheck{Image: image, Why: fmt.Sprintf("pool %q has network %q; the container has none", p.Name, n)})
+		return
+	}
+	writeJSON(w, http.StatusOK, api.RuntimeCheck{Serve: true, Image: image, Pool: p.Name})
 }
 
 // grow raises a volume's limits. Only local root may: a volume's limits
