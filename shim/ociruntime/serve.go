@@ -425,6 +425,9 @@ func Relay(argv []string) int {
 	call := wire.RunCall{RunRequest: wire.RunRequest{
 		Image: st.Image, Cmd: p.Args, Entrypoint: &noEntrypoint, Env: p.Env, WorkingDir: p.Cwd,
 		User: fmt.Sprintf("%d:%d", p.User.UID, p.User.GID), TTY: p.Terminal,
+		// Back to its pool after the run, every process of it killed, as
+		// after ol-shim run --reuse: for root (the runtime) only.
+		Reuse: true,
 	}}
 	code, err := runcli.Run(runcli.Options{Socket: st.Socket, Call: call, Interactive: &interactive})
 	if err != nil {
