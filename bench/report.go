@@ -145,6 +145,7 @@ const whatIsMeasured = `## What each measurement is
 - **volumes**: ` + "`docker volume create`" + ` plus a container that mounts it, created and started (API): a volume of ol-shim's plugin with an 8M quota (a FUSE mount when the container starts) against Docker's local driver. FUSE I/O: the same file operations on a plain directory and on a quota'd volume of the same disk, made and mounted through the daemon's volume plugin as dockerd does, so served by its own ` + "`volume-server`" + ` process as in use.
 - **pool (mock)**: GetOrCreateUnpaused + Put on the mock backend, no latency: the pool's own cost.
 - **scale**: pools added to the config and applied with SIGHUP, each with min_idle sandboxes; RSS is the daemon's VmRSS; then ` + "`kill -9`" + ` and a new daemon on the same state root, timed until its API answers (it reconciles first).
+- **OCI runtime** (group 9): ol-shim-runtime registered with dockerd for the group (` + "`ol-shim runtime install`" + `, daemon.json put back after). ` + "`docker run --rm --network none --runtime=ol-shim`" + ` of an image with a pool (its own, min_idle 2): the command runs in a warm sandbox; against the same ` + "`docker run`" + ` with runc, in alternating pairs, each from a quiet host. Warm acquire of a pool whose sandboxes run under ol-shim-runtime (so containerd's shim runs it, not runc, to resume) against a raw API unpause of a runc container. Pause and resume as whole processes (as containerd's shim starts them) on one running container, ol-shim-runtime against runc.
 `
 
 func version(bin string) string {

@@ -211,6 +211,7 @@ func (r *run) all(ctx context.Context) error {
 		{"6. pool microbenchmarks (mock backend)", r.micro},
 		{"7. scale", r.scale},
 		{"8. process starts", r.starts},
+		{"9. OCI runtime", r.runtime},
 	}
 	for i, g := range groups {
 		if r.only != "" && !strings.HasPrefix(g.name, r.only) {

@@ -394,6 +394,7 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 			return nil, err
 		}
 	}
+	b.d.refreshRuntimes(ctx, false) // at most every 10 s: a runtime registered since is used
 	cfg, hc := b.containerConfig(spec)
 	select {
 	case b.d.creates <- struct{}{}:
