@@ -30,8 +30,8 @@ $(BIN) $(DBIN) $(IBIN) $(RBIN) &: $(GOFILES) go.mod go.sum
 deb: ## build/ol-shim_VERSION_ARCH.deb with nfpm (packaging/), checked by lintian: binaries, systemd units, plugin spec, docker ol, config (conffile), man pages, bash completion; DEB_VERSION overrides the version
 	GO=$(GO) hack/deb.sh build
 
-run: build ## build, start dockerd if needed, run the daemon in the foreground with examples/config.toml (Ctrl-C stops it and removes its sandboxes)
-	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) serve --config examples/config.toml --destroy-on-exit'
+run: build ## build, start dockerd if needed, register bin/ol-shim-runtime with it (ol-shim runtime install), run the daemon in the foreground with examples/config.toml (Ctrl-C stops it and removes its sandboxes)
+	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) runtime install && $(BIN) serve --config examples/config.toml --destroy-on-exit'
 
 demo: build ## run one pool of real containers through cold, warm and hot acquires (starts dockerd if needed)
 	hack/with-docker.sh sh -c 'hack/images.sh && $(BIN) demo --backend docker --rounds 5 && $(BIN) demo --backend docker --rounds 5 --pause-grace 1s'
