@@ -3,7 +3,9 @@ package scratch
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -99,5 +101,54 @@ func TestGrowVolume(t *testing.T) {
 	}
 	if _, err := m.Grow(ctx, "nosuch", 1<<30, 0); !errors.Is(err, ErrNotFound) {
 		t.Errorf("grow a volume that does not exist: %v, want not found", err)
+	}
+}
+
+// holdInOtherNamespace binds dir in a mount namespace of its own, held by
+// a process, as a container's bind of a volume is: the daemon's in-use
+// count knows nothing of it.
+func holdInOtherNamespace(t *testing.T, dir string) {
+	t.Helper()
+	target := t.TempDir()
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", `mount --bind "$1" "$2" && echo ready && exec sleep 60`, "sh", dir, target)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("bind in another mount namespace: %q, %v", buf, err)
+	}
+}
+
+// TestGrowRemoveAskTheKernel: a kernel volume whose file system another
+// mount namespace still has mounted (a container's bind, while the
+// daemon's count says none: a count reset at a restart) is neither grown
+// (resize2fs of a live file system, then mounted twice) nor removed (its
+// image deleted under a live mount, its loop device leaked).
+func TestGrowRemoveAskTheKernel(t *testing.T) {
+	root := t.TempDir()
+	cleanupKernel(t, root)
+	m := kernelManager(t, root)
+	defer func() { m.Close() }()
+	ctx := context.Background()
+	must(t, m.Create("held", map[string]string{OptSize: "4M", OptBackend: BackendKernel}))
+	dir, err := m.Mount("held", "c1")
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "kept"), []byte("data"), 0o644))
+	holdInOtherNamespace(t, dir)
+	must(t, m.Unmount("held", "c1")) // the count says no one has it
+	if _, err := m.Grow(ctx, "held", 16<<20, 0); !errors.Is(err, ErrInUse) {
+		t.Errorf("grow of a volume mounted in another namespace: %v; want in use", err)
+	}
+	if err := m.Remove("held"); !errors.Is(err, ErrInUse) {
+		t.Errorf("remove of a volume mounted in another namespace: %v; want in use", err)
+	}
+	if _, err := os.Stat(m.imagePath("held")); err != nil {
+		t.Errorf("the image of a volume still mounted: %v", err)
 	}
 }
