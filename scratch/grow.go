@@ -58,6 +58,9 @@ func (m *Manager) growLocked(ctx context.Context, v *vol, size, inodes int64) er
 		if err := m.attachKernel(ctx, v); err != nil {
 			return err
 		}
+		if err := m.checkUnheld(v); err != nil {
+			return err
+		}
 		if err := m.checkHostRoom(o.Size - old.Size); err != nil {
 			return fmt.Errorf("volume %q: %w", name, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -115,10 +116,27 @@ func (m *Manager) attachKernel(ctx context.Context, v *vol) error {
 	return nil
 }
 
+// checkUnheld refuses (ErrInUse) while v's file system is mounted
+// anywhere but at its own mountpoint, in any mount namespace: a
+// container's bind, whatever the in-use count says.
+func (m *Manager) checkUnheld(v *vol) error {
+	held, err := loopfs.Holders(m.imagePath(v.rec.Name), m.mountDir(v.rec.Name))
+	if err != nil {
+		return fmt.Errorf("volume %q: where its file system is mounted: %w", v.rec.Name, err)
+	}
+	if len(held) > 0 {
+		return fmt.Errorf("volume %q: %w: its file system is still mounted elsewhere (%s)", v.rec.Name, ErrInUse, strings.Join(held[:min(len(held), 3)], "; "))
+	}
+	return nil
+}
+
 // removeKernel unmounts v's file system and deletes its image.
 func (m *Manager) removeKernel(v *vol) error {
 	if m.loop == nil {
 		return fmt.Errorf("volume %q: kernel backend volume, but this host cannot handle it: %v", v.rec.Name, m.kernelErr)
+	}
+	if err := m.checkUnheld(v); err != nil {
+		return err
 	}
 	if err := m.loop.Remove(m.imagePath(v.rec.Name), m.mountDir(v.rec.Name)); err != nil {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
