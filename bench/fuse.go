@@ -125,7 +125,7 @@ func (r *run) ioOnce(kind string, rep int) (res ioResult, err error) {
 		defer os.RemoveAll(target)
 	} else {
 		name := fmt.Sprintf("bench-io-%s-%d", kind, rep)
-		opts := scratch.QuotaOptions(2*r.sz.ioBytes, int64(2*r.sz.ioFiles+16))
+		opts := scratch.QuotaOptions(2*r.sz.ioBytes, int64(2*r.sz.ioFiles+16), false)
 		opts[scratch.OptBackend] = scratch.BackendFUSE
 		switch kind {
 		case "fuse-passthrough":

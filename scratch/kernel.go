@@ -26,7 +26,7 @@ func (m *Manager) imagePath(name string) string { return filepath.Join(m.root, "
 func isKernel(v *vol) bool { return v.rec.Options.Backend == BackendKernel }
 
 func kernelLimits(o Options) loopfs.Limits {
-	return loopfs.Limits{Bytes: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode}
+	return loopfs.Limits{Bytes: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode, NoExec: o.NoExec()}
 }
 
 // pickBackend fills in o.Backend for a new limited volume, or says why
@@ -109,7 +109,7 @@ func (m *Manager) attachKernel(ctx context.Context, v *vol) error {
 	if err := os.Mkdir(m.mountDir(v.rec.Name), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
 	}
-	if err := m.loop.Attach(ctx, m.imagePath(v.rec.Name), m.mountDir(v.rec.Name)); err != nil {
+	if err := m.loop.Attach(ctx, m.imagePath(v.rec.Name), m.mountDir(v.rec.Name), kernelLimits(v.rec.Options)); err != nil {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
 	}
 	m.log.Info("volume's file system mounted again", "volume", v.rec.Name)

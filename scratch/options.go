@@ -60,7 +60,15 @@ type Options struct {
 	// default; a volume's record always holds the one it got. Empty for
 	// a volume without quotas.
 	Backend string `json:"backend,omitempty"`
+	// Exec lets programs on a sandbox's limited volume run; a sandbox's
+	// kernel backend volume is mounted noexec without it. A volume made
+	// with docker volume create is not a sandbox's: exec, as any.
+	Exec bool `json:"exec,omitempty"`
 }
+
+// NoExec reports whether the volume's kernel file system is mounted
+// noexec: a sandbox's, unless it asks for exec.
+func (o Options) NoExec() bool { return o.Sandbox && !o.Exec }
 
 // Volume backends (the backend option, and Config.Backend).
 const (
@@ -115,12 +123,17 @@ const (
 	OptPassthrough = "passthrough"
 	// OptBackend picks the backend of a limited volume: kernel or fuse.
 	OptBackend = "backend"
+	// OptExec ("true") lets programs on a sandbox's volume run.
+	OptExec = "exec"
 )
 
 // QuotaOptions returns the volume options that give a volume these quotas;
 // a zero limit is left out (no limit).
-func QuotaOptions(size, inodes int64) map[string]string {
+func QuotaOptions(size, inodes int64, exec bool) map[string]string {
 	o := map[string]string{}
+	if exec {
+		o[OptExec] = "true"
+	}
 	if size > 0 {
 		o[OptSize] = strconv.FormatInt(size, 10)
 	}
@@ -139,6 +152,7 @@ var optionKeys = map[string]string{
 	OptSandbox:     "true for a sandbox's scratch volume (set by ol-shim itself)",
 	OptMode:        "octal permissions of the volume's root, e.g. 0750",
 	OptBackend:     "kernel (an ext4 file system of its own on a loop device, at disk speed; size at least 1M) or fuse (the FUSE quota file system); default: the daemon's scratch backend",
+	OptExec:        "true: programs on a sandbox's volume may run (a sandbox's kernel volume is noexec without it)",
 	OptPassthrough: "true: files opened read-only are read by the kernel (FUSE passthrough), fast, but a file held open that way cannot be opened for writing until it is closed (ETXTBSY); false, the default: every read goes through the volume's server",
 }
 
@@ -200,6 +214,8 @@ func ParseOptions(opts map[string]string) (Options, error) {
 			o.Mode = uint32(n)
 		case OptSandbox:
 			o.Sandbox, err = strconv.ParseBool(v)
+		case OptExec:
+			o.Exec, err = strconv.ParseBool(v)
 		case OptBackend:
 			o.Backend = v
 			if v != BackendKernel && v != BackendFUSE {
@@ -230,6 +246,9 @@ func (o Options) String() string {
 	}
 	if o.Backend != "" {
 		parts = append(parts, OptBackend+"="+o.Backend)
+	}
+	if o.Exec {
+		parts = append(parts, OptExec+"=true")
 	}
 	return strings.Join(parts, ",")
 }

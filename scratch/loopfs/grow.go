@@ -87,7 +87,7 @@ func (m *Manager) Grow(ctx context.Context, image, mountpoint string, old, l Lim
 	wantB, wantI := l.blocks()-usedB/BlockSize, l.Inodes-usedI
 	target := size + (l.blocks() - old.blocks()) + growSlack(size, perGroup)
 	for attempt := 0; ; attempt++ {
-		if err := m.resize(ctx, image, mountpoint, target); err != nil {
+		if err := m.resize(ctx, image, mountpoint, target, l.mountFlags()); err != nil {
 			if attempt > 0 {
 				err = errors.Join(err, settle(image, mountpoint, old, usedB, usedI))
 			}
@@ -132,7 +132,7 @@ func growSlack(size, perGroup int64) int64 {
 
 // resize unmounts the file system, grows it to size blocks and mounts it
 // again.
-func (m *Manager) resize(ctx context.Context, image, mountpoint string, size int64) error {
+func (m *Manager) resize(ctx context.Context, image, mountpoint string, size int64, flags uintptr) error {
 	if err := unix.Unmount(mountpoint, 0); err != nil {
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("unmount %s: %w (a process has the volume open)", mountpoint, err)
@@ -162,7 +162,7 @@ func (m *Manager) resize(ctx context.Context, image, mountpoint string, size int
 		}
 	}
 	// Mounted again whatever happened: a volume is never left unmounted.
-	if err := m.attachAndMount(f, image, mountpoint); err != nil {
+	if err := m.attachAndMount(f, image, mountpoint, flags); err != nil {
 		return errors.Join(rerr, err)
 	}
 	return rerr

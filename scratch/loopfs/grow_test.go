@@ -117,7 +117,7 @@ func TestGrow(t *testing.T) {
 	if err := m.unmount(mnt); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Attach(ctx, image, mnt); err != nil {
+	if err := m.Attach(ctx, image, mnt, Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	check(l)

@@ -88,6 +88,18 @@ type Limits struct {
 	UID    int
 	GID    int
 	Mode   uint32
+	// NoExec mounts the file system noexec: nothing on it can be run
+	// (a sandbox's scratch, unless its pool asks for exec).
+	NoExec bool
+}
+
+// mountFlags are the flags of a volume's mount with l.
+func (l Limits) mountFlags() uintptr {
+	f := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	if l.NoExec {
+		f |= unix.MS_NOEXEC
+	}
+	return f
 }
 
 // Manager makes and removes volume file systems. It is safe for concurrent
@@ -212,7 +224,7 @@ func (m *Manager) make(ctx context.Context, image, mountpoint string, size int64
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("mkfs.ext4 %s: %v: %s", image, err, strings.TrimSpace(string(out)))
 	}
-	if err := m.attachAndMount(f, image, mountpoint); err != nil {
+	if err := m.attachAndMount(f, image, mountpoint, l.mountFlags()); err != nil {
 		return 0, err
 	}
 	mounted = true
@@ -267,13 +279,13 @@ func layout(mnt string, l Limits) error {
 }
 
 // attachAndMount attaches f to a free loop device and mounts it.
-func (m *Manager) attachAndMount(f *os.File, image, mountpoint string) error {
+func (m *Manager) attachAndMount(f *os.File, image, mountpoint string, flags uintptr) error {
 	loop, err := m.attach(f)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", image, err)
 	}
 	defer loop.Close() // the mount holds the device; autoclear frees it with the mount
-	if err := unix.Mount(loop.Name(), mountpoint, "ext4", unix.MS_NOSUID|unix.MS_NODEV, mountOptions); err != nil {
+	if err := unix.Mount(loop.Name(), mountpoint, "ext4", flags, mountOptions); err != nil {
 		// Autoclear only acts on a device that was opened: clear it here.
 		_ = unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_CLR_FD, 0)
 		return fmt.Errorf("mount %s (image %s) at %s: %w", loop.Name(), image, mountpoint, err)
@@ -328,8 +340,9 @@ func (m *Manager) attach(f *os.File) (*os.File, error) {
 
 // Attach mounts image at mountpoint again, after a reboot or after the
 // mount was lost, checking the file system first (e2fsck -p: it has no
-// journal). A mountpoint that is already mounted is left alone.
-func (m *Manager) Attach(ctx context.Context, image, mountpoint string) error {
+// journal), with l's mount flags. A mountpoint that is already mounted is
+// left alone.
+func (m *Manager) Attach(ctx context.Context, image, mountpoint string, l Limits) error {
 	if ok, _ := mountinfo.Mounted(mountpoint); ok {
 		return nil
 	}
@@ -343,7 +356,7 @@ func (m *Manager) Attach(ctx context.Context, image, mountpoint string) error {
 		return fmt.Errorf("image: %w", err)
 	}
 	defer f.Close()
-	return m.attachAndMount(f, image, mountpoint)
+	return m.attachAndMount(f, image, mountpoint, l.mountFlags())
 }
 
 // fsck checks and repairs the unmounted file system of image (e2fsck -p:

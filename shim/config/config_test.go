@@ -51,7 +51,7 @@ image = "ol-shim-test/busybox:latest"
 	if time.Duration(c.Daemon.Lease) != 5*time.Minute || c.AdHoc.MinIdle != 1 || time.Duration(c.AdHoc.IdleTTL) != 2*time.Minute {
 		t.Errorf("daemon %+v adhoc %+v", c.Daemon, c.AdHoc)
 	}
-	if o := scratch.QuotaOptions(int64(h.ScratchSize), h.ScratchInodes); o["size"] != "67108864" {
+	if o := scratch.QuotaOptions(int64(h.ScratchSize), h.ScratchInodes, false); o["size"] != "67108864" {
 		t.Errorf("scratch options %v", o)
 	}
 }

@@ -74,7 +74,7 @@ func (p *Provider) Pool(name string, pc spec.PoolConfig) (sandboxset.Backend, sa
 	if p.vols == nil {
 		return b, p.dirs, nil
 	}
-	vs, err := p.d.VolumeScratch(scratch.QuotaOptions(int64(pc.ScratchSize), pc.ScratchInodes), p.vols.Path)
+	vs, err := p.d.VolumeScratch(scratch.QuotaOptions(int64(pc.ScratchSize), pc.ScratchInodes, pc.ScratchExec), p.vols.Path)
 	if err != nil {
 		return nil, nil, err
 	}

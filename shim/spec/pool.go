@@ -114,6 +114,9 @@ type PoolConfig struct {
 	PauseGrace    Duration     `toml:"pause_grace" json:"pause_grace,omitempty"`
 	ScratchSize   Size         `toml:"scratch_size" json:"scratch_size,omitempty"`
 	ScratchInodes int64        `toml:"scratch_inodes" json:"scratch_inodes,omitempty"`
+	// ScratchExec lets programs on a limited /host run: a sandbox's
+	// kernel backend volume is mounted noexec without it.
+	ScratchExec bool `toml:"scratch_exec" json:"scratch_exec,omitempty"`
 	// Adapt: the pool's target of idle sandboxes follows demand, above
 	// min_idle (the default); false keeps it at min_idle.
 	Adapt *bool `toml:"adapt" json:"adapt,omitempty"`
