@@ -21,6 +21,7 @@ import (
 	"unsafe"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/internal/serve"
@@ -477,7 +478,15 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 		confined = true
 	}
 	// Unmounting is the daemon's once the mount is its (FuseFD), so the
-	// server needs CAP_SYS_ADMIN only for passthrough's backing files.
+	// server needs CAP_SYS_ADMIN only for passthrough's backing files; it
+	// keeps it only where Landlock holds it to its volume.
+	if confined && srv.Passthrough == "on" {
+		abi, _ := landlockABI()
+		if err := adminNeedsLandlock(abi); err != nil {
+			unix.Close(dataFd)
+			return closeUp(err)
+		}
+	}
 	if err := dropCapabilities(cfg.FuseFD == 0 || srv.Passthrough == "on"); err != nil {
 		if confined {
 			unix.Close(dataFd)
@@ -559,6 +568,20 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 // that mounted its volume itself and so unmounts it (dropCapabilities).
 var serverCaps = []uintptr{
 	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
+}
+
+// landlockABI is the kernel's Landlock ABI version (0: none); a variable
+// for tests.
+var landlockABI = llsys.LandlockGetABIVersion
+
+// adminNeedsLandlock refuses a server that would keep CAP_SYS_ADMIN
+// (passthrough's backing files) where the kernel has no Landlock (abi 0)
+// to hold it to its volume's directory.
+func adminNeedsLandlock(abi int) error {
+	if abi < 1 {
+		return errors.New("passthrough needs CAP_SYS_ADMIN, which a volume server keeps only under Landlock, and this kernel has no Landlock: mount the volume without passthrough")
+	}
+	return nil
 }
 
 // restrictToVolume puts the server, every thread of it, in a Landlock
