@@ -811,6 +811,33 @@ func installedService(t *testing.T, h *host) {
 		t.Errorf("in 3 tries no run went through docker exec after the agent sockets were removed")
 	}
 
+	t.Log("ol-shim runtime install: docker run --runtime=ol-shim served from a pool, docker pause through ol-shim-runtime")
+	h.sh("ol-shim runtime install")
+	h.eventually("dockerd lists the ol-shim runtime", time.Minute, func() error {
+		if out := h.sh("docker info -f '{{json .Runtimes}}'"); !strings.Contains(out, `"ol-shim"`) {
+			return fmt.Errorf("runtimes: %s", out)
+		}
+		return nil
+	})
+	if out := h.sh("ol-shim runtime status"); !strings.Contains(out, "/usr/lib/ol-shim/ol-shim-runtime") {
+		t.Errorf("ol-shim runtime status: %q", out)
+	}
+	out = h.sh("docker run --rm --network none --runtime ol-shim " + busybox + ` sh -c 'tr "\\000" " " </proc/1/cmdline; exit 3'; echo code=$?`)
+	if !strings.Contains(out, "ol-shim") || !strings.Contains(out, "code=3") {
+		t.Errorf("docker run --runtime ol-shim: %q; want the sandbox's init as PID 1 and exit 3", out)
+	} else {
+		t.Logf("served: %s", strings.TrimSpace(out))
+	}
+	h.sh("docker run -d --name e2e-rt --network none --runtime ol-shim -v /tmp:/t " + busybox + " sleep 600")
+	for _, step := range []struct{ cmd, want string }{{"pause", "true"}, {"unpause", "false"}} {
+		h.sh("docker " + step.cmd + " e2e-rt")
+		if got := strings.TrimSpace(h.sh("docker inspect -f '{{.State.Paused}}' e2e-rt")); got != step.want {
+			t.Errorf("after docker %s of a container of runtime ol-shim: State.Paused %s", step.cmd, got)
+		}
+	}
+	h.sh("docker rm -f e2e-rt")
+	h.sh("ol-shim runtime uninstall")
+
 	t.Log("apt remove while a user's volume remains: refused, and ol-shim serves again")
 	files := strings.Fields(h.sh(`dpkg -L ol-shim | while read -r f; do if [ -f "$f" ] || { [ -L "$f" ] && [ ! -d "$f" ]; }; then echo "$f"; fi; done`))
 	if len(files) < 10 {
