@@ -152,3 +152,42 @@ func TestGrowRemoveAskTheKernel(t *testing.T) {
 		t.Errorf("the image of a volume still mounted: %v", err)
 	}
 }
+
+// TestGrowIgnoresPropagatedCopies: where the state root is on a shared
+// mount (/ under systemd), every mount namespace made as a slave of the
+// host's (a systemd service's) holds a propagated copy of each volume's
+// mount. Those go when the volume's own mount goes: they are not holders,
+// and grow and remove go ahead.
+func TestGrowIgnoresPropagatedCopies(t *testing.T) {
+	root := t.TempDir()
+	if err := syscall.Mount(root, root, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("", root, "", syscall.MS_SHARED, ""); err != nil {
+		syscall.Unmount(root, syscall.MNT_DETACH)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(root, syscall.MNT_DETACH) })
+	cleanupKernel(t, root)
+	m := kernelManager(t, root)
+	defer func() { m.Close() }()
+	ctx := context.Background()
+	must(t, m.Create("prop", map[string]string{OptSize: "4M", OptBackend: BackendKernel}))
+	slave := exec.Command("unshare", "-m", "--propagation", "slave", "sh", "-c", "echo ready; exec sleep 60")
+	out, err := slave.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, slave.Start())
+	t.Cleanup(func() { slave.Process.Kill(); slave.Wait() })
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(out, buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Grow(ctx, "prop", 8<<20, 0); err != nil {
+		t.Errorf("grow with a propagated copy in a slave namespace: %v", err)
+	}
+	if err := m.Remove("prop"); err != nil {
+		t.Errorf("remove with a propagated copy in a slave namespace: %v", err)
+	}
+}

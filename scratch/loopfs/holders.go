@@ -14,7 +14,10 @@ import (
 // Holders returns every mount of image's file system other than the one
 // at mountpoint in this mount namespace: in any mount namespace of the host
 // (a container's bind of the volume, which the caller's counts may not
-// know of), each as "pid N: PATH". Grow and Remove must not go ahead while
+// know of), each as "pid N: PATH". A propagated copy of the caller's own
+// mount (in its peer group: "shared:N" or "master:N" of the same N, as a
+// systemd service's namespace has) is not one: it goes when the caller's
+// mount does. Grow and Remove must not go ahead while
 // there is one: the kernel, not a count, says whether a file system is in
 // use. The file system is known by its device: the one mounted at
 // mountpoint, and any loop device whose backing file is image.
@@ -49,6 +52,36 @@ func Holders(image, mountpoint string) ([]string, error) {
 		return nil, err
 	}
 	mnt := filepath.Clean(mountpoint)
+	peers := map[string]bool{} // peer groups of the caller's own mount
+	if info, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range bytes.Split(info, []byte("\n")) {
+			f := strings.Fields(string(line))
+			if len(f) > 6 && devs[f[2]] && f[4] == mnt {
+				for _, opt := range f[6:] {
+					if opt == "-" {
+						break
+					}
+					if g, ok := strings.CutPrefix(opt, "shared:"); ok {
+						peers[g] = true
+					}
+				}
+			}
+		}
+	}
+	propagated := func(f []string) bool {
+		for _, opt := range f[6:] {
+			if opt == "-" {
+				break
+			}
+			if g, ok := strings.CutPrefix(opt, "shared:"); ok && peers[g] {
+				return true
+			}
+			if g, ok := strings.CutPrefix(opt, "master:"); ok && peers[g] {
+				return true
+			}
+		}
+		return false
+	}
 	seen := map[string]bool{}
 	var out []string
 	ents, err := os.ReadDir("/proc")
@@ -76,6 +109,9 @@ func Holders(image, mountpoint string) ([]string, error) {
 			}
 			if ns == self && f[4] == mnt {
 				continue // the caller's own mount
+			}
+			if len(f) > 6 && propagated(f) {
+				continue
 			}
 			out = append(out, fmt.Sprintf("pid %d: %s", pid, f[4]))
 		}
