@@ -37,7 +37,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -117,10 +116,6 @@ type DockerConfig struct {
 	HostsFile string
 	// CallTimeout bounds each Docker call; DefaultCallTimeout if 0.
 	CallTimeout time.Duration
-	// MaxCreates bounds the containers being created and started at once,
-	// across pools; DefaultMaxCreates if 0. Hundreds at once (20 pools
-	// warming 25 sandboxes each) swamp dockerd until its calls time out.
-	MaxCreates int
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -130,10 +125,9 @@ type Docker struct {
 	cli      *client.Client
 	cfg      DockerConfig
 	log      *slog.Logger
-	instance string        // api.LabelInstance of what it makes
-	creates  chan struct{} // a slot per create in flight (MaxCreates)
-	tasks    *taskAPI      // containerd's task API for pause and resume; nil: Docker's API
-	noTasks  string        // why tasks is nil
+	instance string   // api.LabelInstance of what it makes
+	tasks    *taskAPI // containerd's task API for pause and resume; nil: Docker's API
+	noTasks  string   // why tasks is nil
 
 	impostors atomic.Int64 // sandboxes destroyed because a process posed as their agent
 	swept     atomic.Int64 // processes of runs killed by sweeps
@@ -217,10 +211,6 @@ func (d *Docker) Impostors() int64 { return d.impostors.Load() }
 // Swept returns how many processes that outlived their runs were killed.
 func (d *Docker) Swept() int64 { return d.swept.Load() }
 
-// DefaultMaxCreates is DockerConfig.MaxCreates if unset: twice the CPUs,
-// at least 4.
-var DefaultMaxCreates = max(4, 2*runtime.NumCPU())
-
 // NewDocker connects to dockerd and negotiates the API version.
 func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
 	if cfg.RootID == "" || strings.ContainsAny(cfg.RootID, "=,\n") {
@@ -260,10 +250,7 @@ func NewDocker(ctx context.Context, cfg DockerConfig) (*Docker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker: %w", err)
 	}
-	if cfg.MaxCreates <= 0 {
-		cfg.MaxCreates = DefaultMaxCreates
-	}
-	d := &Docker{cli: cli, cfg: cfg, log: cfg.Logger, instance: newInstanceID(), creates: make(chan struct{}, cfg.MaxCreates)}
+	d := &Docker{cli: cli, cfg: cfg, log: cfg.Logger, instance: newInstanceID()}
 	if d.log == nil {
 		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -395,19 +382,10 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 		}
 	}
 	b.d.refreshRuntimes(ctx, false) // at most every 10 s: a runtime registered since is used
+	// How many creates are in flight at once is the pool layer's to
+	// bound (sandboxset.Limiter: the registry's max_creates, over all
+	// pools): the one limiter.
 	cfg, hc := b.containerConfig(spec)
-	select {
-	case b.d.creates <- struct{}{}:
-	case <-ctx.Done():
-		b.d.removeCtl(spec.ID)
-		return nil, fmt.Errorf("create container for sandbox %s: waiting for one of %d create slots: %w", spec.ID, cap(b.d.creates), ctx.Err())
-	}
-	started := false
-	defer func() {
-		if !started {
-			<-b.d.creates
-		}
-	}()
 	// dockerd finishes a create whose caller went away, so a create given
 	// up part way (its pool closed, its client gone) is waited for here,
 	// not cut: its container is then removed by its ID. Cut, removing it by
@@ -445,9 +423,7 @@ func (b *Backend) Create(ctx context.Context, spec sandboxset.Spec) (sandboxset.
 	cctx, cancel = b.d.callCtx(ctx)
 	_, err = b.d.cli.ContainerStart(cctx, res.ID, client.ContainerStartOptions{})
 	cancel()
-	started = true
-	<-b.d.creates // readiness waits on the container, not on dockerd
-	sandboxset.Started(ctx)
+	sandboxset.Started(ctx) // readiness waits on the container, not on dockerd
 	if err != nil {
 		return fail(fmt.Errorf("start container %.12s for sandbox %s: %w", res.ID, spec.ID, err))
 	}
