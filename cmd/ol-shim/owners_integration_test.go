@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"sort"
 	"strings"
 	"syscall"
@@ -142,5 +143,61 @@ scratch_exec = true
 		if ran := strings.Contains(out, "RAN"); ran != want {
 			t.Errorf("pool %s: a program copied into /host ran: %v; want %v", pool, ran, want)
 		}
+	}
+}
+
+// TestSandboxUidsNoHostAccount (issue 33, item 7): a sandbox's processes
+// run under a uid and gid that no host account owns, whatever the image's
+// USER says, and can still write their /host. The attack: a host user
+// whose uid an image names (USER 1000; uid 1000 is a host account on the
+// machines this runs on, or any uid a host user has) reads a run's
+// environment through /proc.
+func TestSandboxUidsNoHostAccount(t *testing.T) {
+	const img = "ol-shim-test/user1000:it"
+	buildImage(t, img, "USER 1000:1000")
+	d := newDaemon(t, "")
+	for _, image := range []string{busybox, img} {
+		out, stderr, code := d.cli("", "run", "--timeout", "60s", image, "sh", "-c", "id -u; id -g; echo x > /host/f && echo WROTE")
+		t.Logf("%s: exit %d %q %q", image, code, out, stderr)
+		f := strings.Fields(out)
+		if code != 0 || len(f) != 3 || f[2] != "WROTE" {
+			t.Errorf("a run of %s: exit %d, %q: want its uid, its gid and a write to /host", image, code, out)
+			continue
+		}
+		if u, err := user.LookupId(f[0]); err == nil {
+			t.Errorf("a run of %s ran as uid %s, the host account %q's", image, f[0], u.Username)
+		}
+		if g, err := user.LookupGroupId(f[1]); err == nil {
+			t.Errorf("a run of %s ran as gid %s, the host group %q's", image, f[1], g.Name)
+		}
+	}
+
+	secret := fmt.Sprintf("hunter2-%d", os.Getpid())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.cli("", "run", "--timeout", "60s", "-e", "SECRET="+secret, img, "sleep", "8")
+	}()
+	defer func() { <-done }()
+	pid := ""
+	for deadline := time.Now().Add(30 * time.Second); pid == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+			if err == nil && strings.Contains(string(b), "SECRET="+secret) {
+				pid = e.Name()
+				break
+			}
+		}
+	}
+	if pid == "" {
+		t.Fatal("the run's process never showed on the host")
+	}
+	cat := exec.Command("cat", "/proc/"+pid+"/environ")
+	cat.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
+	got, err := cat.Output()
+	t.Logf("host uid 1000 reads /proc/%s/environ: %v", pid, err)
+	if strings.Contains(string(got), secret) {
+		t.Errorf("a host process of uid 1000 read a sandbox's environment: %q", got)
 	}
 }
