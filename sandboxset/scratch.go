@@ -13,6 +13,8 @@ import (
 // daemon uses (quotas, volume plugin).
 type DirScratch struct {
 	Root string
+	// UID and GID own each directory, if not 0.
+	UID, GID int
 }
 
 var _ ScratchMaker = DirScratch{}
@@ -24,7 +26,8 @@ func (d DirScratch) path(id string) (string, error) {
 	return filepath.Join(d.Root, id), nil
 }
 
-// Make creates Root/id, mode 0750. It fails if it exists.
+// Make creates Root/id, mode 0750, owned by UID and GID. It fails if it
+// exists.
 func (d DirScratch) Make(_ context.Context, id string) (string, error) {
 	p, err := d.path(id)
 	if err != nil {
@@ -32,6 +35,12 @@ func (d DirScratch) Make(_ context.Context, id string) (string, error) {
 	}
 	if err := os.Mkdir(p, 0o750); err != nil {
 		return "", fmt.Errorf("scratch directory %s: %w", id, err)
+	}
+	if d.UID != 0 || d.GID != 0 {
+		if err := os.Lchown(p, d.UID, d.GID); err != nil {
+			os.Remove(p)
+			return "", fmt.Errorf("scratch directory %s: %w", id, err)
+		}
 	}
 	return p, nil
 }

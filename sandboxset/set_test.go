@@ -576,7 +576,7 @@ func TestFork(t *testing.T) {
 		t.Errorf("created %d, destroyed %d, alive %d; want 2, 2, 0", created, destroyed, alive)
 	}
 
-	_, err := New(Config{Name: "c", Backend: noFork{NewMockBackend()}, Scratch: DirScratch{t.TempDir()}, Parent: parent.set})
+	_, err := New(Config{Name: "c", Backend: noFork{NewMockBackend()}, Scratch: DirScratch{Root: t.TempDir()}, Parent: parent.set})
 	if !errors.Is(err, ErrForkUnsupported) {
 		t.Errorf("New with a parent on a backend that cannot fork: %v, want ErrForkUnsupported", err)
 	}

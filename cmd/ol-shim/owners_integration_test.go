@@ -172,6 +172,21 @@ func TestSandboxUidsNoHostAccount(t *testing.T) {
 		}
 	}
 
+	// Another user only where a pool says so: root on the host, who may
+	// run as anyone, gets an ad hoc pool that runs as root for -u; a pool
+	// of the sandbox user cannot run a command as another.
+	out, stderr, code := d.cli("", "run", "--timeout", "60s", "-u", "0", busybox, "id", "-u")
+	if code != 0 || strings.TrimSpace(out) != "0" {
+		t.Errorf("root's run -u 0 by image: exit %d, %q %q: want uid 0", code, out, stderr)
+	}
+	if _, stderr, code := d.cli("", "pool", "create", "plain", busybox); code != 0 {
+		t.Fatalf("pool create: %s", stderr)
+	}
+	out, stderr, code = d.cli("", "run", "--timeout", "60s", "--pool", "plain", "-u", "0", "id", "-u")
+	if code != 126 || !strings.Contains(stderr, "cannot run as 0:0") {
+		t.Errorf("run -u 0 in a pool of the sandbox user: exit %d, %q %q: want 126, cannot run as 0:0", code, out, stderr)
+	}
+
 	secret := fmt.Sprintf("hunter2-%d", os.Getpid())
 	done := make(chan struct{})
 	go func() {

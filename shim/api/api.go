@@ -260,6 +260,9 @@ type AcquireRequest struct {
 // served from a pool (local root only).
 type RuntimeCheckRequest struct {
 	ID string `json:"id"`
+	// User is who the container's process runs as, "UID:GID" (from its
+	// OCI spec): the pool must be able to run it so.
+	User string `json:"user,omitempty"`
 }
 
 // RuntimeCheck answers a RuntimeCheckRequest: Serve, with the image and

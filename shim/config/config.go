@@ -79,6 +79,10 @@ type DaemonConfig struct {
 	// pids (0: registry.DefaultMaxScratchSize, DefaultMaxPids).
 	MaxScratchSize spec.Size `toml:"max_scratch_size"`
 	MaxPids        int64     `toml:"max_pids"`
+	// SandboxUser is who the processes of a pool that names no user run
+	// as: "UID:GID", a uid and gid no host account has (checked at start;
+	// "": spec.DefaultSandboxUser), or "image" for the image's USER.
+	SandboxUser string `toml:"sandbox_user"`
 	// TLSListen is the address (HOST:PORT) of the API over the network,
 	// mutual TLS only; off when empty. TLSCert and TLSKey are the
 	// server's certificate and key, TLSCA the CA clients' certificates
@@ -225,6 +229,11 @@ func ParseConfig(text string) (Config, error) {
 	}
 	if c.Daemon.MaxScratchSize < 0 || c.Daemon.MaxPids < 0 {
 		return c, fmt.Errorf("%w: [daemon] max_scratch_size %d, max_pids %d: must not be negative", ErrInvalidConfig, c.Daemon.MaxScratchSize, c.Daemon.MaxPids)
+	}
+	if u := c.Daemon.SandboxUser; u != "" && u != spec.SandboxUserImage {
+		if _, _, err := spec.ParseNumericUser(u); err != nil {
+			return c, fmt.Errorf("%w: [daemon] sandbox_user %w (or %q: the image's)", ErrInvalidConfig, err, spec.SandboxUserImage)
+		}
 	}
 	if c.AdHoc.MaxPools < 0 {
 		return c, fmt.Errorf("%w: [adhoc] max_pools %d: must not be negative", ErrInvalidConfig, c.AdHoc.MaxPools)

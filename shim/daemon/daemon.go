@@ -255,6 +255,20 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 	rc := registry.Config{Root: d.cfg.Root, Budget: d.cfg.Budget, Lease: d.cfg.Lease, AdHoc: d.cfg.File.AdHoc, Logger: d.log,
 		MaxPoolSize: f.MaxPoolSize, MaxCreates: f.MaxCreates, AllowPull: f.AllowPull, AllowNetworks: f.AllowNetworks,
 		MaxScratchSize: int64(f.MaxScratchSize), MaxPids: f.MaxPids}
+	if d.cfg.Backend == BackendDocker {
+		switch u := f.SandboxUser; u {
+		case spec.SandboxUserImage:
+		case "":
+			rc.SandboxUser = spec.DefaultSandboxUser
+		default:
+			rc.SandboxUser = u
+		}
+		if u := rc.SandboxUser; u != "" {
+			if err := spec.CheckNoHostAccount(u); err != nil {
+				return nil, fmt.Errorf("%w: [daemon] sandbox_user %w", config.ErrInvalidConfig, err)
+			}
+		}
+	}
 	if d.pools != nil {
 		rc.Store = d.pools
 	}

@@ -547,8 +547,10 @@ func (b *Backend) containerConfig(spec sandboxset.Spec) (*container.Config, *con
 	}
 	mounts := []mount.Mount{{Type: mount.TypeBind, Source: spec.ScratchDir, Target: ScratchTarget}}
 	if drv := b.d.cfg.VolumeDriver; drv != "" {
+		// NoCopy: dockerd would otherwise copy the image's own /host into
+		// a new volume, its owner and mode with it, over the volume's.
 		mounts[0] = mount.Mount{Type: mount.TypeVolume, Source: spec.ID, Target: ScratchTarget,
-			VolumeOptions: &mount.VolumeOptions{DriverConfig: &mount.Driver{Name: drv}}}
+			VolumeOptions: &mount.VolumeOptions{NoCopy: true, DriverConfig: &mount.Driver{Name: drv}}}
 	}
 	switch {
 	case b.d.cfg.InitBinary != "":

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -71,14 +72,33 @@ func (p *Provider) Pool(name string, pc spec.PoolConfig) (sandboxset.Backend, sa
 	if err != nil {
 		return nil, nil, err
 	}
+	// A pool that runs as a numeric user gets a /host it owns: it could
+	// not write a root-owned one.
+	uid, gid, owned := numericUser(pc.User)
 	if p.vols == nil {
-		return b, p.dirs, nil
+		dirs := p.dirs
+		if owned {
+			dirs.UID, dirs.GID = int(uid), int(gid)
+		}
+		return b, dirs, nil
 	}
-	vs, err := p.d.VolumeScratch(scratch.QuotaOptions(int64(pc.ScratchSize), pc.ScratchInodes, pc.ScratchExec), p.vols.Path)
+	opts := scratch.QuotaOptions(int64(pc.ScratchSize), pc.ScratchInodes, pc.ScratchExec)
+	if owned {
+		opts[scratch.OptUID] = strconv.FormatUint(uint64(uid), 10)
+		opts[scratch.OptGID] = strconv.FormatUint(uint64(gid), 10)
+	}
+	vs, err := p.d.VolumeScratch(opts, p.vols.Path)
 	if err != nil {
 		return nil, nil, err
 	}
 	return b, vs, nil
+}
+
+// numericUser parses a pool's user as "UID:GID", two numbers other than
+// root's; false for anything else (a name, or root).
+func numericUser(u string) (uid, gid uint32, ok bool) {
+	uid, gid, err := spec.ParseNumericUser(u)
+	return uid, gid, err == nil
 }
 
 // Describe returns sb's container ID and scratch directory.

@@ -179,7 +179,7 @@ func TryCreate(a Args) (bool, string, error) {
 		return false, "a terminal and no console socket", nil
 	}
 	socket := a.Socket
-	check, err := askServe(socket, c.id)
+	check, err := askServe(socket, c.id, processUser(s))
 	if err != nil {
 		return false, fmt.Sprintf("ol-shimd at %s: %v", socket, err), nil
 	}
@@ -339,7 +339,7 @@ func fileExists(p string) bool {
 
 // askServe asks ol-shimd whether to serve container id, over its API
 // socket, within CheckTimeout.
-func askServe(socket, id string) (check struct {
+func askServe(socket, id, user string) (check struct {
 	Serve bool   `json:"serve"`
 	Image string `json:"image"`
 	Pool  string `json:"pool"`
@@ -352,8 +352,9 @@ func askServe(socket, id string) (check struct {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(CheckTimeout))
 	body, _ := json.Marshal(struct {
-		ID string `json:"id"`
-	}{id})
+		ID   string `json:"id"`
+		User string `json:"user"`
+	}{id, user})
 	fmt.Fprintf(c, "POST /v1/runtime/check HTTP/1.1\r\nHost: ol-shim\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 	br := bufio.NewReader(io.LimitReader(c, 64<<10))
 	line, err := br.ReadString('\n')
@@ -424,7 +425,7 @@ func Relay(argv []string) int {
 	interactive := true
 	call := wire.RunCall{RunRequest: wire.RunRequest{
 		Image: st.Image, Cmd: p.Args, Entrypoint: &noEntrypoint, Env: p.Env, WorkingDir: p.Cwd,
-		User: fmt.Sprintf("%d:%d", p.User.UID, p.User.GID), TTY: p.Terminal,
+		User: processUser(s), TTY: p.Terminal,
 		// Back to its pool after the run, every process of it killed, as
 		// after ol-shim run --reuse: for root (the runtime) only.
 		Reuse: true,
@@ -434,6 +435,12 @@ func Relay(argv []string) int {
 		fmt.Fprintf(os.Stderr, "ol-shim: %v\n", err)
 	}
 	return code
+}
+
+// processUser is who the container's process runs as, "UID:GID", as the
+// engine resolved it in the container's image.
+func processUser(s *spec) string {
+	return fmt.Sprintf("%d:%d", s.Process.User.UID, s.Process.User.GID)
 }
 
 // Start lets a served container's relay go.

@@ -77,7 +77,7 @@ func (r *Registry) LeaseOwner(id string) string {
 // take gets a sandbox from the named pool (or the pool of image), timing it
 // and marking the pool used.
 func (r *Registry) take(ctx context.Context, pool, image string) (*Pool, *sandboxset.Ref, error) {
-	p, err := r.poolFor(ctx, pool, image)
+	p, err := r.poolFor(ctx, pool, image, "")
 	if err != nil {
 		return nil, nil, err
 	}

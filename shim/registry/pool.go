@@ -28,6 +28,9 @@ import (
 type Pool struct {
 	Name   string
 	Config spec.PoolConfig
+	// RunsAs is who its processes run as: its config's user, else the
+	// registry's SandboxUser; "" for the image's USER.
+	RunsAs string
 	AdHoc  bool
 	// API: made through the API (PutPool), stored, kept across restarts
 	// and config reloads; else the config file's (or ad hoc).
@@ -111,11 +114,15 @@ func (r *Registry) newPool(name string, pc spec.PoolConfig, adhoc bool) (*Pool, 
 	if maxSize == 0 {
 		maxSize = r.cfg.MaxPoolSize
 	}
-	backend, scratch, err := r.cfg.Provider.Pool(name, pc)
+	eff := pc
+	if eff.User == "" {
+		eff.User = r.cfg.SandboxUser
+	}
+	backend, scratch, err := r.cfg.Provider.Pool(name, eff)
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{Name: name, Config: pc, AdHoc: adhoc, backend: backend}
+	p := &Pool{Name: name, Config: pc, RunsAs: eff.User, AdHoc: adhoc, backend: backend}
 	bb := r.budget.wrap(backend, name, int64(pc.Memory))
 	p.wrap = bb.adopt
 	set, err := sandboxset.New(sandboxset.Config{
@@ -440,7 +447,13 @@ const adhocPrefix = "adhoc-"
 // pool of that image with no command that ctx's caller may use by image
 // (its own, or a shared one; any, for the administrator), else the
 // caller's ad-hoc pool of it, made now with the [adhoc] defaults.
-func (r *Registry) poolFor(ctx context.Context, name, image string) (*Pool, error) {
+//
+// as is the user the run asks to run as ("" for none). By image, a pool
+// serves it if its processes run as that user or as root (whose init may
+// run a command as any user). For the administrator alone, an ad hoc pool
+// then runs as root (see runsAsRoot); another caller's ad hoc pool runs as
+// the sandbox user, whose init can run a command as no one else.
+func (r *Registry) poolFor(ctx context.Context, name, image, as string) (*Pool, error) {
 	if name != "" {
 		return r.PoolOf(ctx, name)
 	}
@@ -450,15 +463,20 @@ func (r *Registry) poolFor(ctx context.Context, name, image string) (*Pool, erro
 	key, limited := caller(ctx)
 	r.mu.Lock()
 	for _, n := range slices.Sorted(maps.Keys(r.pools)) { // the first by name, if several
-		if p := r.pools[n]; !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 && mayUse(p, key, limited, true) {
+		if p := r.pools[n]; !p.AdHoc && p.Config.Image == image && len(p.Config.Cmd) == 0 && mayUse(p, key, limited, true) && p.serves(as) {
 			r.mu.Unlock()
 			return p, nil
 		}
 	}
-	name = adhocName(image, key)
+	asRoot := !limited && r.cfg.SandboxUser != "" && as != "" && as != r.cfg.SandboxUser
+	owner := key
+	if asRoot {
+		owner = key + "\x00" + runsAsRoot
+	}
+	name = adhocName(image, owner)
 	if p, ok := r.pools[name]; ok {
 		r.mu.Unlock()
-		if p.Config.Image != image || p.Config.Owner != key { // a hash collision: never serve another image or owner
+		if p.Config.Image != image || p.Config.Owner != key || (p.Config.User == runsAsRoot) != asRoot { // a hash collision: never serve another image or owner
 			return nil, fmt.Errorf("image %q: %w: its ad-hoc pool name %q is taken by image %q", image, errdefs.ErrConflict, name, p.Config.Image)
 		}
 		return p, nil
@@ -473,6 +491,9 @@ func (r *Registry) poolFor(ctx context.Context, name, image string) (*Pool, erro
 	}
 	pc := a.Pool(image)
 	pc.Owner = key
+	if asRoot {
+		pc.User = runsAsRoot
+	}
 	p, err := r.newPool(name, pc, true)
 	if err != nil {
 		return nil, err
@@ -490,10 +511,22 @@ func (r *Registry) poolFor(ctx context.Context, name, image string) (*Pool, erro
 	return p, nil
 }
 
-// PoolForImage returns the pool a run by image of ctx's caller lands in
-// (see poolFor), making it if it is an ad hoc pool not made yet.
-func (r *Registry) PoolForImage(ctx context.Context, image string) (*Pool, error) {
-	return r.poolFor(ctx, "", image)
+// runsAsRoot is the user of the administrator's ad hoc pools for runs
+// that name a user other than the sandbox user.
+const runsAsRoot = "0:0"
+
+// serves reports whether p's processes can run a command as user as: they
+// run as it, or as root (or as the image's USER, which ol-shim does not
+// know before a run), or as does not say.
+func (p *Pool) serves(as string) bool {
+	return as == "" || p.RunsAs == as || spec.IsRoot(p.RunsAs)
+}
+
+// PoolForImage returns the pool a run by image of ctx's caller, as user
+// as ("" for none named), lands in (see poolFor), making it if it is an
+// ad hoc pool not made yet.
+func (r *Registry) PoolForImage(ctx context.Context, image, as string) (*Pool, error) {
+	return r.poolFor(ctx, "", image, as)
 }
 
 // makeRoomForAdHoc makes sure one more ad-hoc pool fits [adhoc]

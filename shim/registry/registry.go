@@ -90,6 +90,9 @@ type Config struct {
 	// pids; DefaultMaxScratchSize and DefaultMaxPids if 0.
 	MaxScratchSize int64
 	MaxPids        int64
+	// SandboxUser ("UID:GID") is who the processes of a pool that names no
+	// user run as; "" leaves them to the image's USER.
+	SandboxUser string
 }
 
 // DefaultMaxPoolSize is Config.MaxPoolSize if unset.

@@ -53,7 +53,7 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 	if err := spec.ValidateEnv(req.Env); err != nil {
 		return nil, err
 	}
-	p, err := r.poolFor(ctx, req.Pool, req.Image)
+	p, err := r.poolFor(ctx, req.Pool, req.Image, req.User)
 	if err != nil {
 		return nil, err
 	}

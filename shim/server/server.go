@@ -441,7 +441,7 @@ func (a *Server) runtimeCheck(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, api.RuntimeCheck{Why: why})
 		return
 	}
-	p, err := a.Registry.PoolForImage(r.Context(), image)
+	p, err := a.Registry.PoolForImage(r.Context(), image, req.User)
 	if err != nil {
 		writeJSON(w, http.StatusOK, api.RuntimeCheck{Image: image, Why: err.Error()})
 		return

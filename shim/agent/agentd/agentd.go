@@ -126,6 +126,11 @@ func (s *Server) start(st agent.Start) (*proc, *agent.Error) {
 		if err != nil {
 			return nil, agent.Fail(agent.CodeCannotRun, "user %q: %v", st.User, err)
 		}
+		if me := os.Getuid(); me != 0 && (u.Uid != me || u.Gid != os.Getgid()) {
+			// The pool runs its processes as a user (the sandbox user, or
+			// its own), and nothing in it can become another.
+			return nil, agent.Fail(agent.CodeCannotRun, "user %q: this sandbox's processes run as %d:%d and cannot run as %d:%d; a pool whose user is root can", st.User, me, os.Getgid(), u.Uid, u.Gid)
+		}
 		groups := make([]uint32, len(u.Sgids))
 		for i, g := range u.Sgids {
 			groups[i] = uint32(g)
