@@ -95,6 +95,13 @@ func Parse(argv []string) (Args, error) {
 // idRE is runc's container ID.
 var idRE = regexp.MustCompile(`^[\w+\-.]+$`)
 
+// validID reports whether id is a container id the runtime can keep a
+// directory for, as runc's own check: idRE's characters, not "." or
+// "..", and a file name's length at most.
+func validID(id string) bool {
+	return idRE.MatchString(id) && id != "." && id != ".." && len(id) <= 255
+}
+
 // maxState bounds runc's state file.
 const maxState = 4 << 20
 
@@ -105,7 +112,7 @@ var ErrNoState = errors.New("no runc state to read")
 // freezerOf returns the freezer of container id under root: the v1
 // freezer cgroup's directory, or the v2 cgroup's, and whether it is v2.
 func freezerOf(root, id string) (dir string, v2 bool, err error) {
-	if !idRE.MatchString(id) || len(id) > 1024 || id == "." || id == ".." {
+	if !validID(id) {
 		return "", false, fmt.Errorf("container id %.80q: %w: not a runc id", id, ErrNoState)
 	}
 	if !filepath.IsAbs(root) {

@@ -88,7 +88,9 @@ var engineMounts = map[string]bool{"/proc": true, "/dev": true, "/dev/pts": true
 // readSpec reads bundle's config.json.
 func readSpec(bundle string) (*spec, error) {
 	path := filepath.Join(bundle, "config.json")
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO there would otherwise hold the open until
+	// something writes to it; it is then refused as not a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +158,7 @@ func TryCreate(a Args) (bool, string, error) {
 	if err != nil {
 		return false, err.Error(), nil
 	}
-	if !idRE.MatchString(c.id) || !filepath.IsAbs(a.Root) {
+	if !validID(c.id) || !filepath.IsAbs(a.Root) {
 		return false, "not a container id of its own", nil
 	}
 	bundle, err := filepath.Abs(c.bundle)
@@ -275,7 +277,7 @@ func saveState(dir string, st served) error {
 // loadServed reads the runtime's state of container id under root, if it
 // serves it: a regular file of root's, not a symlink.
 func loadServed(root, id string) (*served, bool) {
-	if !idRE.MatchString(id) || id == "." || id == ".." || !filepath.IsAbs(root) {
+	if !validID(id) || !filepath.IsAbs(root) {
 		return nil, false
 	}
 	path := filepath.Join(root, id, stateName)
