@@ -68,7 +68,7 @@ hostname`
 	if code != 0 {
 		t.Fatalf("look: exit %d\n%s%s", code, out, errOut)
 	}
-	want := []string{"host: cmd-starts \n", "starts: 1\n", "mode: 755\n", "shm: \n", "dev: \n", "ipc: 3\n", "procs: 0\n", "cmd: 1\n", "ctl: agent.sock \n"}
+	want := []string{"host: cmd-starts \n", "starts: 1\n", "mode: 750\n", "shm: \n", "dev: \n", "ipc: 3\n", "procs: 0\n", "cmd: 1\n", "ctl: agent.sock \n"}
 	for _, w := range want {
 		if !strings.Contains(out, w) {
 			t.Errorf("after a recycle, want %q in:\n%s", w, out)
@@ -90,7 +90,8 @@ hostname`
 // (/dev/null: no CAP_MKNOD to make it again) makes the recycle fail; the
 // sandbox is destroyed and the next run gets a new one, with /dev/null.
 func TestRecycleFailsClosed(t *testing.T) {
-	d := newDaemon(t, recycleConfig)
+	// As root: the sandbox user cannot remove /dev/null.
+	d := newDaemon(t, recycleConfig+"user = \"root\"\n")
 	d.waitIdle("rc", 1)
 	out, errOut, code := d.cli("", "run", "--pool", "rc", "sh", "-c", "rm /dev/null && hostname")
 	if code != 0 {

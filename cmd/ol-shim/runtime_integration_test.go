@@ -158,7 +158,10 @@ func TestRuntimeRegistered(t *testing.T) {
 // container, docker stop's signal. A container with a volume, and every
 // container while ol-shimd is away, go to runc unchanged.
 func TestRuntimeServesDockerRun(t *testing.T) {
-	d := newDaemon(t, bbConfig)
+	// A pool whose user is root serves containers of any user (a pool of
+	// the sandbox user serves only that user's: see
+	// TestSandboxUidsNoHostAccount).
+	d := newDaemon(t, bbConfig+"user = \"root\"\n")
 	registerRuntime(t, "--socket", d.socket)
 	d.waitIdle("bb", 1)
 	img := "ol-shim-test/busybox:latest"
@@ -239,4 +242,53 @@ func TestRuntimeServesDockerRun(t *testing.T) {
 		t.Errorf("with ol-shimd stopped: exit %d, PID 1 %q; want runc's, exit 4", code, out)
 	}
 	d.start()
+}
+
+// TestRuntimeServedLeavesNothing (issue 34, attacks): a served container
+// whose command leaves a process behind (in a new session, ignoring
+// SIGHUP and SIGTERM) does not outlive the container into the next one
+// served from the same pool; and a served container sees none of another
+// served container's processes, so none of its stdio.
+func TestRuntimeServedLeavesNothing(t *testing.T) {
+	d := newDaemon(t, "")
+	registerRuntime(t, "--socket", d.socket)
+	img := "ol-shim-test/busybox:latest"
+	secret := "left-behind-" + filepath.Base(t.TempDir())
+	out, code := docker(t, "run", "--rm", "--network", "none", "--runtime", "ol-shim", "-e", "MARK="+secret, img, "sh", "-c",
+		"setsid sh -c 'trap \"\" HUP TERM; while :; do sleep 0.2; done' </dev/null >/dev/null 2>&1 & tr '\\0' ' ' < /proc/1/cmdline; echo; echo left")
+	t.Logf("first: exit %d %q", code, out)
+	if code != 0 || !strings.Contains(out, "ol-shim") {
+		t.Fatalf("the first container was not served: exit %d %q", code, out)
+	}
+	survivor := func() string {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			if b, err := os.ReadFile("/proc/" + e.Name() + "/environ"); err == nil && strings.Contains(string(b), "MARK="+secret) {
+				return e.Name()
+			}
+		}
+		return ""
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for survivor() != "" && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if pid := survivor(); pid != "" {
+		t.Errorf("process %s of a served container outlived it by 10 s", pid)
+	}
+
+	// Two served at once: the second sees none of the first's processes.
+	name := "ol-shim-served-a-" + filepath.Base(t.TempDir())
+	if out, code := docker(t, "run", "-d", "--name", name, "--network", "none", "--runtime", "ol-shim", img, "sh", "-c", "exec sleep 3600"); code != 0 {
+		t.Fatalf("docker run -d: %d %s", code, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	out, code = docker(t, "run", "--rm", "--network", "none", "--runtime", "ol-shim", img, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done")
+	t.Logf("second: exit %d %q", code, out)
+	if code != 0 || !strings.Contains(out, "ol-shim") {
+		t.Fatalf("the second container was not served: exit %d %q", code, out)
+	}
+	if strings.Contains(out, "sleep 3600") {
+		t.Errorf("a served container sees another served container's process: %q", out)
+	}
 }
