@@ -2,11 +2,8 @@ package main
 
 import (
 	"bytes"
-	"maps"
 	"strings"
 	"testing"
-
-	"github.com/open-lambda/ol-shim/internal/clicmd"
 )
 
 func runApp(t *testing.T, args ...string) (string, error) {
@@ -55,28 +52,5 @@ func TestVersion(t *testing.T) {
 	out, err := runApp(t, "version")
 	if err != nil || !strings.HasPrefix(out, "ol-shim ") {
 		t.Errorf("version: %q, %v", out, err)
-	}
-}
-
-// TestClientListsDaemonCommands: ol-shim, the client, lists and hands on
-// exactly ol-shimd's own commands, with the same usage.
-func TestClientListsDaemonCommands(t *testing.T) {
-	client := clicmd.NewApp()
-	own := map[string]bool{}
-	for _, c := range client.Commands {
-		own[c.Name] = true
-	}
-	want := map[string]clicmd.DaemonCommand{}
-	for _, c := range newApp().Commands {
-		if !own[c.Name] {
-			want[c.Name] = clicmd.DaemonCommand{Name: c.Name, Usage: c.Usage, Hidden: c.Hidden}
-		}
-	}
-	got := map[string]clicmd.DaemonCommand{}
-	for _, d := range clicmd.DaemonCommands {
-		got[d.Name] = d
-	}
-	if !maps.Equal(got, want) {
-		t.Errorf("clicmd.DaemonCommands:\n%v\nwant ol-shimd's own commands:\n%v", got, want)
 	}
 }
