@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sync"
 	"time"
+
+	"github.com/open-lambda/ol-shim/internal/names"
 )
 
 // Reasons the Set itself gives when it destroys a sandbox. Callers of
@@ -43,20 +45,13 @@ func IsBackground(ctx context.Context) bool {
 // context: destroys and background creates.
 const DefaultOpTimeout = 60 * time.Second
 
-// The rules are compiled on first use: a counted repetition is costly to
-// compile, and the client, which links this package, starts on every run.
-var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`) })
-
 // ValidateName reports whether name can name a pool: 1 to 100 characters,
 // letters, digits, '_', '.' and '-', starting with a letter or digit. Sandbox
 // IDs are derived from it and must be valid Docker volume names.
-func ValidateName(name string) error {
-	if !nameRE().MatchString(name) {
-		return fmt.Errorf("pool name %q: must be 1-100 characters of [A-Za-z0-9_.-] starting with a letter or digit", name)
-	}
-	return nil
-}
+func ValidateName(name string) error { return names.Pool(name) }
 
+// The rule is compiled on first use: a counted repetition is costly to
+// compile.
 var sandboxIDRE = sync.OnceValue(func() *regexp.Regexp {
 	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}-[0-9a-f]{16}$`)
 })

@@ -35,7 +35,6 @@ import (
 
 	"github.com/open-lambda/ol-shim/shim/api/wire"
 
-	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -92,9 +91,9 @@ type PoolStatus struct {
 	AdHoc bool   `json:"adhoc,omitempty"`
 	// Source is where the pool comes from: "config" (the config file),
 	// "api" (made through the API, kept across restarts) or "adhoc".
-	Source string           `json:"source,omitempty"`
-	Config spec.PoolConfig  `json:"config"`
-	Stats  sandboxset.Stats `json:"stats"`
+	Source string          `json:"source,omitempty"`
+	Config spec.PoolConfig `json:"config"`
+	Stats  PoolStats       `json:"stats"`
 	// Recycled counts the sandboxes made as new after runs (recycle).
 	Recycled int64 `json:"recycled,omitempty"`
 }

@@ -3,14 +3,15 @@ package api
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
-	"github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/shim/api/wire"
 )
 
@@ -68,7 +69,7 @@ func (r Remote) TLSConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client certificate %s and key %s: %w", r.Cert, r.Key, err)
 	}
-	pool, err := serve.CertPool(r.CACert)
+	pool, err := certPool(r.CACert)
 	if err != nil {
 		return nil, err
 	}
@@ -110,4 +111,19 @@ func (c *Client) Health(ctx context.Context) (HealthResponse, error) {
 	var h HealthResponse
 	err := c.do(ctx, http.MethodGet, "/v1/health", "", nil, &h)
 	return h, err
+}
+
+// certPool reads the CA that signed the daemon's certificate. (The daemon
+// reads its own CA with internal/serve's; the client's package imports
+// nothing of the daemon side.)
+func certPool(caFile string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: CA %s: %w", caFile, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("tls: CA %s: no PEM certificate in it", caFile)
+	}
+	return pool, nil
 }

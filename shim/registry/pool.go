@@ -96,7 +96,23 @@ func (p *Pool) Status() api.PoolStatus {
 	case p.API:
 		src = "api"
 	}
-	return api.PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Source: src, Config: p.Config, Stats: p.set.Stats(), Recycled: p.recycled.Load()}
+	return api.PoolStatus{Name: p.Name, Image: p.Config.Image, AdHoc: p.AdHoc, Source: src, Config: p.Config, Stats: apiStats(p.set.Stats()), Recycled: p.recycled.Load()}
+}
+
+// apiStats is st as the API shows it.
+func apiStats(st sandboxset.Stats) api.PoolStats {
+	out := api.PoolStats{Pool: st.Pool, Idle: st.Idle, InUse: st.InUse, Creating: st.Creating, Pausing: st.Pausing,
+		Deferred: st.Deferred, Waiting: st.Waiting, MinIdle: st.MinIdle, MaxSize: st.MaxSize, Closed: st.Closed,
+		HotHits: st.HotHits, WarmHits: st.WarmHits, ColdMisses: st.ColdMisses, Creates: st.Creates,
+		CreateFailures: st.CreateFailures, PauseFailures: st.PauseFailures, UnpauseFailures: st.UnpauseFailures,
+		Destroys: st.Destroys}
+	if st.Latency != nil {
+		out.Latency = make(map[string]api.LatencySummary, len(st.Latency))
+		for k, l := range st.Latency {
+			out.Latency[k] = api.LatencySummary(l)
+		}
+	}
+	return out
 }
 
 // newPool makes a pool with MinIdle 0; the caller warms it.

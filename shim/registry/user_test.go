@@ -2,9 +2,12 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/open-lambda/ol-shim/sandboxset"
+	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -52,5 +55,53 @@ func TestPoolsRunAsTheSandboxUser(t *testing.T) {
 		if (c.pool == "" && !p.AdHoc) || (c.pool != "" && p.Name != c.pool) || p.RunsAs != c.runs {
 			t.Errorf("%s, image %s as %q: pool %s (ad hoc %v) running as %q; want %q running as %q", c.who, c.image, c.as, p.Name, p.AdHoc, p.RunsAs, c.pool, c.runs)
 		}
+	}
+}
+
+// TestAPIStatsCopiesEveryField: the API's PoolStats has every field of
+// sandboxset.Stats, by name and type, and apiStats copies each (a field
+// added to one and not the other fails here).
+func TestAPIStatsCopiesEveryField(t *testing.T) {
+	st := reflect.TypeFor[sandboxset.Stats]()
+	at := reflect.TypeFor[api.PoolStats]()
+	if st.NumField() != at.NumField() {
+		t.Errorf("sandboxset.Stats has %d fields, api.PoolStats %d", st.NumField(), at.NumField())
+	}
+	var in sandboxset.Stats
+	v := reflect.ValueOf(&in).Elem()
+	for i := range st.NumField() {
+		f := st.Field(i)
+		af, ok := at.FieldByName(f.Name)
+		if !ok || af.Tag != f.Tag || af.Type.Kind() != f.Type.Kind() {
+			t.Errorf("field %s %s %s: api.PoolStats has %v", f.Name, f.Type, f.Tag, af)
+			continue
+		}
+		switch fv := v.Field(i); fv.Kind() {
+		case reflect.Int, reflect.Int64:
+			fv.SetInt(int64(i + 1))
+		case reflect.Uint64:
+			fv.SetUint(uint64(i + 1))
+		case reflect.Bool:
+			fv.SetBool(true)
+		case reflect.String:
+			fv.SetString("s")
+		case reflect.Map:
+			m := reflect.MakeMap(f.Type)
+			val := reflect.New(f.Type.Elem()).Elem()
+			if val.Kind() == reflect.Struct {
+				val.Field(0).SetUint(uint64(i + 1))
+			} else {
+				val.SetUint(uint64(i + 1))
+			}
+			m.SetMapIndex(reflect.ValueOf("k"), val)
+			fv.Set(m)
+		default:
+			t.Fatalf("field %s: kind %s not covered here", f.Name, fv.Kind())
+		}
+	}
+	a, _ := json.Marshal(in)
+	b, _ := json.Marshal(apiStats(in))
+	if string(a) != string(b) {
+		t.Errorf("apiStats lost something:\n%s\n%s", a, b)
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/open-lambda/ol-shim/internal/names"
 	"github.com/open-lambda/ol-shim/internal/units"
-	"github.com/open-lambda/ol-shim/sandboxset"
 )
 
 // DefaultPoolMemory is a pool's memory limit when it names none.
@@ -191,9 +191,9 @@ func (p PoolConfig) Validate() error {
 var ownerRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(uid:[0-9]{1,10}|tls:[[:print:]]+)$`) })
 
 // ValidatePoolName reports whether name can name a pool (see
-// sandboxset.ValidateName). Errors are ErrInvalidSpec.
+// names.Pool). Errors are ErrInvalidSpec.
 func ValidatePoolName(name string) error {
-	if err := sandboxset.ValidateName(truncate(name, 120)); err != nil {
+	if err := names.Pool(truncate(name, 120)); err != nil {
 		return &invalidError{err}
 	}
 	return nil
