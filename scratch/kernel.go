@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -116,13 +117,30 @@ func (m *Manager) attachKernel(ctx context.Context, v *vol) error {
 	return nil
 }
 
+// unheldWait bounds how long checkUnheld waits for a holder to go.
+const unheldWait = 2 * time.Second
+
 // checkUnheld refuses (ErrInUse) while v's file system is mounted
 // anywhere but at its own mountpoint, in any mount namespace: a
 // container's bind, whatever the in-use count says.
+//
+// Some holders last a moment only: a process starting in a new mount
+// namespace (a container's runc, another volume's server) holds a copy of
+// every host mount until it pivots and detaches the old root, and a
+// container just removed holds its bind until its last process is gone.
+// TestFaultKill9UnderLoad met a volume server's copy. So a holder is looked
+// for again until unheldWait has passed before the call is refused.
 func (m *Manager) checkUnheld(v *vol) error {
-	held, err := loopfs.Holders(m.imagePath(v.rec.Name), m.mountDir(v.rec.Name))
-	if err != nil {
-		return fmt.Errorf("volume %q: where its file system is mounted: %w", v.rec.Name, err)
+	var held []string
+	for deadline := time.Now().Add(unheldWait); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		held, err = loopfs.Holders(m.imagePath(v.rec.Name), m.mountDir(v.rec.Name))
+		if err != nil {
+			return fmt.Errorf("volume %q: where its file system is mounted: %w", v.rec.Name, err)
+		}
+		if len(held) == 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	if len(held) > 0 {
 		return fmt.Errorf("volume %q: %w: its file system is still mounted elsewhere (%s)", v.rec.Name, ErrInUse, strings.Join(held[:min(len(held), 3)], "; "))
