@@ -234,15 +234,17 @@ func (r *Registry) Start(ctx context.Context, pools map[string]spec.PoolConfig) 
 	}
 	var rep ReconcileReport
 	if j := r.cfg.Janitor; j != nil {
+		var adopted adoptedIDs
 		ap := map[string]AdoptPool{}
 		for name, p := range made {
-			ap[name] = AdoptPool{Set: p.set, Backend: p.backend, Config: p.Config, Wrap: p.wrap}
+			ap[name] = AdoptPool{Set: p.set, Backend: p.backend, Config: p.Config, Wrap: adopted.wrap(p)}
 		}
 		var err error
 		if rep, err = j.Reconcile(ctx, ap); err != nil {
 			r.log.Error("reconcile", "error", err)
 		}
 		r.log.Info("reconciled", "adopted", rep.Adopted, "removed", rep.Removed)
+		r.restoreHeld(&adopted)
 	}
 	r.mu.Lock()
 	maps.Copy(r.pools, made)
@@ -324,6 +326,9 @@ func (r *Registry) Close(ctx context.Context, destroy bool) error {
 		// after this process is gone, and be nobody's: wait for it, so
 		// that it is paused with the others and adopted at the next start.
 		r.waitCreates(ctx, pools)
+		if err := r.saveHeld(pools); err != nil {
+			r.log.Warn("record who held each sandbox; the next start recycles or destroys each at its first take", "error", err)
+		}
 	}
 	if destroy {
 		for _, p := range pools {
