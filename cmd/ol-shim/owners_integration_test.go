@@ -121,10 +121,26 @@ dd if=/dev/zero of=/tmp/big bs=1M count=200 2>/dev/null; echo tmp $(($(wc -c < /
 }
 
 // TestScratchNoExec: a program a run drops into a quota'd /host (a kernel
-// backend volume) does not run, read-only root file system or not, unless
-// the pool says scratch_exec; then it does.
+// backend volume, and a FUSE one) does not run, read-only root file system
+// or not, unless the pool says scratch_exec; then it does.
 func TestScratchNoExec(t *testing.T) {
-	d := newDaemon(t, `
+	for _, backend := range []string{"kernel", "fuse"} {
+		t.Run(backend, func(t *testing.T) { testScratchNoExec(t, backend) })
+	}
+}
+
+func testScratchNoExec(t *testing.T, backend string) {
+	d := newDaemonWith(t, scratchNoExecConfig, func(d *testDaemon) { d.extra = []string{"--scratch-backend", backend} })
+	for pool, want := range map[string]bool{"q": false, "qx": true} {
+		out, stderr, code := d.cli("", "run", "--timeout", "60s", "--pool", pool, "sh", "-c", "cp /bin/busybox /host/true && /host/true && echo RAN")
+		t.Logf("pool %s: exit %d %q %q", pool, code, out, stderr)
+		if ran := strings.Contains(out, "RAN"); ran != want {
+			t.Errorf("pool %s: a program copied into /host ran: %v; want %v", pool, ran, want)
+		}
+	}
+}
+
+const scratchNoExecConfig = `
 [pools.q]
 image = "ol-shim-test/busybox:latest"
 memory = "64M"
@@ -136,15 +152,7 @@ image = "ol-shim-test/busybox:latest"
 memory = "64M"
 scratch_size = "16M"
 scratch_exec = true
-`)
-	for pool, want := range map[string]bool{"q": false, "qx": true} {
-		out, stderr, code := d.cli("", "run", "--timeout", "60s", "--pool", pool, "sh", "-c", "cp /bin/busybox /host/true && /host/true && echo RAN")
-		t.Logf("pool %s: exit %d %q %q", pool, code, out, stderr)
-		if ran := strings.Contains(out, "RAN"); ran != want {
-			t.Errorf("pool %s: a program copied into /host ran: %v; want %v", pool, ran, want)
-		}
-	}
-}
+`
 
 // TestSandboxUidsNoHostAccount (issue 33, item 7): a sandbox's processes
 // run under a uid and gid that no host account owns, whatever the image's
