@@ -28,7 +28,7 @@ func BenchmarkQuotaFS(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			srv, err := MountQuota(d, mnt, q, "bench", true)
+			srv, err := MountQuota(d, mnt, q, "bench", true, false)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -27,8 +27,8 @@ import (
 // the options of every quota'd volume, as go-fuse's direct mount does, and
 // returns the /dev/fuse file whose reader will serve it. Until one answers
 // the kernel's INIT, calls on the mount wait.
-func mountFUSE(mnt, name string) (*os.File, error) {
-	o := quotaMountOptions(name)
+func mountFUSE(mnt, name string, noexec bool) (*os.File, error) {
+	o := quotaMountOptions(name, noexec)
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/fuse: %w", err)
@@ -39,6 +39,8 @@ func mountFUSE(mnt, name string) (*os.File, error) {
 	for _, opt := range o.Options {
 		switch opt {
 		case "nosuid", "nodev": // flags, above
+		case "noexec":
+			flags |= unix.MS_NOEXEC
 		default:
 			data = append(data, opt)
 		}

@@ -435,14 +435,19 @@ func (f *quotaFile) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock,
 }
 
 // quotaMountOptions are the mount options of every quota'd volume, whether
-// its server mounts it (MountQuota) or the daemon does for it (mountFUSE).
-func quotaMountOptions(name string) fuse.MountOptions {
+// its server mounts it (MountQuota) or the daemon does for it (mountFUSE);
+// noexec for a sandbox's volume that may not run programs.
+func quotaMountOptions(name string, noexec bool) fuse.MountOptions {
+	opts := []string{"nosuid", "nodev", "default_permissions"}
+	if noexec {
+		opts = append(opts, "noexec")
+	}
 	return fuse.MountOptions{
 		AllowOther: true,
 		// No xattrs: the kernel then stops asking for
 		// security.capability before every write.
 		DisableXAttrs: true,
-		Options:       []string{"nosuid", "nodev", "default_permissions"},
+		Options:       opts,
 		FsName:        "ol-shim:" + name,
 		Name:          "ol-shim",
 		DirectMount:   true,
@@ -469,7 +474,7 @@ type QuotaMount struct {
 // allow_other with the kernel checking permissions, no extended attributes)
 // and returns the mount; Unmount it with its Unmount. With passthrough,
 // read-only opens are read by the kernel where it can (see ioModes).
-func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*QuotaMount, error) {
+func MountQuota(dir, mnt string, q *Quota, name string, passthrough, noexec bool) (*QuotaMount, error) {
 	root, cr, err := newQuotaRoot(dir, q)
 	if err != nil {
 		return nil, fmt.Errorf("quota mount %s: %w", mnt, err)
@@ -477,7 +482,7 @@ func MountQuota(dir, mnt string, q *Quota, name string, passthrough bool) (*Quot
 	// Every change comes through this mount, so the kernel may keep names
 	// and attributes long: fewer LOOKUP and GETATTR round trips.
 	cache := 30 * time.Second
-	opts := quotaMountOptions(name)
+	opts := quotaMountOptions(name, noexec)
 	// A mount made already, whose /dev/fuse this process was handed
 	// (/dev/fd/N): go-fuse serves that descriptor and mounts nothing.
 	if strings.HasPrefix(mnt, "/dev/fd/") {

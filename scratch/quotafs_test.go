@@ -70,7 +70,7 @@ func (f *qfs) mount(maxBytes, maxInodes int64) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	srv, err := MountQuota(f.dir, f.mnt, q, "test", f.passthrough)
+	srv, err := MountQuota(f.dir, f.mnt, q, "test", f.passthrough, false)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -218,7 +218,7 @@ func (m *Manager) startServerLocked(v *vol) (volumeServer, error) {
 	// The daemon mounts; the server, in a mount namespace of its own,
 	// serves the mount's /dev/fuse (see mountns.go).
 	mnt := m.mountDir(name)
-	fuseDev, err := mountFUSE(mnt, name)
+	fuseDev, err := mountFUSE(mnt, name, o.NoExec())
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", name, err)
 	}
@@ -435,7 +435,7 @@ func ServeVolume(ctx context.Context, cfg ServerConfig) error {
 	if cfg.FuseFD != 0 {
 		mnt = fmt.Sprintf("/dev/fd/%d", cfg.FuseFD)
 	}
-	srv, err := MountQuota(cfg.DataDir, mnt, q, cfg.Name, cfg.Passthrough)
+	srv, err := MountQuota(cfg.DataDir, mnt, q, cfg.Name, cfg.Passthrough, false)
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", cfg.Name, err)
 	}

@@ -473,7 +473,7 @@ func (m *Manager) mountFUSELocked(v *vol) error {
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
 	}
-	srv, err := MountQuota(m.dataDir(v.rec.Name), m.mountDir(v.rec.Name), q, v.rec.Name, o.Passthrough)
+	srv, err := MountQuota(m.dataDir(v.rec.Name), m.mountDir(v.rec.Name), q, v.rec.Name, o.Passthrough, o.NoExec())
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", v.rec.Name, err)
 	}
