@@ -20,6 +20,9 @@ func main() {
 	if ociruntime.IsRelay(argv) {
 		os.Exit(ociruntime.Relay(argv))
 	}
+	if ociruntime.IsExecRelay(argv) {
+		os.Exit(ociruntime.ExecRelay(argv))
+	}
 	a, err := ociruntime.Parse(argv)
 	runc := argv
 	if err == nil {

@@ -221,6 +221,18 @@ func TestRuntimeServesDockerRun(t *testing.T) {
 	if out, _ := docker(t, "inspect", "-f", "{{.State.Running}}", name); strings.TrimSpace(out) != "true" {
 		t.Errorf("docker inspect of a served container: running %s", out)
 	}
+	// docker exec runs beside the command, in its sandbox.
+	if out, code := docker(t, "exec", name, "sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done; exit 3"); code != 3 || !strings.Contains(out, "got-term") || !strings.Contains(out, "ol-shim") {
+		t.Errorf("docker exec into a served container: exit %d, %q; want 3, and the served command and the sandbox's init among its processes", code, out)
+	}
+	cmd := exec.Command("docker", "exec", "-i", "-u", "65534:65534", "-e", "X=y", "-w", "/tmp", name, "sh", "-c", "echo $X $(pwd) $(id -u); cat")
+	cmd.Stdin = strings.NewReader("from stdin\n")
+	if out, err := cmd.CombinedOutput(); err != nil || string(out) != "y /tmp 65534\nfrom stdin\n" {
+		t.Errorf("docker exec -i -u -e -w: %v, %q", err, out)
+	}
+	if out, code := docker(t, "exec", "-t", name, "tty"); code != 0 || !strings.Contains(out, "/dev/pts/") {
+		t.Errorf("docker exec -t: exit %d, %q; want a terminal", code, out)
+	}
 	if out, code := docker(t, "stop", "-t", "10", name); code != 0 {
 		t.Errorf("docker stop: %d %s", code, out)
 	}

@@ -39,6 +39,9 @@ type Options struct {
 	Call wire.RunCall
 	// Interactive sends stdin; nil: when stdin is a pipe or a file.
 	Interactive *bool
+	// Hello, if set, is called with the daemon's hello (the pool and
+	// sandbox the run landed in).
+	Hello func(agent.Hello)
 }
 
 // Run runs the command and returns its exit code; an error is to be
@@ -59,7 +62,7 @@ func Run(o Options) (int, error) {
 			req.Cols, req.Rows = uint16(w), uint16(h)
 		}
 	}
-	sio := agent.Stdio{Stdout: os.Stdout, Stderr: os.Stderr}
+	sio := agent.Stdio{Stdout: os.Stdout, Stderr: os.Stderr, Hello: o.Hello}
 	if interactive {
 		sio.Stdin = os.Stdin
 	}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/open-lambda/ol-shim/internal/runcli"
+	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api/wire"
 )
 
@@ -58,6 +59,8 @@ type served struct {
 	Relay      int       `json:"relay"`
 	RelayStart uint64    `json:"relay_start"`
 	Created    time.Time `json:"created"`
+	// Sandbox serves it, once its relay runs (docker exec runs there).
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 // spec is what the runtime reads of a bundle's config.json.
@@ -432,7 +435,14 @@ func Relay(argv []string) int {
 		// after ol-shim run --reuse: for root (the runtime) only.
 		Reuse: true,
 	}}
-	code, err := runcli.Run(runcli.Options{Socket: st.Socket, Call: call, Interactive: &interactive})
+	dir := filepath.Join(root, id)
+	hello := func(h agent.Hello) {
+		st.Sandbox = h.Sandbox
+		if err := saveState(dir, *st); err != nil {
+			fmt.Fprintf(os.Stderr, "ol-shim-runtime: relay of %s: record its sandbox (docker exec needs it): %v\n", id, err)
+		}
+	}
+	code, err := runcli.Run(runcli.Options{Socket: st.Socket, Call: call, Interactive: &interactive, Hello: hello})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ol-shim: %v\n", err)
 	}
@@ -498,6 +508,16 @@ func Served(a Args) (bool, error) {
 			args = append(args, r) // kill's signal
 		}
 	}
+	if a.Command == "exec" {
+		// Its flags take values: the id is the first argument that is
+		// neither a flag nor a flag's value.
+		e, err := parseExec(a.Rest)
+		if err != nil {
+			_, ok := loadServed(a.Root, e.id)
+			return ok, err
+		}
+		id = e.id
+	}
 	st, ok := loadServed(a.Root, id)
 	if !ok {
 		return false, nil
@@ -561,7 +581,9 @@ func Served(a Args) (bool, error) {
 		return true, nil
 	case "update":
 		return true, nil // the sandbox has its pool's limits
-	case "pause", "resume", "exec", "checkpoint", "restore", "events":
+	case "exec":
+		return true, st.exec(a)
+	case "pause", "resume", "checkpoint", "restore", "events":
 		return true, fmt.Errorf("%s: not supported for container %s, served from a pool of ol-shim (run it with --runtime runc)", a.Command, st.ID)
 	}
 	return false, nil

@@ -121,13 +121,14 @@ type Registry struct {
 	budget *Budget
 
 	mu       sync.Mutex
-	pools    map[string]*Pool   // guarded by mu
-	leases   map[string]*lease  // guarded by mu
-	released *recent            // guarded by mu: lease IDs released lately, for 409s
-	adhoc    config.AdHocConfig // guarded by mu
-	closed   bool               // guarded by mu
-	draining map[*Pool]bool     // guarded by mu: pools taken out, still closing
-	watching bool               // guarded by mu: the janitor's Watch runs
+	pools    map[string]*Pool       // guarded by mu
+	leases   map[string]*lease      // guarded by mu
+	released *recent                // guarded by mu: lease IDs released lately, for 409s
+	adhoc    config.AdHocConfig     // guarded by mu
+	closed   bool                   // guarded by mu
+	draining map[*Pool]bool         // guarded by mu: pools taken out, still closing
+	running  map[string]*RunSession // guarded by mu: sandbox ID -> the run that holds it (for exec)
+	watching bool                   // guarded by mu: the janitor's Watch runs
 
 	reaper  *sandboxset.Reaper  // holds destroys after runs back while creates are waited for
 	creates *sandboxset.Limiter // the creates in flight, over all pools

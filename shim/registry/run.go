@@ -34,6 +34,16 @@ type RunSession struct {
 	hello agent.Hello
 	reuse bool
 	ended sync.Once // the registry's count of sessions (Close waits for them)
+	key   string    // its caller's (caller(ctx)); "" the administrator
+
+	// exec: a command beside another session's (main), in its sandbox;
+	// it neither holds nor gives back the sandbox.
+	exec bool
+	main *RunSession
+	// Of a session that is not exec, guarded by r.mu: its exec sessions,
+	// and done once its sandbox is on its way back (no exec may start).
+	execs map[*RunSession]bool
+	done  bool
 }
 
 // end counts the session out of the registry's sessions.
@@ -52,6 +62,9 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 	}
 	if err := spec.ValidateEnv(req.Env); err != nil {
 		return nil, err
+	}
+	if req.Sandbox != "" {
+		return r.openExec(ctx, rn, req)
 	}
 	p, err := r.poolFor(ctx, req.Pool, req.Image, req.User)
 	if err != nil {
@@ -85,17 +98,96 @@ func (r *Registry) OpenRun(ctx context.Context, req api.RunRequest) (*RunSession
 		r.bg.Done()
 		return nil, fmt.Errorf("run in sandbox %s: %w", id, err)
 	}
-	return &RunSession{
-		r: r, p: p, ref: ref, agent: agent.NewConn(conn), reuse: req.Reuse,
+	key, _ := caller(ctx)
+	s := &RunSession{
+		r: r, p: p, ref: ref, agent: agent.NewConn(conn), reuse: req.Reuse, key: key,
 		start: agent.Start{Argv: argv, Env: req.Env, Dir: req.WorkingDir, User: req.User, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols},
 		hello: agent.Hello{Pool: p.Name, Sandbox: ref.Sandbox().ID(), Outcome: ref.Outcome().String(), Via: via},
-	}, nil
+	}
+	r.mu.Lock()
+	if r.running == nil {
+		r.running = map[string]*RunSession{}
+	}
+	r.running[s.hello.Sandbox] = s
+	r.mu.Unlock()
+	return s, nil
+}
+
+// openExec opens a session that runs req.Cmd in req.Sandbox beside the
+// run that holds it, for that run's caller or the administrator. Another
+// caller is told no run holds it, as if none did.
+func (r *Registry) openExec(ctx context.Context, rn Runner, req api.RunRequest) (*RunSession, error) {
+	if len(req.Cmd) == 0 || req.Cmd[0] == "" {
+		return nil, fmt.Errorf("%w: exec in sandbox %q: no command", spec.ErrInvalidSpec, req.Sandbox)
+	}
+	key, limited := caller(ctx)
+	r.mu.Lock()
+	main := r.running[req.Sandbox]
+	if main == nil || main.done || (limited && main.key != key) || r.closed {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("exec in sandbox %q: %w: no run of yours holds it", req.Sandbox, errdefs.ErrNotFound)
+	}
+	r.bg.Add(1)
+	r.mu.Unlock()
+	conn, via, err := rn.Session(ctx, main.ref.Sandbox())
+	if err != nil {
+		r.bg.Done()
+		return nil, fmt.Errorf("exec in sandbox %s: %w", req.Sandbox, err)
+	}
+	s := &RunSession{
+		r: r, p: main.p, ref: main.ref, agent: agent.NewConn(conn), key: key, exec: true, main: main,
+		start: agent.Start{Argv: req.Cmd, Env: req.Env, Dir: req.WorkingDir, User: req.User, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols},
+		hello: agent.Hello{Pool: main.p.Name, Sandbox: req.Sandbox, Outcome: "exec", Via: via},
+	}
+	r.mu.Lock()
+	if main.done {
+		r.mu.Unlock()
+		s.agent.Close()
+		s.end()
+		return nil, fmt.Errorf("exec in sandbox %q: %w: its run has ended", req.Sandbox, errdefs.ErrNotFound)
+	}
+	if main.execs == nil {
+		main.execs = map[*RunSession]bool{}
+	}
+	main.execs[s] = true
+	r.mu.Unlock()
+	return s, nil
+}
+
+// release marks a session's sandbox as on its way back: no exec starts in
+// it any more, and those running are cut off (their process groups are
+// killed as their connections close) before it goes. An exec session
+// takes itself off its run's list.
+func (s *RunSession) release() {
+	s.r.mu.Lock()
+	if s.exec {
+		delete(s.main.execs, s)
+		s.r.mu.Unlock()
+		return
+	}
+	if s.done {
+		s.r.mu.Unlock()
+		return
+	}
+	s.done = true
+	if s.r.running[s.hello.Sandbox] == s {
+		delete(s.r.running, s.hello.Sandbox)
+	}
+	execs := s.execs
+	s.execs = nil
+	s.r.mu.Unlock()
+	for e := range execs {
+		e.agent.Close()
+	}
 }
 
 // Abort ends a session that will not be relayed; its sandbox is destroyed.
 func (s *RunSession) Abort() {
 	s.agent.Close()
-	s.r.finish(s.p, s.ref, false)
+	s.release()
+	if !s.exec {
+		s.r.finish(s.p, s.ref, false)
+	}
 	s.end()
 }
 
@@ -107,9 +199,10 @@ func (s *RunSession) Abort() {
 // and is destroyed otherwise. The result is the exit, or why the run
 // failed (also sent to the client as an error frame where it can be).
 func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit, error) {
-	clean, finished := false, false
+	clean, finished := false, s.exec // an exec's sandbox is its run's
 	defer func() {
 		s.agent.Close()
+		s.release()
 		if !finished {
 			s.r.finish(s.p, s.ref, clean && s.reuse)
 		}
@@ -187,12 +280,13 @@ func (s *RunSession) Relay(ctx context.Context, client *agent.Conn) (agent.Exit,
 				return fail(agent.CodeFailed, err)
 			}
 			clean = true
-			if s.reuse || s.p.Config.Recycle {
+			if !s.exec && (s.reuse || s.p.Config.Recycle) {
 				// The sandbox is on its way back before the client hears
 				// of the exit, so a client's next run finds it hot (or
 				// waits for it). Closing the agent's connection kills what
 				// the command left behind.
 				s.agent.Close()
+				s.release()
 				s.r.finish(s.p, s.ref, s.reuse)
 				finished = true
 			}

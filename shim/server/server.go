@@ -22,6 +22,7 @@ import (
 
 	"github.com/open-lambda/ol-shim/internal/serve"
 	"github.com/open-lambda/ol-shim/internal/units"
+	"github.com/open-lambda/ol-shim/sandboxset"
 	"github.com/open-lambda/ol-shim/shim/agent"
 	"github.com/open-lambda/ol-shim/shim/api"
 	"github.com/open-lambda/ol-shim/shim/api/wire"
@@ -582,7 +583,17 @@ func (a *Server) run(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if (req.Pool == "") == (req.Image == "") {
+	switch {
+	case req.Sandbox != "":
+		if req.Pool != "" || req.Image != "" || req.Entrypoint != nil || req.Reuse {
+			writeError(w, fmt.Errorf("%w: an exec in a sandbox names no pool, image or entrypoint, and does not reuse", errBadRequest))
+			return
+		}
+		if err := sandboxset.ValidateSandboxID(req.Sandbox); err != nil {
+			writeError(w, fmt.Errorf("%w: %w", errBadRequest, err))
+			return
+		}
+	case (req.Pool == "") == (req.Image == ""):
 		writeError(w, fmt.Errorf("%w: name exactly one of pool and image", errBadRequest))
 		return
 	}

@@ -51,6 +51,11 @@ type RunRequest struct {
 	// run's argv is the entrypoint followed by Cmd, or by the image's CMD
 	// when Cmd is empty and the entrypoint is the image's.
 	Entrypoint *[]string `json:"entrypoint,omitempty"`
+	// Sandbox runs Cmd, as given (no entrypoint), in this sandbox, which
+	// a run of the same caller holds now (root: any run), beside that
+	// run's command: docker exec into a container ol-shim-runtime serves.
+	// Pool, Image, Entrypoint and Reuse are then not asked for.
+	Sandbox string `json:"sandbox,omitempty"`
 }
 
 // RunCall is the body of POST /v1/run: a run and how long it may take.
@@ -131,6 +136,7 @@ func (c RunCall) AppendJSON(b []byte) []byte {
 		field("entrypoint")
 		list(*r.Entrypoint)
 	}
+	str("sandbox", r.Sandbox)
 	str("timeout", c.Timeout)
 	return append(b, '}')
 }
