@@ -24,14 +24,13 @@ func main() {
 	args := os.Args[1:]
 	if filepath.Base(os.Args[0]) == runcli.PluginName {
 		// The Docker CLI's plugin protocol: the metadata call, and
-		// "docker-ol ol ARGS..." for "docker ol ARGS...".
+		// "docker-ol [DOCKER'S GLOBAL OPTIONS] ol ARGS..." for
+		// "docker [GLOBAL OPTIONS] ol ARGS...".
 		if len(args) > 0 && args[0] == "docker-cli-plugin-metadata" {
 			runcli.PluginMetadata(os.Stdout, Version)
 			return
 		}
-		if len(args) > 0 && args[0] == "ol" {
-			args = args[1:]
-		}
+		args = runcli.PluginArgs(args)
 	}
 	os.Exit(runcli.Main(args, Version, runcli.HandOver))
 }

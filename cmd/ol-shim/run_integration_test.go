@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -541,6 +542,20 @@ func TestDockerCLIPlugin(t *testing.T) {
 	}
 	if out, code := docker("piped\n", "ol", "run", "-i", busybox, "cat"); code != 0 || out != "piped\n" {
 		t.Fatalf("docker ol run -i IMAGE cat: exit %d, output %q", code, out)
+	}
+	// Docker's global options before ol are Docker's (the CLI plugin
+	// spec: docker-ol [GLOBAL OPTIONS] ol ARGS), never ol-shim's.
+	for _, global := range [][]string{{"-D"}, {"--context", "default"}, {"-H", "unix:///var/run/docker.sock"}, {"--log-level", "info"}, {"--context=default"}} {
+		args := append(slices.Clone(global), "ol", "run", "--pool", "bb", "sh", "-c", "echo ok")
+		if out, code := docker("", args...); code != 0 || out != "ok\n" {
+			t.Errorf("docker %s: exit %d, output %q", strings.Join(args, " "), code, out)
+		}
+	}
+	if out, code := docker("", "-D", "ol", "status"); code != 0 || !strings.Contains(out, "bb") {
+		t.Errorf("docker -D ol status: exit %d, output %q", code, out)
+	}
+	if out, code := docker("", "ol", "--help"); code != 0 || !strings.Contains(out, "docker ol [global options]") || strings.Contains(out, "   serve ") {
+		t.Errorf("docker ol --help: exit %d; want usage as docker ol, without the daemon's commands:\n%s", code, out)
 	}
 }
 

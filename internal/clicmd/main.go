@@ -24,6 +24,13 @@ func Main(app *cli.App) {
 		if done {
 			return
 		}
+		// Help says docker ol, and lists the client's commands only.
+		app.Name, app.HelpName = "docker ol", "docker ol"
+		for _, c := range app.Commands {
+			if daemonOnly[c.Name] {
+				c.Hidden = true
+			}
+		}
 	}
 	if err := app.Run(args); err != nil {
 		var ec cli.ExitCoder
@@ -38,18 +45,18 @@ func Main(app *cli.App) {
 	}
 }
 
+// daemonOnly are the commands of the daemon's host, which `docker ol`
+// does not list (they still run).
+var daemonOnly = map[string]bool{"serve": true, "demo": true, "init": true, "volume-server": true}
+
 // cliPlugin answers the Docker CLI's plugin protocol: the metadata call,
-// and "docker-ol ol ARGS..." (the CLI passes the plugin's name first) for
-// "docker ol ARGS...". It returns the arguments to run as ol-shim, or true
-// when it answered alone.
+// and "docker-ol [DOCKER'S GLOBAL OPTIONS] ol ARGS..." (the CLI passes its
+// own options, then the plugin's name) for "docker ol ARGS...". It returns
+// the arguments to run as ol-shim, or true when it answered alone.
 func cliPlugin(args []string) ([]string, bool) {
 	if len(args) > 1 && args[1] == "docker-cli-plugin-metadata" {
 		runcli.PluginMetadata(os.Stdout, Version)
 		return nil, true
 	}
-	out := []string{"ol-shim"}
-	if len(args) > 1 && args[1] == "ol" {
-		args = args[1:]
-	}
-	return append(out, args[1:]...), false
+	return append([]string{"ol-shim"}, runcli.PluginArgs(args[1:])...), false
 }

@@ -399,6 +399,29 @@ func HandOver() error {
 // PluginName is the client's name as a Docker CLI plugin ("docker ol").
 const PluginName = "docker-ol"
 
+// dockerValueFlags are the docker CLI's global options that take a value.
+var dockerValueFlags = map[string]bool{"--config": true, "-c": true, "--context": true, "-H": true, "--host": true,
+	"-l": true, "--log-level": true, "--tlscacert": true, "--tlscert": true, "--tlskey": true}
+
+// PluginArgs returns ol-shim's own arguments from a Docker CLI plugin's:
+// the docker CLI calls it as `docker-ol [GLOBAL OPTIONS] ol [ARGS]`, and
+// its global options (-D, --context NAME, -H HOST, ...) are Docker's, never
+// ol-shim's. Arguments not in that form are returned as they are.
+func PluginArgs(args []string) []string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "ol":
+			return args[i+1:]
+		case !strings.HasPrefix(a, "-"):
+			return args
+		case dockerValueFlags[a]:
+			i++ // its value
+		}
+	}
+	return args
+}
+
 // PluginMetadata writes the Docker CLI plugin protocol's metadata answer.
 func PluginMetadata(w io.Writer, version string) error {
 	return json.NewEncoder(w).Encode(struct {
