@@ -145,7 +145,7 @@ func QuotaOptions(size, inodes int64, exec bool) map[string]string {
 
 // optionKeys are the options Create accepts, with what each takes.
 var optionKeys = map[string]string{
-	OptSize:        "bytes, with an optional K, M, G or T suffix (powers of 1024), e.g. 64M",
+	OptSize:        "bytes, with an optional k, m, g, t or p suffix (powers of 1024), as docker's --memory, e.g. 64M, 1.5g",
 	OptInodes:      "a positive count of files and directories",
 	OptUID:         "owner of the volume's root, 0-4294967294",
 	OptGID:         "group of the volume's root, 0-4294967294",

@@ -232,7 +232,7 @@ type VolumeOptions struct {
 func (o VolumeOptions) Limited() bool { return o.Size > 0 || o.Inodes > 0 }
 
 // GrowRequest is the body of POST /v1/volumes/{name}/grow: a volume's
-// new size limit (bytes, or with a K, M, G or T suffix) and inode limit,
+// new size limit (bytes, or as docker's --memory: 64m, 1.5g) and inode limit,
 // either left out to keep it. Limits only grow, and the volume must not be
 // mounted.
 type GrowRequest struct {

@@ -40,7 +40,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 // bytes).
 type Size int64
 
-// UnmarshalText parses a size with an optional K, M, G or T suffix.
+// UnmarshalText parses a size as docker run's --memory does (see units.ParseSize).
 func (s *Size) UnmarshalText(b []byte) error {
 	v, err := units.ParseSize(string(b))
 	if err != nil {
