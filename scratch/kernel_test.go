@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -199,5 +200,74 @@ func TestKernelRefusesOvercommit(t *testing.T) {
 	}
 	if _, err := os.Stat(m.imagePath("huge")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("refused volume left an image: %v", err)
+	}
+}
+
+// TestKernelCreateHoldsNoOne: a kernel volume's create (mkfs and mount,
+// about 20 ms, far longer on a loaded host) does not hold other volumes'
+// calls: while one create's mkfs is held (a mkfs.ext4 on PATH that waits
+// for the test before running the real one), listing, getting, and
+// creating and removing other volumes all finish.
+func TestKernelCreateHoldsNoOne(t *testing.T) {
+	real, err := exec.LookPath("mkfs.ext4")
+	must(t, err)
+	bin := t.TempDir()
+	gate := filepath.Join(bin, "gate")
+	must(t, unix.Mkfifo(gate, 0o600))
+	waiting := filepath.Join(bin, "waiting")
+	script := fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *held*) touch %s; read x < %s ;; esac\nexec %s \"$@\"\n", waiting, gate, real)
+	must(t, os.WriteFile(filepath.Join(bin, "mkfs.ext4"), []byte(script), 0o755))
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	root := t.TempDir()
+	cleanupKernel(t, root)
+	m := kernelManager(t, root)
+	defer m.Close()
+	must(t, m.Create("before", map[string]string{OptSize: "4M"}))
+
+	held := make(chan error, 1)
+	go func() { held <- m.Create("held", map[string]string{OptSize: "4M"}) }()
+	// Wait until the held create is in its mkfs, at the gate.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, err := os.Stat(waiting); err != nil; _, err = os.Stat(waiting) {
+		if time.Now().After(deadline) {
+			t.Fatal("the held create never reached mkfs")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	others := make(chan error, 1)
+	go func() {
+		if _, err := m.Get("before"); err != nil {
+			others <- fmt.Errorf("get: %w", err)
+			return
+		}
+		m.List()
+		if err := m.Create("other", map[string]string{OptSize: "4M"}); err != nil {
+			others <- fmt.Errorf("create: %w", err)
+			return
+		}
+		others <- m.Remove("other")
+	}()
+	select {
+	case err := <-others:
+		if err != nil {
+			t.Errorf("other volumes' calls during a create: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("other volumes' calls waited behind a create's mkfs")
+	}
+	select {
+	case err := <-held:
+		t.Fatalf("the held create ended before its mkfs ran: %v", err)
+	default:
+	}
+	g, err := os.OpenFile(gate, os.O_WRONLY, 0)
+	must(t, err)
+	g.Write([]byte("go\n"))
+	g.Close()
+	if err := <-held; err != nil {
+		t.Fatalf("the held create: %v", err)
+	}
+	if _, err := m.Get("held"); err != nil {
+		t.Errorf("the held volume after its create: %v", err)
 	}
 }
