@@ -58,13 +58,11 @@ func (m *Manager) pickBackend(o *Options) error {
 	return nil
 }
 
-// createKernelLocked makes v's file system and mounts it. Nothing is left
-// on error. m.mu is held.
-func (m *Manager) createKernelLocked(ctx context.Context, v *vol) error {
+// createKernel makes v's file system and mounts it. Nothing is left on
+// error. The caller has checked the host's room, and holds v's name (see
+// Manager.creating), not m.mu.
+func (m *Manager) createKernel(ctx context.Context, v *vol) error {
 	name := v.rec.Name
-	if err := m.checkHostRoom(v.rec.Options.Size); err != nil {
-		return fmt.Errorf("volume %q: %w", name, err)
-	}
 	mnt := m.mountDir(name)
 	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("volume %q: %w", name, err)
@@ -78,7 +76,9 @@ func (m *Manager) createKernelLocked(ctx context.Context, v *vol) error {
 
 // checkHostRoom refuses a volume of size bytes when the file system under
 // the images could not hold it on top of what every other image may still
-// grow by: a sparse image that cannot grow loses writes.
+// grow by: a sparse image that cannot grow loses writes. The creates in
+// flight (Manager.pending) count too, their images not there yet (counted
+// twice once they are: the check errs on the safe side).
 func (m *Manager) checkHostRoom(size int64) error {
 	dir := filepath.Join(m.root, "images")
 	var st unix.Statfs_t
@@ -86,7 +86,7 @@ func (m *Manager) checkHostRoom(size int64) error {
 		return fmt.Errorf("images: %w", err)
 	}
 	free := int64(st.Bavail) * st.Bsize
-	owed := size
+	owed := size + m.pending.Load()
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
 		if n, err := loopfs.Outstanding(filepath.Join(dir, e.Name())); err == nil {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -70,6 +71,12 @@ type Manager struct {
 
 	mu   sync.Mutex      // taken before any volume's mu, never after
 	vols map[string]*vol // guarded by mu
+	// creating: kernel volumes whose file system is being made, outside
+	// mu (mkfs and mount); closed when done. Guarded by mu.
+	creating map[string]chan struct{}
+	// pending: the bytes those creates may take of the host's disk,
+	// counted by checkHostRoom until their images exist.
+	pending atomic.Int64
 }
 
 // vol is one volume. Its fields other than rec are guarded by its mu.
@@ -262,23 +269,51 @@ func (m *Manager) Create(name string, opts map[string]string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if v, ok := m.vols[name]; ok {
-		same := o
-		if same.Backend == "" {
-			same.Backend = v.rec.Options.Backend
+	for {
+		if v, ok := m.vols[name]; ok {
+			same := o
+			if same.Backend == "" {
+				same.Backend = v.rec.Options.Backend
+			}
+			if len(opts) == 0 || v.rec.Options == same {
+				return nil
+			}
+			return fmt.Errorf("volume %q: %w (has %s, asked for %s)", name, ErrExists, v.rec.Options, o)
 		}
-		if len(opts) == 0 || v.rec.Options == same {
-			return nil
+		busy, ok := m.creating[name]
+		if !ok {
+			break
 		}
-		return fmt.Errorf("volume %q: %w (has %s, asked for %s)", name, ErrExists, v.rec.Options, o)
+		// The same name's create is making its file system: its outcome
+		// decides this one's.
+		m.mu.Unlock()
+		<-busy
+		m.mu.Lock()
 	}
 	if err := m.pickBackend(&o); err != nil {
 		return fmt.Errorf("volume %q: %w", name, err)
 	}
 	v := &vol{rec: Record{Name: name, Options: o, CreatedAt: time.Now().UTC()}, refs: map[string]int{}}
 	if isKernel(v) {
-		// Under m.mu: about 20 ms of mkfs and mount.
-		if err := m.createKernelLocked(context.Background(), v); err != nil {
+		// About 20 ms of mkfs and mount, made outside m.mu: other
+		// volumes' calls go on meanwhile; one for this name waits (it
+		// is not in m.vols until made).
+		if err := m.checkHostRoom(o.Size); err != nil {
+			return fmt.Errorf("volume %q: %w", name, err)
+		}
+		done := make(chan struct{})
+		if m.creating == nil {
+			m.creating = map[string]chan struct{}{}
+		}
+		m.creating[name] = done
+		m.pending.Add(o.Size)
+		m.mu.Unlock()
+		err := m.createKernel(context.Background(), v)
+		m.mu.Lock()
+		m.pending.Add(-o.Size)
+		delete(m.creating, name)
+		close(done)
+		if err != nil {
 			return err
 		}
 	} else if err := m.ensureDir(v); err != nil {
