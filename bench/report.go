@@ -104,14 +104,18 @@ func (r *run) write(out, plotPath, readme string) error {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.what, t.goal, t.got, mark)
 	}
-	b.WriteString("\n## Results\n\nLatencies are medians and 99th percentiles (nearest rank) over n calls.\n\n")
+	b.WriteString("\n## Results\n\nLatencies are medians and 99th percentiles (nearest rank) over n calls; where n < 100 the last column is the maximum (`max`), which a p99 over so few calls would be.\n\n")
 	b.WriteString("| group | measurement | n | p50 | p99 |\n|---|---|---|---|---|\n")
 	for _, row := range r.rows {
 		if row.value != "" {
 			fmt.Fprintf(&b, "| %s | %s | | %s | |\n", row.group, row.name, row.value)
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s |\n", row.group, row.name, row.n, ms(row.p50), ms(row.p99))
+		tail := ms(row.p99)
+		if row.n < 100 {
+			tail += " (max)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s |\n", row.group, row.name, row.n, ms(row.p50), tail)
 	}
 	fmt.Fprintf(&b, "\n## Acquire latency distributions\n\n![acquire latency distributions](%s)\n\n", filepath.ToSlash(rel))
 	b.WriteString(whatIsMeasured)
@@ -135,12 +139,13 @@ func (r *run) write(out, plotPath, readme string) error {
 const whatIsMeasured = `## What each measurement is
 
 - **docker run --rm IMAGE true**: the docker CLI, as a user runs it (container create, start, wait, remove).
-- **raw API create+start**: ContainerCreate + ContainerStart through Docker's Go client, of a container like a pool's sandbox (same image, command, memory limit, no network).
+- **a quiet host**: before each timed phase that follows background work (a refill, a destroy), the bench waits until no pool is creating, pausing, holding a destroy back or lending a sandbox, and the daemon's containers are exactly its pools' idle sandboxes (no destroy in flight), checked through the API and Docker's container list.
+- **raw API create+start**: ContainerCreate + ContainerStart through Docker's Go client, of a container like a pool's sandbox (same image, command, memory limit, no network, and created as ol-shim creates: ` + "`NetworkDisabled`" + `, so no libnetwork sandbox and no prestart hook on either side).
 - **ol-shim cold acquire**: POST /v1/acquire on a pool with no idle sandbox: ol-shim creates the scratch volume through its plugin, creates and starts the container. Destroyed afterwards, outside the timing.
 - **raw API unpause**: ContainerUnpause of a paused container through Docker's Go client.
 - **ol-shim warm acquire**: POST /v1/acquire on a pool with a paused sandbox (pause_grace 0: every release pauses it again, outside the timing).
 - **ol-shim hot acquire**: POST /v1/acquire on a pool whose released sandbox is still unpaused (within pause_grace): no Docker call.
-- **ol-shim run IMAGE true**: the ol-shim CLI, as a user runs it: a fresh sandbox from the image's (ad-hoc) pool, the command started by its agent (no docker exec), the sandbox destroyed and the pool refilled in the background. **3b**: ` + "`--reuse`" + ` (the sandbox back to the pool, kept unpaused for the ad-hoc pause_grace of 1s); fresh runs back to back from one client, after 20 unmeasured ones let the pool's target grow; and the agent's round trip alone (a streamed run of true over the API in a hot sandbox).
+- **ol-shim run IMAGE true**: the ol-shim CLI, as a user runs it: a fresh sandbox from the image's (ad-hoc) pool, the command started by its agent (no docker exec), the sandbox destroyed and the pool refilled in the background. **3b**: ` + "`--reuse`" + ` (the sandbox back to the pool, kept unpaused for the ad-hoc pause_grace of 1s), hot (runs paired with a docker run, ~0.3 s apart, so within the grace: no unpause) and warm (each pair after 1.5 s idle, so the run unpauses a paused sandbox; the pool's warm takes are counted to check), each in alternating pairs with ` + "`docker run --rm --network none`" + ` of the same image; fresh runs back to back from one client, after 20 unmeasured ones let the pool's target grow; and the agent's round trip alone (a streamed run of true over the API in a hot sandbox).
 - **burst**: that many requests from that many concurrent clients. ` + "`docker run --rm`" + ` is a CLI process per request. Against it: a function call as a FaaS front end makes it (acquire over the API, an HTTP request to the function's runtime on ` + "`/host/ol.sock`" + `, release; pool ` + "`burst-fn`" + ` of ` + "`ol-shim-test/runtime`" + `); ` + "`ol-shim run --reuse`" + ` (a CLI process, the command started by the sandbox's agent, the sandbox back to the pool); and ` + "`ol-shim run`" + ` with a fresh sandbox per request (the default, like ` + "`--rm`" + `: each run destroys its sandbox, and the pool refills in the background). The pools start with min_idle warm sandboxes; ` + "`burst`" + ` and ` + "`burst-fn`" + ` never grow past them (callers queue for a returned sandbox), ` + "`burst-fresh`" + ` creates more when the burst outruns it, and its target of idle sandboxes grows with the cold misses: it is measured after warm-up bursts (until the target stops growing; the first burst has its own row).
 - **volumes**: ` + "`docker volume create`" + ` plus a container that mounts it, created and started (API): a volume of ol-shim's plugin with an 8M quota (a FUSE mount when the container starts) against Docker's local driver. FUSE I/O: the same file operations on a plain directory and on a quota'd volume of the same disk, made and mounted through the daemon's volume plugin as dockerd does, so served by its own ` + "`volume-server`" + ` process as in use.
 - **pool (mock)**: GetOrCreateUnpaused + Put on the mock backend, no latency: the pool's own cost.

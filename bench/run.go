@@ -25,6 +25,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/open-lambda/ol-shim/shim/api"
+	shimdaemon "github.com/open-lambda/ol-shim/shim/daemon"
 )
 
 // benchLabel marks the containers the bench makes itself (the baselines),
@@ -268,10 +269,12 @@ func (r *run) explain() {
 }
 
 // rawContainer creates and starts a container like a pool's sandbox (same
-// image, command, memory limit, no network), straight through the API.
+// image, command, memory limit, no network, created as ol-shim creates:
+// NetworkDisabled, so no libnetwork sandbox and no prestart hook), straight
+// through the API.
 func (r *run) rawContainer(ctx context.Context) (string, error) {
 	res, err := r.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config:     &container.Config{Image: r.tag, Cmd: []string{"sleep", "infinity"}, Labels: map[string]string{benchLabel: "raw"}},
+		Config:     &container.Config{Image: r.tag, Cmd: []string{"sleep", "infinity"}, Labels: map[string]string{benchLabel: "raw"}, NetworkDisabled: true},
 		HostConfig: &container.HostConfig{NetworkMode: "none", Resources: container.Resources{Memory: 32 << 20, MemorySwap: 32 << 20}},
 	})
 	if err != nil {
@@ -357,8 +360,11 @@ func (r *run) cold(ctx context.Context) error {
 	return nil
 }
 
-// quiet waits until no pool is creating, pausing or below its min_idle:
-// the daemon's background work would slow whatever is timed next.
+// quiet waits until the host is quiet, checked rather than assumed: no
+// pool creating, pausing, holding a destroy back, lending a sandbox or
+// below its min_idle, and no container of the daemon beyond its pools'
+// idle sandboxes (a destroy in flight). The daemon's background work would
+// slow whatever is timed next.
 func (r *run) quiet(ctx context.Context) error {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
@@ -367,16 +373,26 @@ func (r *run) quiet(ctx context.Context) error {
 			return err
 		}
 		busy := ""
+		idle := 0
 		for _, p := range pools {
-			if s := p.Stats; s.Creating > 0 || s.Pausing > 0 || s.Idle < s.MinIdle {
-				busy = p.Name
+			s := p.Stats
+			if s.Creating > 0 || s.Pausing > 0 || s.Deferred > 0 || s.InUse > 0 || s.Idle < s.MinIdle {
+				busy = "pool " + p.Name
+			}
+			idle += s.Idle
+		}
+		if busy == "" {
+			if n, err := r.containers(ctx); err != nil {
+				return err
+			} else if n != idle {
+				busy = fmt.Sprintf("%d containers for %d idle sandboxes (destroys in flight)", n, idle)
 			}
 		}
 		if busy == "" {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pool %s still busy after 5 minutes", busy)
+			return fmt.Errorf("%s: still busy after 5 minutes", busy)
 		}
 		select {
 		case <-ctx.Done():
@@ -384,6 +400,17 @@ func (r *run) quiet(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// containers counts every container of the bench daemon's state root,
+// running or not.
+func (r *run) containers(ctx context.Context) (int, error) {
+	res, err := r.cli.ContainerList(ctx, client.ContainerListOptions{All: true,
+		Filters: client.Filters{}.Add("label", api.LabelRoot+"="+shimdaemon.RootID(r.d.root))})
+	if err != nil {
+		return 0, err
+	}
+	return len(res.Items), nil
 }
 
 func last(v []time.Duration) time.Duration {
