@@ -103,3 +103,24 @@ func TestClientIsLean(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageErrorsExit125: every usage error exits 125, as docker's own
+// errors do, and says what was wrong: an unknown command or flag, a
+// missing or malformed argument, in the client's own commands (run) and in
+// those it hands to ol-shimd.
+func TestUsageErrorsExit125(t *testing.T) {
+	bin := build(t, true)
+	for _, args := range [][]string{
+		{"nosuch"}, {"status", "--bogus"}, {"pool", "rm"}, {"pool", "create"}, {"pool", "warm", "fn", "many"},
+		{"pool", "ls", "--bogus"}, {"volume", "grow"}, {"completion", "zsh"}, {"run"}, {"run", "--bogus", "img"},
+	} {
+		cmd := exec.Command(bin, append([]string{"--socket", "/nonexistent/ol-shim.sock"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.HasPrefix(stderr.String(), "ol-shim: ") {
+			t.Errorf("ol-shim %s: %v, stderr %q; want exit 125 and the reason", strings.Join(args, " "), err, stderr.String())
+		}
+	}
+}

@@ -10,6 +10,9 @@
 package clicmd
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/open-lambda/ol-shim/shim/api"
@@ -25,6 +28,7 @@ func NewApp(daemon ...*cli.Command) *cli.App {
 	cmds := []*cli.Command{statusCommand, runCommand, poolCommand, volumeCommand, runtimeCommand}
 	cmds = append(cmds, daemon...)
 	cmds = append(cmds, completionCommand, manCommand, versionCommand)
+	onUsage(cmds)
 	return &cli.App{
 		Name:    "ol-shim",
 		Usage:   "warm pools of paused containers for serverless functions",
@@ -39,7 +43,33 @@ func NewApp(daemon ...*cli.Command) *cli.App {
 		Commands: cmds,
 		// Errors are printed once, by Main.
 		ExitErrHandler: func(*cli.Context, error) {},
+		// Usage errors exit 125, as docker's own do.
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return cli.Exit(err.Error(), ExitUsage) },
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "ol-shim: no command %q (ol-shim --help lists them)\n", name)
+			os.Exit(ExitUsage)
+		},
 	}
+}
+
+// onUsage makes a flag error of every command, and of its subcommands, a
+// usage error.
+func onUsage(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if c.OnUsageError == nil {
+			c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return cli.Exit(err.Error(), ExitUsage) }
+		}
+		onUsage(c.Subcommands)
+	}
+}
+
+// ExitUsage is the exit code of every usage error (a flag, an argument, a
+// command that is not), as docker's CLI uses for its own errors.
+const ExitUsage = 125
+
+// usageError is a usage error: printed once, exit ExitUsage.
+func usageError(format string, args ...any) error {
+	return cli.Exit(fmt.Sprintf(format, args...), ExitUsage)
 }
 
 // apiClient is the client of the daemon every client command uses: the

@@ -27,7 +27,7 @@ their commands and flags. The Debian package installs it; by hand:
     ol-shim completion bash > /etc/bash_completion.d/ol-shim`,
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 || c.Args().First() != "bash" {
-			return cli.Exit(fmt.Sprintf("completion: want one shell, bash; got %q", c.Args().Slice()), 2)
+			return usageError("completion: want one shell, bash; got %q", c.Args().Slice())
 		}
 		_, err := io.WriteString(c.App.Writer, BashCompletion(c.App))
 		return err
@@ -44,13 +44,13 @@ var manCommand = &cli.Command{
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {
-			return cli.Exit("man: want one argument, the directory to write the pages into", 2)
+			return usageError("man: want one argument, the directory to write the pages into")
 		}
 		date := c.String("date")
 		if date == "" {
 			date = pageDate()
 		} else if _, err := time.Parse(time.DateOnly, date); err != nil {
-			return cli.Exit(fmt.Sprintf("man: --date %q: want YYYY-MM-DD", date), 2)
+			return usageError("man: --date %q: want YYYY-MM-DD", date)
 		}
 		pages, err := WriteManPages(c.App, c.Args().First(), date)
 		if err != nil {
@@ -227,7 +227,7 @@ The daemon (ol-shim serve, run by systemd as ol-shim.service) holds the pools; t
 		}
 		globals(w)
 		fmt.Fprintln(w, ".SH EXIT STATUS")
-		paragraphs(w, "0 on success. run exits with its command's code; 125 when ol-shim or Docker failed, 126 when the command cannot be invoked, 127 when it is not found. Other commands exit 1 on an error, which is printed on standard error.")
+		paragraphs(w, "0 on success. A usage error (an unknown command or flag, a missing or malformed argument) exits 125, as docker's own errors do. run exits with its command's code; 125 when ol-shim or Docker failed, 126 when the command cannot be invoked, 127 when it is not found. Other commands exit 1 on any other error. Every error is printed once on standard error.")
 		fmt.Fprintln(w, ".SH FILES")
 		for _, f := range [][2]string{
 			{"/etc/ol-shim/config.toml", "the daemon's configuration: pools, on-demand pools, scratch volumes (see the comments in it)"},

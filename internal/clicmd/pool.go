@@ -88,7 +88,7 @@ var poolCreateCommand = &cli.Command{
 			}
 		} else {
 			if len(args) < 2 {
-				return fmt.Errorf("pool create: want NAME IMAGE [CMD...]")
+				return usageError("pool create: want NAME IMAGE [CMD...]")
 			}
 			pc = spec.PoolConfig{
 				Image: args[1], Cmd: args[2:], Env: c.StringSlice("env"), CPUs: c.Float64("cpus"), Pids: c.Int64("pids"),
@@ -126,7 +126,7 @@ var poolRmCommand = &cli.Command{
 	ArgsUsage: "NAME",
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {
-			return fmt.Errorf("pool rm: want NAME")
+			return usageError("pool rm: want NAME")
 		}
 		cl, err := apiClient(c)
 		if err != nil {
@@ -138,11 +138,11 @@ var poolRmCommand = &cli.Command{
 
 func countArgs(c *cli.Context, verb string) (string, int, error) {
 	if c.NArg() != 2 {
-		return "", 0, fmt.Errorf("pool %s: want NAME N", verb)
+		return "", 0, usageError("pool %s: want NAME N", verb)
 	}
 	n, err := strconv.Atoi(c.Args().Get(1))
 	if err != nil || n < 0 {
-		return "", 0, fmt.Errorf("pool %s: N %q: want a count >= 0", verb, c.Args().Get(1))
+		return "", 0, usageError("pool %s: N %q: want a count >= 0", verb, c.Args().Get(1))
 	}
 	return c.Args().First(), n, nil
 }
