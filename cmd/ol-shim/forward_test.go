@@ -57,10 +57,11 @@ func TestDaemonCommandsHandedOn(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(out), "ol-shimd: the program with ol-shim's other commands is neither next to") {
 		t.Errorf("ol-shim serve without ol-shimd: %v\n%s", err, out)
 	}
-	// The hot path needs no ol-shimd: the version, and a run (here one
-	// whose daemon is not there, which it says).
-	if out, err := exec.Command(alone, "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "ol-shim version ") {
-		t.Errorf("ol-shim version without ol-shimd: %v\n%s", err, out)
+	// The hot path needs no ol-shimd: --version, and a run (here one
+	// whose daemon is not there, which it says). `ol-shim version`, the
+	// client's and the server's, is ol-shimd's.
+	if out, err := exec.Command(alone, "--version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "ol-shim version ") {
+		t.Errorf("ol-shim --version without ol-shimd: %v\n%s", err, out)
 	}
 	out, err = exec.Command(alone, "--socket", "/nonexistent/ol-shim.sock", "run", "--pool", "p", "true").CombinedOutput()
 	if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.Contains(string(out), "ol-shim daemon unreachable at /nonexistent/ol-shim.sock") {

@@ -48,9 +48,12 @@ func TestBadArguments(t *testing.T) {
 	}
 }
 
+// TestVersion: version prints the client's version and, from the daemon,
+// the server's; with no daemon it prints the client's and says why there
+// is no server's (an error: exit 1).
 func TestVersion(t *testing.T) {
-	out, err := runApp(t, "version")
-	if err != nil || !strings.HasPrefix(out, "ol-shim ") {
-		t.Errorf("version: %q, %v", out, err)
+	out, err := runApp(t, "--socket", "/nonexistent/ol-shim.sock", "version")
+	if err == nil || !strings.Contains(err.Error(), "unreachable") || !strings.HasPrefix(out, "Client:\n Version:") || strings.Contains(out, "Server:") {
+		t.Errorf("version without a daemon: %q, %v; want the client's, and the daemon unreachable", out, err)
 	}
 }

@@ -64,6 +64,9 @@ func TestManPages(t *testing.T) {
 	check := func(page string, cmd *cli.Command) {
 		out := render(page)
 		for _, f := range cmd.Flags {
+			if vf, ok := f.(cli.VisibleFlag); ok && !vf.IsVisible() {
+				continue // an old name kept hidden
+			}
 			for _, n := range f.Names() {
 				dash := "--"
 				if len(n) == 1 {
@@ -130,7 +133,7 @@ func TestBashCompletion(t *testing.T) {
 	}{
 		{"ol-shim st", []string{"status"}},
 		{"ol-shim pool c", []string{"create"}},
-		{"ol-shimd pool create --re", []string{"--ready-socket", "--read-only-rootfs", "--recycle"}},
+		{"ol-shimd pool create --re", []string{"--ready-socket", "--read-only", "--recycle"}},
 		{"ol-shim run --po", []string{"--pool"}},
 		{"ol-shim --socket /x.sock run --re", []string{"--reuse"}},
 		{"ol-shim run -i --po", []string{"--pool"}},

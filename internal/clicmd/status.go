@@ -78,35 +78,11 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 	}
 	fmt.Fprintln(out)
 
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "POOL\tIMAGE\tIDLE\tIN USE\tCREATING\tTARGET/MAX\tHOT\tWARM\tCOLD\tP50 WARM\tP50 COLD\tDESTROYED")
-	if len(st.Pools) == 0 {
-		fmt.Fprintln(w, "(none)")
-	}
-	for _, p := range st.Pools {
-		s := p.Stats
-		name := p.Name
-		if p.AdHoc {
-			name += " (ad hoc)"
-		}
-		maxSize := "-"
-		if s.MaxSize > 0 {
-			maxSize = fmt.Sprint(s.MaxSize)
-		}
-		// The target of idle sandboxes follows demand; the configured
-		// min_idle is its floor.
-		target := fmt.Sprint(s.MinIdle)
-		if s.MinIdle != p.Config.MinIdle {
-			target = fmt.Sprintf("%d (min_idle %d)", s.MinIdle, p.Config.MinIdle)
-		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s/%s\t%d\t%d\t%d\t%s\t%s\t%d\n", name, p.Image, s.Idle, s.InUse, s.Creating,
-			target, maxSize, s.HotHits, s.WarmHits, s.ColdMisses, dur(s.Latency["warm"].P50, s.WarmHits), dur(s.Latency["cold"].P50, s.ColdMisses), s.Destroyed())
-	}
-	w.Flush()
+	printPools(out, st.Pools)
 
 	if len(st.Leases) > 0 {
 		fmt.Fprintln(out)
-		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "LEASE\tPOOL\tSANDBOX\tCONTAINER\tEXPIRES IN")
 		for _, l := range st.Leases {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%.12s\t%s\n", l.ID, l.Pool, l.SandboxID, l.ContainerID, time.Until(l.Expires).Round(time.Second))
@@ -115,7 +91,7 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 	}
 
 	fmt.Fprintln(out)
-	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "VOLUME\tUSED\tQUOTA\tINODES\tMOUNTS\tSERVER")
 	if len(st.Volumes) == 0 {
 		fmt.Fprintln(w, "(none)")
@@ -153,6 +129,35 @@ func printStatus(out io.Writer, st api.StatusResponse) {
 			}
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", v.Name, used, quota, strings.TrimSpace(inodes), v.Mounts, server)
+	}
+	w.Flush()
+}
+
+// printPools prints the pools' table.
+func printPools(out io.Writer, pools []api.PoolStatus) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "POOL\tIMAGE\tIDLE\tIN USE\tCREATING\tTARGET/MAX\tHOT\tWARM\tCOLD\tP50 WARM\tP50 COLD\tDESTROYED")
+	if len(pools) == 0 {
+		fmt.Fprintln(w, "(none)")
+	}
+	for _, p := range pools {
+		s := p.Stats
+		name := p.Name
+		if p.AdHoc {
+			name += " (ad hoc)"
+		}
+		maxSize := "-"
+		if s.MaxSize > 0 {
+			maxSize = fmt.Sprint(s.MaxSize)
+		}
+		// The target of idle sandboxes follows demand; the configured
+		// min_idle is its floor.
+		target := fmt.Sprint(s.MinIdle)
+		if s.MinIdle != p.Config.MinIdle {
+			target = fmt.Sprintf("%d (min_idle %d)", s.MinIdle, p.Config.MinIdle)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s/%s\t%d\t%d\t%d\t%s\t%s\t%d\n", name, p.Image, s.Idle, s.InUse, s.Creating,
+			target, maxSize, s.HotHits, s.WarmHits, s.ColdMisses, dur(s.Latency["warm"].P50, s.WarmHits), dur(s.Latency["cold"].P50, s.ColdMisses), s.Destroyed())
 	}
 	w.Flush()
 }

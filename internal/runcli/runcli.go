@@ -214,9 +214,6 @@ func Parse(args []string) (o Options, version bool, err error) {
 	if len(args) == 0 {
 		return o, false, errHandOver
 	}
-	if args[0] == "version" && len(args) == 1 {
-		return o, true, nil
-	}
 	if args[0] != "run" {
 		return o, false, errHandOver
 	}

@@ -18,7 +18,7 @@ func TestParse(t *testing.T) {
 		err     string // "" ok; "handover"; else the message
 	}{
 		{args: []string{"--version"}, version: true},
-		{args: []string{"version"}, version: true},
+		{args: []string{"version"}, err: "handover"}, // client and server: ol-shimd's
 		{args: []string{"run", "--pool", "p", "true"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Pool: "p", Cmd: []string{"true"}}}}},
 		{args: []string{"--socket", "/s", "run", "-it", "-e", "A=1", "--env=B=2", "-w", "/tmp", "-u=1000", "--reuse", "--timeout", "5s", "img", "sh", "-c", "x"},
 			want: Options{Socket: "/s", Interactive: &yes, Call: wire.RunCall{Timeout: "5s", RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"sh", "-c", "x"}, Env: []string{"A=1", "B=2"}, WorkingDir: "/tmp", User: "1000", TTY: true, Reuse: true}}}},
