@@ -144,6 +144,11 @@ func Check(o *Options, args []string, reuse, rmSet, rm bool, timeout time.Durati
 	if reuse && rmSet && rm {
 		return errors.New("run: --rm and --reuse: choose one")
 	}
+	if rmSet && !rm && !reuse {
+		// docker run --rm=false keeps the container; a run's sandbox is
+		// kept only by --reuse, which says what it keeps and for whom.
+		return errors.New("run: --rm=false: a run's sandbox is destroyed after it unless --reuse gives it back to its pool; say --reuse")
+	}
 	o.Call.Reuse = reuse
 	if o.Call.Pool == "" {
 		if len(args) == 0 {

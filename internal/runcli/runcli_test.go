@@ -25,6 +25,8 @@ func TestParse(t *testing.T) {
 		{args: []string{"--socket=/s", "run", "-i=false", "--rm", "img", "--", "-x"}, want: Options{Socket: "/s", Interactive: &no, Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"--", "-x"}}}}},
 		{args: []string{"run", "--", "img", "cmd", "-i"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"cmd", "-i"}}}}},
 		{args: []string{"run", "--reuse", "--rm", "img", "true"}, err: "run: --rm and --reuse: choose one"},
+		{args: []string{"run", "--rm=false", "img", "true"}, err: "run: --rm=false: a run's sandbox is destroyed after it unless --reuse gives it back to its pool; say --reuse"},
+		{args: []string{"run", "--rm=false", "--reuse", "img", "true"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"true"}, Reuse: true}}}},
 		{args: []string{"run", "img"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{}}}}}, // the image's CMD
 		{args: []string{"run", "--entrypoint", "/bin/sh", "img", "-c", "x"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Image: "img", Cmd: []string{"-c", "x"}, Entrypoint: &[]string{"/bin/sh"}}}}},
 		{args: []string{"run", "--entrypoint=", "--pool", "p", "true"}, want: Options{Call: wire.RunCall{RunRequest: wire.RunRequest{Pool: "p", Cmd: []string{"true"}, Entrypoint: &[]string{}}}}},
