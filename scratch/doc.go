@@ -9,17 +9,31 @@
 // options (Options, parsed from `--opt` by ParseOptions) set the owner and
 // mode of its root and, optionally, quotas: size (bytes) and inodes. A volume
 // without quotas is handed to dockerd as its data directory. A volume with a
-// quota is served through FUSE: a loopback file system over the data
-// directory, mounted at Root/mnt/NAME, that checks every operation that can
-// make or grow an inode against its Quota and answers ENOSPC, beforehand,
-// when either limit would be passed.
+// quota has a backend (Options.Backend, picked once at create: the
+// Manager's default, Config.Backend, where the volume names none):
+//
+//   - kernel (package loopfs, the default where loop devices and ext4
+//     work): an ext4 file system of the volume's own in Root/images/NAME.img
+//     on a loop device, mounted at Root/mnt/NAME, whose data directory is
+//     the volume; the kernel enforces both limits, nothing of ol-shim is in
+//     the data path. Its mkfs and mount run outside the Manager's lock.
+//     Grow and remove go ahead only when no mount of it remains anywhere
+//     (loopfs.Holders).
+//   - fuse: a loopback file system over the data directory, mounted at
+//     Root/mnt/NAME and served by a process of its own (volume-server,
+//     confined to the volume), that checks every operation that can make or
+//     grow an inode against its Quota and answers ENOSPC, beforehand, when
+//     either limit would be passed.
+//
+// A sandbox's volume (option sandbox) is noexec unless it says exec.
 //
 // # Lifecycle
 //
 // Create writes the record (creating a volume that exists succeeds if its
 // options are the same); Mount counts a caller (dockerd's mount ID) and, at
 // the first mount of a quota'd volume, starts its FUSE server; Unmount drops
-// a caller and, at the last, stops the server; Remove deletes record and
+// a caller and, at the last, stops the server (a kernel volume stays
+// mounted on the host: only containers' binds come and go); Remove deletes record and
 // data, refused while mounted (ErrInUse). Open rebuilds the mount counts
 // after a restart from the running containers (Config.InUse) and detaches
 // FUSE mounts a crash left; DropAnonymous forgets counts whose containers

@@ -15,7 +15,8 @@ import (
 // ol-shim's own volume driver, created and removed through Docker so that
 // Docker tracks it like any volume: `docker volume ls` shows it, labelled
 // with this instance's root and the sandbox. A volume with a size or inode
-// limit is served through FUSE with that quota.
+// limit has that quota, enforced by the volume plugin's backend (the
+// kernel's ext4 on a loop device, or FUSE; see package scratch).
 type VolumeScratch struct {
 	d *Docker
 	// Options are the volume options of every sandbox's scratch (size,
