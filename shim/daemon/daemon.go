@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		d.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.Metrics {
-		d.metrics = metrics.NewMetrics()
+		d.metrics = metrics.NewMetrics(cfg.Version)
 	}
 	// Mount counts come from Docker if it answers now; if it does not, no
 	// container runs.
@@ -323,7 +323,16 @@ func (d *Daemon) newRegistry(ctx context.Context) (*registry.Registry, error) {
 		return nil, err
 	}
 	if d.metrics != nil {
-		d.metrics.Watch(reg.Status, d.volumes)
+		var docker func(context.Context) *api.DockerHealth
+		if d.cfg.Backend == BackendDocker {
+			docker = func(ctx context.Context) *api.DockerHealth {
+				if d.docker == nil {
+					return nil
+				}
+				return d.docker.Health(ctx)
+			}
+		}
+		d.metrics.Watch(reg.Status, d.volumes, docker)
 	}
 	return reg, nil
 }

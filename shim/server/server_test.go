@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"runtime"
 	"testing"
 	"time"
 
@@ -305,9 +306,9 @@ func TestClientUnreachable(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	m := metrics.NewMetrics()
+	m := metrics.NewMetrics("test")
 	f := newAPI(t, func(c *registry.Config) { c.Observe = m.Observe; c.Budget = 1 << 30 })
-	m.Watch(f.reg.Status, nil)
+	m.Watch(f.reg.Status, nil, func(context.Context) *api.DockerHealth { return &api.DockerHealth{OK: true} })
 	if _, err := f.c.PutPool(f.ctx, "fn", spec.PoolConfig{Image: "img"}); err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +328,11 @@ func TestMetrics(t *testing.T) {
 		`ol_shim_acquisitions_total{outcome="warm",pool="fn"} 1`,
 		`ol_shim_destroys_total{pool="fn",reason="metrics test"} 1`,
 		`ol_shim_sandboxes{pool="fn",state="idle"} 0`,
-		`ol_shim_memory_budget_bytes{kind="total"} 1.073741824e+09`,
+		`ol_shim_memory_budget_bytes 1.073741824e+09`,
+		`ol_shim_memory_budget_used_bytes 0`,
+		`ol_shim_waiting_callers{pool="fn"} 0`,
+		`ol_shim_docker_up 1`,
+		`ol_shim_build_info{goversion="` + runtime.Version() + `",version="test"} 1`,
 		`ol_shim_creates_total{pool="fn"} 1`,
 	} {
 		if !strings.Contains(body, want) {
