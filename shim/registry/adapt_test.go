@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -89,5 +90,39 @@ func TestSweepEvery(t *testing.T) {
 		if got := r.sweepEvery(); got != c.want {
 			t.Errorf("ad-hoc ttl %v: sweeps every %v, want %v", c.ttl, got, c.want)
 		}
+	}
+}
+
+// TestTargetBoundedByDemand (issue 37): five runs in a row, each missing
+// (a slow create), do not grow the target past what they asked for: it
+// stays within the takes seen lately (five), where doubling on each miss
+// took it to 32, 33 paused containers on a 2-core host; and it never
+// passes the host's bound, 8 per CPU.
+func TestTargetBoundedByDemand(t *testing.T) {
+	mb := sandboxset.NewMockBackend()
+	mb.SetLatency(sandboxset.OpCreate, 50*time.Millisecond)
+	r, err := New(Config{Provider: testProvider{b: mb, scratch: sandboxset.DirScratch{Root: t.TempDir()}}, Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background(), true)
+	if _, err := r.PutPool(context.Background(), "shell", spec.PoolConfig{Image: "img", Memory: 32 << 20, MinIdle: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := r.Pool("shell")
+	ctx := context.Background()
+	for range 6 {
+		_, ref, err := r.take(ctx, "shell", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.finish(p, ref, false)
+	}
+	r.bg.Wait()
+	if got := p.set.MinIdle(); got > 6 {
+		t.Errorf("target after six takes in a row: %d; want at most the takes seen lately (6)", got)
+	}
+	if c := r.ceiling(p); c > 8*runtime.NumCPU() {
+		t.Errorf("ceiling %d: more than 8 per CPU (%d CPUs)", c, runtime.NumCPU())
 	}
 }
