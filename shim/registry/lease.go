@@ -123,6 +123,7 @@ func (r *Registry) takeFrom(ctx context.Context, p *Pool) (*sandboxset.Ref, erro
 	}
 	p.lastUsed.Store(time.Now().UnixNano())
 	// The first take of a pool is cold by construction: no demand yet.
+	p.demand.add(time.Now())
 	if p.takes.Add(1) > 1 && ref.Missed() {
 		r.missed(p)
 	}

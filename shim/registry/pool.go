@@ -42,6 +42,7 @@ type Pool struct {
 	lastUsed atomic.Int64                                // unix nanoseconds
 	// Demand (adapt.go).
 	lastMiss  atomic.Int64 // unix nanoseconds of the last cold miss
+	demand    demand       // takes lately, which bound the target
 	lastRelax atomic.Int64 // unix nanoseconds the target last shrank
 	takes     atomic.Int64 // sandboxes taken from it
 	recycled  atomic.Int64 // sandboxes recycled after runs (Config.Recycle)
