@@ -53,17 +53,18 @@ func newClient(where string, dial func(context.Context) (net.Conn, error)) *Clie
 func (c *Client) Dial(ctx context.Context) (net.Conn, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %v%s", ErrUnreachable, c.where, err, c.hint())
+		return nil, fmt.Errorf("%w at %s: %v%s", ErrUnreachable, c.where, err, c.hint(err))
 	}
 	return conn, nil
 }
 
-// hint says how to start the daemon, for a local one.
-func (c *Client) hint() string {
+// hint says what to do about a failed dial of a local daemon (see
+// wire.DialHint).
+func (c *Client) hint(err error) string {
 	if strings.HasPrefix(c.where, "tcp://") {
 		return ""
 	}
-	return " (start it with `systemctl start ol-shim` or `ol-shim serve`)"
+	return wire.DialHint(c.where, err)
 }
 
 // APIError is an error the daemon answered with. It is of the class its
@@ -121,7 +122,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any, header h
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) && ctx.Err() == nil {
-			return nil, fmt.Errorf("%w at %s: %v%s", ErrUnreachable, c.where, ue.Err, c.hint())
+			return nil, fmt.Errorf("%w at %s: %v%s", ErrUnreachable, c.where, ue.Err, c.hint(ue.Err))
 		}
 		return nil, err
 	}

@@ -2,6 +2,14 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -13,6 +21,7 @@ func TestRunCallJSONIsMarshal(t *testing.T) {
 		{RunRequest: RunRequest{Pool: "p", Cmd: []string{}, Env: []string{"A=<b>&c", "Z=\u2028\u2029"}, WorkingDir: "/w\"d", User: "1:2", TTY: true, Rows: 24, Cols: 80, Stdin: []byte{0, 1, 2, 0xff}}, Timeout: "3s"},
 		{RunRequest: RunRequest{Cmd: []string{"sh", "-c", "printf '\\b\\f\\n\\r\\t\x01\x1f\x7f' \xff\xfe é 😀"}}},
 		{RunRequest: RunRequest{Image: "i", Entrypoint: &[]string{}}},
+		{RunRequest: RunRequest{Sandbox: "fn-0123456789abcdef", Cmd: []string{"sh"}, User: "0:0"}},
 		{RunRequest: RunRequest{Image: "i", Cmd: []string{"x"}, Entrypoint: &[]string{"/bin/sh", "-c"}}},
 		{RunRequest: RunRequest{Image: "i", Entrypoint: new([]string)}},
 	} {
@@ -46,5 +55,27 @@ func checkRunCallJSON(t *testing.T, c RunCall) {
 	}
 	if got := c.AppendJSON(nil); string(got) != string(want) {
 		t.Fatalf("AppendJSON(%#v)\n got %s\nwant %s", c, got, want)
+	}
+}
+
+// TestDialHint: a socket this user may not open names the group that may
+// (not "start the daemon", which is running); a missing one says how to
+// start it.
+func TestDialHint(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	g, err := user.LookupGroupId(strconv.Itoa(os.Getgid()))
+	if err != nil {
+		t.Skip("this process's group has no name here")
+	}
+	if h := DialHint(sock, &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EACCES)}); !strings.Contains(h, fmt.Sprintf("group %q", g.Name)) || strings.Contains(h, "systemctl") {
+		t.Errorf("permission denied: hint %q; want the socket's group, %q", h, g.Name)
+	}
+	if h := DialHint(sock+".missing", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ENOENT)}); !strings.Contains(h, "systemctl start ol-shim") {
+		t.Errorf("no socket: hint %q; want how to start the daemon", h)
 	}
 }

@@ -16,8 +16,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/user"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -231,9 +234,28 @@ func DialRun(ctx context.Context, socket string, call RunCall, early []byte) (io
 	d := net.Dialer{Timeout: dialTimeout}
 	c, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %v (start it with `systemctl start ol-shim` or `ol-shim serve`)", ErrUnreachable, socket, err)
+		return nil, fmt.Errorf("%w at %s: %v%s", ErrUnreachable, socket, err, DialHint(socket, err))
 	}
 	return upgrade(ctx, c, call, body, "", early)
+}
+
+// DialHint says what to do about a failed dial of the daemon's socket: a
+// socket this user may not open names the group that may; one that is
+// missing or not answered, how to start the daemon.
+func DialHint(socket string, err error) string {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		group := "its group"
+		if fi, serr := os.Stat(socket); serr == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				group = fmt.Sprintf("group %d", st.Gid)
+				if g, gerr := user.LookupGroupId(strconv.FormatUint(uint64(st.Gid), 10)); gerr == nil {
+					group = fmt.Sprintf("group %q", g.Name)
+				}
+			}
+		}
+		return fmt.Sprintf(" (the socket is open to root and %s: run as root, or as a member of that group)", group)
+	}
+	return " (start it with `systemctl start ol-shim` or `ol-shim serve`)"
 }
 
 // RouteHeader names the pool (or, for a call that names an image, the
