@@ -8,6 +8,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/open-lambda/ol-shim/shim/api"
+	"github.com/open-lambda/ol-shim/shim/config"
 	"github.com/open-lambda/ol-shim/shim/spec"
 )
 
@@ -152,4 +153,20 @@ func TestSandboxNotPassedBetweenOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("fn: %+v", p.Stats.Destroys)
+}
+
+// TestReloadNamesKeysNeedingARestart: a reload says which [daemon] keys it
+// does not apply (they need a restart), and not the ones it does (the TLS
+// certificates and proxies) nor unchanged ones.
+func TestReloadNamesKeysNeedingARestart(t *testing.T) {
+	old := config.DaemonConfig{MaxPids: 100, TLSCert: "a.pem", LogLevel: "info"}
+	new := old
+	new.MaxPids, new.TLSCert, new.SandboxUser, new.TLSProxies = 200, "b.pem", "image", []string{"CN=x"}
+	got := ChangedDaemonKeys(old, new)
+	if strings.Join(got, ",") != "max_pids,sandbox_user" {
+		t.Errorf("changed keys needing a restart: %v; want max_pids, sandbox_user", got)
+	}
+	if got := ChangedDaemonKeys(old, old); len(got) != 0 {
+		t.Errorf("nothing changed, yet %v", got)
+	}
 }
