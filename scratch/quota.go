@@ -2,11 +2,12 @@ package scratch
 
 import (
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"os"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // blockSize is the unit Statfs reports and writes are estimated in.

@@ -18,7 +18,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,9 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -461,50 +458,6 @@ func (d *Daemon) Conns() map[string][2]int {
 	return out
 }
 
-// Reload makes the configured pools those of file (SIGHUP): new pools are
-// made, changed ones replaced, removed ones drained; ad-hoc pools stay.
-func (d *Daemon) Reload(file config.Config) error {
-	if d.reg == nil {
-		return errors.New("reload: the daemon has not started")
-	}
-	if err := d.reg.Apply(file.Pools, file.AdHoc); err != nil {
-		return err
-	}
-	if keys := ChangedDaemonKeys(d.cfg.File.Daemon, file.Daemon); len(keys) > 0 {
-		// The TLS certificates and tls_proxies are read again by the
-		// reload's caller; every other [daemon] key is read at start.
-		d.log.Warn("reload: these [daemon] keys changed and take effect at the next start (systemctl restart ol-shim)", "keys", strings.Join(keys, ", "))
-	}
-	d.cfg.File = file
-	return nil
-}
-
-// reloadedKeys are the [daemon] keys a reload applies (the TLS listener's
-// certificates and its trusted proxies).
-var reloadedKeys = map[string]bool{"tls_cert": true, "tls_key": true, "tls_ca": true, "tls_proxies": true}
-
-// ChangedDaemonKeys returns the [daemon] keys (by their TOML names) whose
-// values differ between old and new, and that a reload does not apply.
-func ChangedDaemonKeys(old, new config.DaemonConfig) []string {
-	var keys []string
-	ov, nv := reflect.ValueOf(old), reflect.ValueOf(new)
-	for i := range ov.NumField() {
-		f := ov.Type().Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
-		if name == "" || name == "-" || reloadedKeys[name] {
-			continue
-		}
-		if !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
-			keys = append(keys, name)
-		}
-	}
-	return keys
-}
-
-// SetTLSProxies replaces the front ends trusted to name a request's client
-// (Config.TLSProxies), for the requests that come after: a reload.
-func (d *Daemon) SetTLSProxies(subjects []string) { d.proxies.Set(subjects) }
-
 // Pools returns how many pools the config file configures.
 func (d *Daemon) Pools() int { return len(d.cfg.File.Pools) }
 
@@ -595,89 +548,6 @@ func (d *Daemon) Purge(ctx context.Context) error {
 	return nil
 }
 
-// VolumeCount returns the number of the volume plugin's volumes.
-func (d *Daemon) VolumeCount() int { return len(d.vols.List()) }
-
-// volumes lists the plugin's volumes as the API shows them, with the
-// usage of mounted volumes that have a quota.
-func (d *Daemon) volumes() []api.VolumeStatus {
-	list := d.vols.List()
-	out := make([]api.VolumeStatus, 0, len(list))
-	for _, v := range list {
-		if v.Options.Limited() && (v.Mounts > 0 || v.Server != nil) {
-			if st, err := d.vols.Get(v.Name); err == nil {
-				v = st
-			}
-		}
-		out = append(out, d.apiVolume(v))
-	}
-	return out
-}
-
-func (d *Daemon) apiVolume(v scratch.Status) api.VolumeStatus {
-	o := v.Options
-	vs := api.VolumeStatus{Name: v.Name, Mountpoint: v.Mountpoint, CreatedAt: v.CreatedAt, Mounts: v.Mounts,
-		BytesUsed: v.BytesUsed, InodesUsed: v.InodesUsed,
-		Options: api.VolumeOptions{Size: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode, Backend: o.Backend}}
-	if s := v.Server; s != nil {
-		vs.Server = &api.VolumeServer{PID: s.PID, Version: s.Version, Started: s.Started, InProcess: s.InProcess, Alive: s.Alive,
-			Old: !s.InProcess && s.Version != d.cfg.Version, Passthrough: string(s.Passthrough)}
-	}
-	return vs
-}
-
-// grow raises a volume's limits (POST /v1/volumes/{name}/grow).
-func (d *Daemon) grow(ctx context.Context, name string, size, inodes int64) (api.VolumeStatus, error) {
-	st, err := d.vols.Grow(ctx, name, size, inodes)
-	if err != nil {
-		return api.VolumeStatus{}, err
-	}
-	return d.apiVolume(st), nil
-}
-
-// CheckStatic refuses a sandboxes' init that needs a dynamic loader: it
-// runs inside images that may have none (FROM scratch, musl), where every
-// sandbox would die at its start with nothing more said than that its
-// container has no process.
-func CheckStatic(init string) error {
-	f, err := elf.Open(init)
-	if err != nil {
-		return fmt.Errorf("sandboxes' init %s: %w", init, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type != elf.PT_INTERP {
-			continue
-		}
-		interp := "a dynamic loader"
-		if b, err := io.ReadAll(io.LimitReader(p.Open(), 256)); err == nil {
-			interp = strings.TrimRight(string(b), "\x00")
-		}
-		return fmt.Errorf("sandboxes' init %s is dynamically linked: it needs %s, which a sandbox's image may not have; build it static (CGO_ENABLED=0, as make build does) or put a static %s next to the daemon", init, interp, InitBinaryName)
-	}
-	return nil
-}
-
 // InitBinaryName is the lean static binary that is every sandbox's PID 1
 // and agent (cmd/ol-shim-init).
 const InitBinaryName = "ol-shim-init"
-
-// FindInit finds the sandboxes' init: ol-shim-init next to this program
-// (symlinks resolved), or in ../lib/ol-shim from it; else this program
-// itself, which has an init command too.
-func FindInit() (string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("find own binary for the sandboxes' init: %w", err)
-	}
-	if real, err := filepath.EvalSymlinks(self); err == nil {
-		self = real
-	}
-	dir := filepath.Dir(self)
-	for _, p := range []string{filepath.Join(dir, InitBinaryName), filepath.Join(dir, "..", "lib", "ol-shim", InitBinaryName)} {
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return self, nil
-}
