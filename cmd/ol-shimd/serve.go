@@ -245,6 +245,14 @@ func serve(c *cli.Context) error {
 		"pools", d.Pools(), "memory_budget", budget, "socket_activated", len(activated) > 0)
 	notify(fmt.Sprintf("STATUS=serving %d pools", d.Pools()))
 
+	return signalLoop(ctx, c, d, s, log, tlsFiles, errc, &stopped)
+}
+
+// signalLoop serves until a signal: SIGHUP reloads the config file (pools,
+// [adhoc], the trusted proxies) and the TLS files; SIGTERM or SIGINT (ctx)
+// stops the daemon, finishing requests in flight (and sets *stopped); an
+// API listener's error ends it, leaving the stop to the caller.
+func signalLoop(ctx context.Context, c *cli.Context, d *daemon.Daemon, s settings, log *slog.Logger, tlsFiles *apiserve.TLSFiles, errc <-chan error, stopped *bool) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -280,7 +288,7 @@ func serve(c *cli.Context) error {
 			log.Info("stopping: finishing requests in flight")
 			sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			stopped = true
+			*stopped = true
 			if err := d.Stop(sctx); err != nil {
 				log.Error("stop", "error", err)
 			}
