@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,5 +78,52 @@ func TestDialHint(t *testing.T) {
 	}
 	if h := DialHint(sock+".missing", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ENOENT)}); !strings.Contains(h, "systemctl start ol-shim") {
 		t.Errorf("no socket: hint %q; want how to start the daemon", h)
+	}
+}
+
+// TestRunCallJSONHasEveryField: a RunCall with every field set (found by
+// reflection, so a field added to RunRequest and forgotten by AppendJSON
+// fails here) is written as json.Marshal writes it.
+func TestRunCallJSONHasEveryField(t *testing.T) {
+	var c RunCall
+	fill(reflect.ValueOf(&c).Elem())
+	got := string(c.AppendJSON(nil))
+	want, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("AppendJSON of a call with every field set:\n%s\nwant json.Marshal's:\n%s", got, want)
+	}
+}
+
+// fill sets every field of v, recursively, to a value that is not its
+// zero.
+func fill(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fill(v.Field(i))
+			}
+		}
+	case reflect.String:
+		v.SetString("x" + v.Type().Name())
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(7)
+	case reflect.Int, reflect.Int64:
+		v.SetInt(7)
+	case reflect.Slice:
+		s := reflect.MakeSlice(v.Type(), 1, 1)
+		fill(s.Index(0))
+		v.Set(s)
+	case reflect.Pointer:
+		p := reflect.New(v.Type().Elem())
+		fill(p.Elem())
+		v.Set(p)
+	default:
+		panic("fill: kind " + v.Kind().String() + " not covered")
 	}
 }
