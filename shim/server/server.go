@@ -52,31 +52,32 @@ type Server struct {
 
 // Handler returns the API's routes. A path called with a method it does
 // not serve answers 405, naming the methods it does.
+// routeTable is the API: every endpoint, its handler, and what the
+// reference (api/openapi.yaml, see OpenAPI) says of it.
+var routeTable = []route{
+	{"GET", "/v1/status", (*Server).status, "the daemon: version, pools, leases, volumes, limits, Docker's and the state root's health", "", "StatusResponse"},
+	{"GET", "/v1/health", (*Server).health, "whether this host takes calls (200) or not (503, with the reasons): a front end's check", "", "HealthResponse"},
+	{"GET", "/v1/pools", (*Server).listPools, "the pools the caller may see", "", "[]PoolStatus"},
+	{"GET", "/v1/pools/{name}", (*Server).getPool, "one pool: its config and counters", "", "PoolStatus"},
+	{"PUT", "/v1/pools/{name}", (*Server).putPool, "create or replace a pool (the caller's; kept across restarts)", "PoolConfig", "PoolStatus"},
+	{"DELETE", "/v1/pools/{name}", (*Server).deletePool, "remove a pool: idle sandboxes at once, leased ones when released", "", ""},
+	{"POST", "/v1/pools/{name}/warm", (*Server).warm, "make n idle sandboxes ready, waiting for them", "CountRequest", ""},
+	{"POST", "/v1/pools/{name}/shrink", (*Server).shrink, "keep at most n idle sandboxes", "CountRequest", ""},
+	{"POST", "/v1/acquire", (*Server).acquire, "take a sandbox of a pool (or of an image's pool) under a lease", "AcquireRequest", "Lease"},
+	{"POST", "/v1/leases/{id}/release", (*Server).release, "give a leased sandbox back to its pool", "", ""},
+	{"POST", "/v1/leases/{id}/destroy", (*Server).destroy, "destroy a leased sandbox", "DestroyRequest", ""},
+	{"POST", "/v1/leases/{id}/renew", (*Server).renew, "extend a lease", "RenewRequest", "Lease"},
+	{"POST", "/v1/run", (*Server).run, "run a command in a sandbox, as docker run; with Upgrade: ol-shim-run/1, streamed", "RunCall", "RunResult"},
+	{"POST", "/v1/volumes/{name}/grow", (*Server).grow, "raise a volume's limits (local root only)", "GrowRequest", "VolumeStatus"},
+	{"POST", "/v1/runtime/check", (*Server).runtimeCheck, "whether ol-shim-runtime serves a container dockerd is creating, and from which pool (local root only)", "RuntimeCheckRequest", "RuntimeCheck"},
+}
+
 func (a *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	routes := []struct {
-		method, path string
-		h            http.HandlerFunc
-	}{
-		{"GET", "/v1/status", a.status},
-		{"GET", "/v1/health", a.health},
-		{"GET", "/v1/pools", a.listPools},
-		{"GET", "/v1/pools/{name}", a.getPool},
-		{"PUT", "/v1/pools/{name}", a.putPool},
-		{"DELETE", "/v1/pools/{name}", a.deletePool},
-		{"POST", "/v1/pools/{name}/warm", a.warm},
-		{"POST", "/v1/pools/{name}/shrink", a.shrink},
-		{"POST", "/v1/acquire", a.acquire},
-		{"POST", "/v1/leases/{id}/release", a.release},
-		{"POST", "/v1/leases/{id}/destroy", a.destroy},
-		{"POST", "/v1/leases/{id}/renew", a.renew},
-		{"POST", "/v1/run", a.run},
-		{"POST", "/v1/volumes/{name}/grow", a.grow},
-		{"POST", "/v1/runtime/check", a.runtimeCheck},
-	}
 	allowed := map[string][]string{}
-	for _, rt := range routes {
-		mux.HandleFunc(rt.method+" "+rt.path, rt.h)
+	for _, rt := range routeTable {
+		h := rt.h
+		mux.HandleFunc(rt.method+" "+rt.path, func(w http.ResponseWriter, r *http.Request) { h(a, w, r) })
 		allowed[rt.path] = append(allowed[rt.path], rt.method)
 	}
 	for path, methods := range allowed {
