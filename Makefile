@@ -116,7 +116,7 @@ uninstall: ## stop the service, remove its sandboxes (ol-shim serve --purge) and
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 bench-serve: ## ol-shim run vs docker run, and hot acquire+release over the API (real dockerd)
-	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Serve -benchtime 1x -count=1 -timeout 30m -tags integration ./cmd/ol-shim'
+	hack/with-docker.sh sh -c 'hack/images.sh && $(GO) test -run "^$$" -bench Serve -benchtime 1x -count=1 -timeout 30m -tags integration ./integration'
 
 plugin: ## build ol-shim as a managed Docker plugin in build/plugin (docker plugin create ol-shim build/plugin)
 	hack/plugin.sh build/plugin

@@ -1,6 +1,6 @@
 //go:build integration
 
-package main
+package integration
 
 import (
 	"bytes"
@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755) // TestServeSecurity runs it as nobody
 	bin = filepath.Join(dir, "ol-shim")
-	build := exec.Command("go", "build", "-o", dir+"/", ".", "../ol-shimd", "../ol-shim-init", "../ol-shim-runtime") // ol-shim hands serve on to ol-shimd beside it, which finds the sandboxes' init there
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ol-shim", "../cmd/ol-shimd", "../cmd/ol-shim-init", "../cmd/ol-shim-runtime") // ol-shim hands serve on to ol-shimd beside it, which finds the sandboxes' init there
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)

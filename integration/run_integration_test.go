@@ -1,6 +1,6 @@
 //go:build integration
 
-package main
+package integration
 
 import (
 	"bufio"
@@ -629,7 +629,7 @@ func (d *testDaemon) plant(t *testing.T, evil, mode string) {
 func buildEvil(t *testing.T) string {
 	t.Helper()
 	evil := filepath.Join(t.TempDir(), "evilagent")
-	build := exec.Command("go", "build", "-o", evil, "../../hack/evilagent")
+	build := exec.Command("go", "build", "-o", evil, "../hack/evilagent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the hostile agent: %v\n%s", err, out)
