@@ -17,9 +17,14 @@ var statusCommand = &cli.Command{
 	Name:  "status",
 	Usage: "show the daemon's pools, leased sandboxes, volumes and Docker's health",
 	Flags: []cli.Flag{
-		&cli.BoolFlag{Name: "json", Usage: "print the raw status as JSON"},
+		&cli.StringFlag{Name: "format", Aliases: []string{"f"}, Usage: "table (the default), json, or a Go template over the status, as docker info's (e.g. '{{.Version}} {{len .Pools}}')"},
+		&cli.BoolFlag{Name: "json", Usage: "--format json"},
 	},
 	Action: func(c *cli.Context) error {
+		format, err := outputFormat(c)
+		if err != nil {
+			return err
+		}
 		cl, err := apiClient(c)
 		if err != nil {
 			return err
@@ -28,13 +33,16 @@ var statusCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		if c.Bool("json") {
+		switch format {
+		case "table":
+			printStatus(c.App.Writer, st)
+			return nil
+		case "json":
 			enc := json.NewEncoder(c.App.Writer)
 			enc.SetIndent("", "  ")
 			return enc.Encode(st)
 		}
-		printStatus(c.App.Writer, st)
-		return nil
+		return printFormatted(c.App.Writer, format, []api.StatusResponse{st}, false)
 	},
 }
 
