@@ -113,7 +113,7 @@ func TestUsageErrorsExit125(t *testing.T) {
 	bin := build(t, true)
 	for _, args := range [][]string{
 		{"nosuch"}, {"status", "--bogus"}, {"pool", "rm"}, {"pool", "create"}, {"pool", "warm", "fn", "many"},
-		{"pool", "ls", "--bogus"}, {"volume", "grow"}, {"completion", "zsh"}, {"run"}, {"run", "--bogus", "img"},
+		{"pool", "ls", "--bogus"}, {"volume", "grow"}, {"completion", "tcsh"}, {"run"}, {"run", "--bogus", "img"},
 	} {
 		cmd := exec.Command(bin, append([]string{"--socket", "/nonexistent/ol-shim.sock"}, args...)...)
 		var stderr bytes.Buffer
@@ -123,5 +123,20 @@ func TestUsageErrorsExit125(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 125 || !strings.HasPrefix(stderr.String(), "ol-shim: ") {
 			t.Errorf("ol-shim %s: %v, stderr %q; want exit 125 and the reason", strings.Join(args, " "), err, stderr.String())
 		}
+	}
+}
+
+// TestCompletionWords: zsh's completion (urfave/cli's) asks the program
+// for the words that may come next: a command's subcommands, or the flags
+// that start with what was typed.
+func TestCompletionWords(t *testing.T) {
+	bin := build(t, true)
+	out, err := exec.Command(bin, "pool", "--generate-bash-completion").Output()
+	if err != nil || !strings.Contains(string(out), "inspect\n") || !strings.Contains(string(out), "create\n") {
+		t.Errorf("words after pool: %v: %q", err, out)
+	}
+	out, err = exec.Command(bin, "pool", "create", "--pids", "--generate-bash-completion").Output()
+	if err != nil || !strings.Contains(string(out), "--pids-limit") {
+		t.Errorf("flags of pool create starting --pids: %v: %q", err, out)
 	}
 }

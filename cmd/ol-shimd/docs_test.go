@@ -145,7 +145,17 @@ func TestBashCompletion(t *testing.T) {
 			t.Errorf("complete %q: %q, want %q", tc.line, got, tc.want)
 		}
 	}
-	if _, err := runApp(t, "completion", "zsh"); err == nil || !strings.Contains(err.Error(), "want one shell, bash") {
-		t.Errorf("completion zsh: %v; want an error naming bash", err)
+	if _, err := runApp(t, "completion", "tcsh"); err == nil || !strings.Contains(err.Error(), "want one shell, bash, zsh or fish") {
+		t.Errorf("completion tcsh: %v; want an error naming the shells", err)
 	}
+	// zsh's and fish's: urfave/cli's (fish's generated from the same
+	// commands; zsh's asks the program, whose words are its commands').
+	if out, err := runApp(t, "completion", "fish"); err != nil || !strings.Contains(out, "complete -c ol-shim") || !strings.Contains(out, "pool") {
+		t.Errorf("completion fish: %v:\n%s", err, out)
+	}
+	if out, err := runApp(t, "completion", "zsh"); err != nil || !strings.Contains(out, "#compdef ol-shim") {
+		t.Errorf("completion zsh: %v:\n%s", err, out)
+	}
+	// The words it asks for: cmd/ol-shim's TestCompletionWords (urfave/cli
+	// reads them from os.Args, so only the built program shows them).
 }

@@ -41,6 +41,8 @@ func NewApp(daemon ...*cli.Command) *cli.App {
 			&cli.StringFlag{Name: "tlskey", EnvVars: []string{"OL_SHIM_TLSKEY"}, Usage: "this client's private key (PEM)"},
 		},
 		Commands: cmds,
+		// The words of zsh's completion (see completionCommand).
+		EnableBashCompletion: true,
 		// Errors are printed once, by Main.
 		ExitErrHandler: func(*cli.Context, error) {},
 		// Usage errors exit 125, as docker's own do.

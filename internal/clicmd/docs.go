@@ -19,20 +19,65 @@ import (
 
 var completionCommand = &cli.Command{
 	Name:      "completion",
-	Usage:     "print a shell completion script (bash)",
-	ArgsUsage: "bash",
-	Description: `completion prints a bash completion script for ol-shim and ol-shimd, made from
-their commands and flags. The Debian package installs it; by hand:
+	Usage:     "print a shell completion script (bash, zsh or fish)",
+	ArgsUsage: "bash|zsh|fish",
+	Description: `completion prints a completion script for ol-shim and ol-shimd, made from
+their commands and flags. The Debian package installs bash's; by hand:
 
-    ol-shim completion bash > /etc/bash_completion.d/ol-shim`,
+    ol-shim completion bash > /etc/bash_completion.d/ol-shim
+    ol-shim completion zsh > "${fpath[1]}/_ol-shim"
+    ol-shim completion fish > ~/.config/fish/completions/ol-shim.fish
+
+bash's is static (every command and flag written into it, so a TAB starts
+no program); fish's is urfave/cli's own generator's (ToFishCompletion);
+zsh's asks ol-shim for the words at each TAB, as urfave/cli's zsh script
+does (--generate-bash-completion).`,
 	Action: func(c *cli.Context) error {
-		if c.NArg() != 1 || c.Args().First() != "bash" {
-			return usageError("completion: want one shell, bash; got %q", c.Args().Slice())
+		if c.NArg() != 1 {
+			return usageError("completion: want one shell, bash, zsh or fish; got %q", c.Args().Slice())
 		}
-		_, err := io.WriteString(c.App.Writer, BashCompletion(c.App))
+		var script string
+		switch c.Args().First() {
+		case "bash":
+			script = BashCompletion(c.App)
+		case "zsh":
+			script = zshCompletion
+		case "fish":
+			s, err := c.App.ToFishCompletion()
+			if err != nil {
+				return fmt.Errorf("completion fish: %w", err)
+			}
+			script = s
+		default:
+			return usageError("completion: want one shell, bash, zsh or fish; got %q", c.Args().Slice())
+		}
+		_, err := io.WriteString(c.App.Writer, script)
 		return err
 	},
 }
+
+// zshCompletion is urfave/cli's zsh script (its autocomplete/zsh_autocomplete)
+// for ol-shim: the words come from ol-shim --generate-bash-completion.
+const zshCompletion = `#compdef ol-shim ol-shimd
+
+_ol_shim() {
+  local -a opts
+  local cur
+  cur=${words[-1]}
+  if [[ "$cur" == "-"* ]]; then
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} ${cur} --generate-bash-completion)}")
+  else
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion)}")
+  fi
+  if [[ "${opts[1]}" != "" ]]; then
+    _describe 'values' opts
+  else
+    _files
+  fi
+}
+
+compdef _ol_shim ol-shim ol-shimd
+`
 
 var manCommand = &cli.Command{
 	Name:      "man",
