@@ -51,22 +51,8 @@ func (m *Manager) growLocked(ctx context.Context, v *vol, size, inodes int64) er
 	if n := v.mountsLocked(); n > 0 {
 		return fmt.Errorf("volume %q: %w: mounted %d times; a volume grows while no container has it", name, ErrInUse, n)
 	}
-	if isKernel(v) {
-		if m.loop == nil {
-			return fmt.Errorf("volume %q: kernel backend volume, but this host cannot handle it: %v", name, m.kernelErr)
-		}
-		if err := m.attachKernel(ctx, v); err != nil {
-			return err
-		}
-		if err := m.checkUnheld(v); err != nil {
-			return err
-		}
-		if err := m.checkHostRoom(o.Size - old.Size); err != nil {
-			return fmt.Errorf("volume %q: %w", name, err)
-		}
-		if err := m.loop.Grow(ctx, m.imagePath(name), m.mountDir(name), kernelLimits(old), kernelLimits(o)); err != nil {
-			return fmt.Errorf("volume %q: grow: %w", name, err)
-		}
+	if err := backendOf(v).grow(ctx, m, v, old, o); err != nil {
+		return err
 	}
 	rec := v.rec
 	rec.Options = o

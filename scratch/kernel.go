@@ -23,9 +23,6 @@ import (
 
 func (m *Manager) imagePath(name string) string { return filepath.Join(m.root, "images", name+".img") }
 
-// isKernel reports whether v's quotas are the kernel's.
-func isKernel(v *vol) bool { return v.rec.Options.Backend == BackendKernel }
-
 func kernelLimits(o Options) loopfs.Limits {
 	return loopfs.Limits{Bytes: o.Size, Inodes: o.InodeLimit(), UID: o.UID, GID: o.GID, Mode: o.Mode, NoExec: o.NoExec()}
 }
@@ -58,11 +55,20 @@ func (m *Manager) pickBackend(o *Options) error {
 	return nil
 }
 
-// createKernel makes v's file system and mounts it. Nothing is left on
-// error. The caller has checked the host's room, and holds v's name (see
-// Manager.creating), not m.mu.
+// createKernel makes v's file system and mounts it, if the host has room
+// for it (checkHostRoom). Nothing is left on error. The caller holds v's
+// name (see Manager.creating), not m.mu.
 func (m *Manager) createKernel(ctx context.Context, v *vol) error {
 	name := v.rec.Name
+	size := v.rec.Options.Size
+	m.roomMu.Lock()
+	if err := m.checkHostRoom(size); err != nil {
+		m.roomMu.Unlock()
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
+	m.pending.Add(size) // until its image exists, and a while after
+	m.roomMu.Unlock()
+	defer m.pending.Add(-size)
 	mnt := m.mountDir(name)
 	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("volume %q: %w", name, err)

@@ -1,13 +1,10 @@
 package scratch
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/open-lambda/ol-shim/scratch/loopfs"
 )
 
 // Status describes a volume for Get and List.
@@ -61,26 +58,10 @@ func (m *Manager) status(v *vol, withUsage bool) (Status, error) {
 	if !withUsage {
 		return st, nil
 	}
-	if isKernel(v) {
-		b, i, err := loopfs.Usage(m.mountDir(v.rec.Name), kernelLimits(v.rec.Options))
-		if err != nil {
-			return st, fmt.Errorf("volume %q: usage: %w", v.rec.Name, err)
-		}
-		st.BytesUsed, st.InodesUsed = b, i
-		return st, nil
-	}
-	if serving(srv) {
-		b, i, err := srv.usage()
-		if err == nil {
-			st.BytesUsed, st.InodesUsed = b, i
-			return st, nil
-		}
-		m.log.Warn("volume server does not answer; counting its volume's usage by a walk", "volume", v.rec.Name, "error", err)
-	}
-	q, err := NewQuota(m.dataDir(v.rec.Name), 0, 0)
+	b, i, err := backendOf(v).usage(m, v)
 	if err != nil {
-		return st, fmt.Errorf("volume %q: usage: %w", v.rec.Name, err)
+		return st, err
 	}
-	st.BytesUsed, st.InodesUsed = q.Usage()
+	st.BytesUsed, st.InodesUsed = b, i
 	return st, nil
 }

@@ -74,8 +74,10 @@ type Manager struct {
 	// mu (mkfs and mount); closed when done. Guarded by mu.
 	creating map[string]chan struct{}
 	// pending: the bytes those creates may take of the host's disk,
-	// counted by checkHostRoom until their images exist.
+	// counted by checkHostRoom until their images exist; roomMu makes a
+	// create's check and its count one step.
 	pending atomic.Int64
+	roomMu  sync.Mutex
 }
 
 // vol is one volume. Its fields other than rec are guarded by its mu.
@@ -215,12 +217,7 @@ func (m *Manager) Serving(name string) bool {
 	if err != nil {
 		return false
 	}
-	if isKernel(v) {
-		return loopfs.Mounted(m.mountDir(name))
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return serving(v.server)
+	return backendOf(v).serving(m, v)
 }
 
 // Path returns where volume name is (or will be, once mounted) on the host.
@@ -233,15 +230,7 @@ func (m *Manager) Path(name string) (string, error) {
 }
 
 // volPath is where v is on the host.
-func (m *Manager) volPath(v *vol) string {
-	switch {
-	case isKernel(v):
-		return filepath.Join(m.mountDir(v.rec.Name), loopfs.DataDir)
-	case v.rec.Options.Limited():
-		return m.mountDir(v.rec.Name)
-	}
-	return m.dataDir(v.rec.Name)
-}
+func (m *Manager) volPath(v *vol) string { return backendOf(v).path(m, v) }
 
 func (m *Manager) get(name string) (*vol, error) {
 	if err := ValidateName(name); err != nil {
@@ -293,35 +282,29 @@ func (m *Manager) Create(name string, opts map[string]string) error {
 		return fmt.Errorf("volume %q: %w", name, err)
 	}
 	v := &vol{rec: Record{Name: name, Options: o, CreatedAt: time.Now().UTC()}, refs: map[string]int{}}
-	if isKernel(v) {
-		// About 20 ms of mkfs and mount, made outside m.mu: other
-		// volumes' calls go on meanwhile; one for this name waits (it
-		// is not in m.vols until made).
-		if err := m.checkHostRoom(o.Size); err != nil {
-			return fmt.Errorf("volume %q: %w", name, err)
-		}
+	be := backendOf(v)
+	if be.slowMake() {
+		// A kernel volume's mkfs and mount (about 20 ms) are made
+		// outside m.mu: other volumes' calls go on meanwhile; one for
+		// this name waits (it is not in m.vols until made).
 		done := make(chan struct{})
 		if m.creating == nil {
 			m.creating = map[string]chan struct{}{}
 		}
 		m.creating[name] = done
-		m.pending.Add(o.Size)
 		m.mu.Unlock()
-		err := m.createKernel(context.Background(), v)
+		err := be.make(context.Background(), m, v)
 		m.mu.Lock()
-		m.pending.Add(-o.Size)
 		delete(m.creating, name)
 		close(done)
 		if err != nil {
 			return err
 		}
-	} else if err := m.ensureDir(v); err != nil {
+	} else if err := be.make(context.Background(), m, v); err != nil {
 		return err
 	}
 	if err := m.store.put(v.rec); err != nil {
-		if isKernel(v) {
-			_ = m.removeKernel(v)
-		}
+		_ = be.drop(m, v)
 		_ = os.RemoveAll(m.dataDir(name))
 		return fmt.Errorf("volume %q: record: %w", name, err)
 	}
@@ -378,14 +361,10 @@ func (m *Manager) Remove(name string) error {
 		m.mu.Unlock()
 		return fmt.Errorf("volume %q: %w: mounted %d times", name, ErrInUse, n)
 	}
-	if isKernel(v) {
-		// Its file system goes first: if something on the host still has
-		// it busy, the volume stays, whole.
-		if err := m.removeKernel(v); err != nil {
-			v.mu.Unlock()
-			m.mu.Unlock()
-			return fmt.Errorf("%w: %w", err, ErrInUse)
-		}
+	if err := backendOf(v).drop(m, v); err != nil {
+		v.mu.Unlock()
+		m.mu.Unlock()
+		return err
 	}
 	v.removed = true
 	v.mu.Unlock()
@@ -419,23 +398,12 @@ func (m *Manager) Mount(name, id string) (string, error) {
 	if v.removed {
 		return "", fmt.Errorf("volume %q: %w", name, ErrNotFound)
 	}
-	if isKernel(v) {
-		if err := m.attachKernel(context.Background(), v); err != nil {
-			return "", err
-		}
-		v.refs[id]++
-		return m.volPath(v), nil
-	}
-	if v.rec.Options.Limited() && !serving(v.server) {
-		if err := m.mountFUSELocked(v); err != nil {
-			return "", err
-		}
+	be := backendOf(v)
+	if err := be.mount(context.Background(), m, v); err != nil {
+		return "", err
 	}
 	v.refs[id]++
-	if v.rec.Options.Limited() {
-		return m.mountDir(name), nil
-	}
-	return m.dataDir(name), nil
+	return be.path(m, v), nil
 }
 
 // Unmount releases one Mount by caller id; the last one stops the FUSE
@@ -458,8 +426,8 @@ func (m *Manager) Unmount(name, id string) error {
 	default:
 		return fmt.Errorf("volume %q: not mounted by %q", name, id)
 	}
-	if v.mountsLocked() == 0 && v.server != nil {
-		return m.unmountFUSELocked(v)
+	if v.mountsLocked() == 0 {
+		return backendOf(v).unmount(m, v)
 	}
 	return nil
 }
@@ -479,8 +447,8 @@ func (m *Manager) DropAnonymous(referenced func(name string) bool) []string {
 		if v.anon > 0 && !v.removed && !referenced(v.rec.Name) {
 			v.anon = 0
 			released = append(released, v.rec.Name)
-			if v.mountsLocked() == 0 && v.server != nil {
-				if err := m.unmountFUSELocked(v); err != nil {
+			if v.mountsLocked() == 0 {
+				if err := backendOf(v).unmount(m, v); err != nil {
 					m.log.Warn("unmount a volume no container refers to", "volume", v.rec.Name, "error", err)
 				}
 			}
