@@ -43,7 +43,7 @@ func (r *run) runtime(ctx context.Context) (err error) {
 		return fmt.Errorf("ol-shim runtime install: %v: %s", err, out)
 	}
 	defer func() {
-		exec.Command(r.bin, "runtime", "uninstall").Run()
+		exec.Command(r.bin, "runtime", "uninstall", "--force").Run()
 		if existed {
 			os.WriteFile(ociruntime.DaemonJSON, orig, 0o644)
 		} else {
@@ -63,7 +63,13 @@ func (r *run) runtime(ctx context.Context) (err error) {
 		if p == "rt-served" {
 			img = served
 		}
-		if _, err := r.d.c.PutPool(ctx, p, spec.PoolConfig{Image: img, Memory: 64 << 20, MinIdle: 2}); err != nil {
+		// rt-served runs as root, the served containers' user: a pool of
+		// the sandbox user serves only containers of that user.
+		user := ""
+		if p == "rt-served" {
+			user = "root"
+		}
+		if _, err := r.d.c.PutPool(ctx, p, spec.PoolConfig{Image: img, Memory: 64 << 20, MinIdle: 2, User: user}); err != nil {
 			return err
 		}
 		defer r.d.c.DeletePool(context.Background(), p)

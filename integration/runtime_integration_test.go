@@ -33,7 +33,7 @@ func registerRuntime(t *testing.T, flags ...string) {
 	t.Cleanup(func() {
 		// dockerd forgets a runtime at a reload only if the file still
 		// has runtimes, without it: uninstall, then the file as it was.
-		if out, err := exec.Command(bin, "runtime", "uninstall").CombinedOutput(); err != nil {
+		if out, err := exec.Command(bin, "runtime", "uninstall", "--force").CombinedOutput(); err != nil { // the daemon's sandboxes still run under it: its own cleanup, after, removes them
 			t.Errorf("ol-shim runtime uninstall: %v\n%s", err, out)
 		}
 		waitRuntime(t, false)

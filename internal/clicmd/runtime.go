@@ -1,10 +1,15 @@
 package clicmd
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
+	"github.com/moby/moby/client"
 	"github.com/urfave/cli/v2"
 
 	"github.com/open-lambda/ol-shim/shim/api"
@@ -61,8 +66,22 @@ var runtimeInstallCommand = &cli.Command{
 var runtimeUninstallCommand = &cli.Command{
 	Name:  "uninstall",
 	Usage: "take ol-shim-runtime off daemon.json and reload dockerd",
-	Flags: runtimeFlags,
+	Flags: append(slices.Clone(runtimeFlags), &cli.BoolFlag{Name: "force", Usage: "even while containers run under the runtime (dockerd can then no longer pause, kill or remove them until it restarts)"}),
 	Action: func(c *cli.Context) error {
+		if !c.Bool("force") {
+			// A runtime registered with runtimeArgs is run through a
+			// wrapper dockerd writes (DockerRootDir/runtimes/NAME) and
+			// drops at the reload that takes the runtime off: a container
+			// made with it can then be neither paused nor killed, its shim
+			// calling a program that is gone.
+			ids, err := containersOfRuntime(c.Context, c.String("name"))
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("runtime %q: which containers run under it: %v (--force takes it off all the same)", c.String("name"), err), 1)
+			}
+			if len(ids) > 0 {
+				return cli.Exit(fmt.Sprintf("runtime %q: %d containers run under it (%s); dockerd could no longer pause, kill or remove them: remove them first (for ol-shim's sandboxes: stop ol-shim, or remove their pools), or --force", c.String("name"), len(ids), strings.Join(ids[:min(len(ids), 5)], ", ")), 1)
+			}
+		}
 		changed, err := ociruntime.Unregister(c.String("daemon-json"), c.String("name"))
 		if err != nil {
 			return cli.Exit(err.Error(), 125)
@@ -87,6 +106,44 @@ var runtimeStatusCommand = &cli.Command{
 		fmt.Fprintf(c.App.Writer, "runtime %q: %s (%s)\n", c.String("name"), p, c.String("daemon-json"))
 		return nil
 	},
+}
+
+// containersOfRuntime lists (short IDs) the containers dockerd holds,
+// running or not, that were made with runtime name, where they depend on
+// dockerd's wrapper of it (none without one).
+func containersOfRuntime(ctx context.Context, name string) ([]string, error) {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		return nil, err
+	}
+	info, err := cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(info.Info.DockerRootDir, "runtimes", name)); err != nil {
+		return nil, nil // no wrapper: its containers keep the runtime's own path
+	}
+	list, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, ct := range list.Items {
+		res, err := cli.ContainerInspect(ctx, ct.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if hc := res.Container.HostConfig; hc != nil && hc.Runtime == name {
+			ids = append(ids, ct.ID[:min(len(ct.ID), 12)])
+		}
+	}
+	return ids, nil
 }
 
 func reloadAfter(c *cli.Context, changed bool, done string) error {
