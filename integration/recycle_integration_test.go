@@ -35,7 +35,8 @@ func TestRecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDaemon(t, recycleConfig)
+	// As root: the run dirties /dev, which the sandbox user cannot write.
+	d := newDaemon(t, recycleConfig+"user = \"root\"\n")
 	d.waitIdle("rc", 1)
 	const dirty = `set -e
 hostname > /host/hostname-was
