@@ -113,18 +113,9 @@ type processSpec struct {
 
 // readProcess reads an exec's process file, as readSpec a bundle's.
 func readProcess(path string) (*processSpec, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxConfig {
-		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", path, maxConfig)
-	}
 	var p processSpec
-	if err := json.NewDecoder(io.LimitReader(f, maxConfig)).Decode(&p); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
+	if err := readJSONFile(path, &p); err != nil {
+		return nil, err
 	}
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return nil, fmt.Errorf("%s: no args", path)

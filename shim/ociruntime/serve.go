@@ -90,23 +90,31 @@ var engineMounts = map[string]bool{"/proc": true, "/dev": true, "/dev/pts": true
 
 // readSpec reads bundle's config.json.
 func readSpec(bundle string) (*spec, error) {
-	path := filepath.Join(bundle, "config.json")
-	// O_NONBLOCK: a FIFO there would otherwise hold the open until
-	// something writes to it; it is then refused as not a regular file.
+	var s spec
+	if err := readJSONFile(filepath.Join(bundle, "config.json"), &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// readJSONFile decodes the engine's JSON file at path into v: a regular
+// file of at most maxConfig bytes. O_NONBLOCK: a FIFO there would
+// otherwise hold the open until something writes to it; it is then
+// refused as not a regular file.
+func readJSONFile(path string, v any) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() > maxConfig {
-		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", path, maxConfig)
+		return fmt.Errorf("%s: not a regular file of at most %d bytes", path, maxConfig)
 	}
-	var s spec
-	if err := json.NewDecoder(io.LimitReader(f, maxConfig)).Decode(&s); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
+	if err := json.NewDecoder(io.LimitReader(f, maxConfig)).Decode(v); err != nil {
+		return fmt.Errorf("%s: %v", path, err)
 	}
-	return &s, nil
+	return nil
 }
 
 // createArgs are create's own flags.
